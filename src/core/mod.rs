@@ -1,0 +1,50 @@
+//! The election state machine: Bully election inside a quorum, quorum-acked
+//! claims, leader leases and fencing epochs.
+//!
+//! Architecture Invariant: this module does no I/O, reads no clock and draws
+//! no global randomness. Time comes in as `now`, randomness from a seed the
+//! caller gives, and everything the node wants done comes out as an `Effect`.
+
+mod effect;
+mod message;
+mod types;
+
+pub use effect::{
+    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Transition,
+};
+pub use message::{Body, Heartbeat, Message, NackReason, Role};
+pub use types::{Epoch, NodeId, Rank, Time};
+
+use std::time::Duration;
+
+/// The timing knobs of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Interval between heartbeats.
+    pub heartbeat: Duration,
+    /// A peer unheard for this long is dead; also the length of every promise.
+    pub dead_after: Duration,
+    /// Subtracted from the lease to cover timer lateness and hook start.
+    pub lease_margin: Duration,
+    /// Bound on clock-rate error, in parts per million (10_000 = 1%).
+    pub max_drift_ppm: u32,
+}
+
+/// What the core needs to know about its cluster and itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every member, this node included.
+    pub members: Vec<NodeId>,
+    /// This node's priority.
+    pub priority: u32,
+    /// Timing.
+    pub timing: Timing,
+    /// A higher-ranked node that comes back takes over.
+    pub preempt: bool,
+    /// ... after it has been alive and able to lead this long.
+    pub preempt_delay: Duration,
+    /// Time a node stays ineligible after a failed promote or a step-down.
+    pub holdoff: Duration,
+}

@@ -1,0 +1,3 @@
+//! regent: one leader per LAN group, fenced by epochs.
+
+pub mod core;
