@@ -48,3 +48,13 @@ pub struct CoreConfig {
     /// Time a node stays ineligible after a failed promote or a step-down.
     pub holdoff: Duration,
 }
+
+mod lease;
+mod node;
+mod quorum;
+mod rng;
+
+pub use lease::{lease_end, lease_len};
+pub use node::{Node, PeerStatus, Status};
+pub use quorum::{quorum, tally, VoteResult};
+pub use rng::Rng;

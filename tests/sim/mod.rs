@@ -1,0 +1,945 @@
+//! A deterministic cluster simulator for the election core.
+//!
+//! N nodes, virtual time, one seed. The network loses, duplicates, delays and
+//! reorders messages and can be partitioned symmetrically or one way; nodes
+//! crash (keeping only what they persisted) and restart; each node's clock
+//! runs at its own rate within the configured drift bound; hooks are slow or
+//! fail; health checks flap; operators step leaders down and stop nodes.
+//!
+//! After every event the invariants of the design brief are checked:
+//! S1 (one leader per epoch), S2 (promised and led epochs never decrease, also
+//! across restarts) and S3 (no instant with two leaders, in real time). After
+//! the faults heal, L1 (a leader emerges, the right one) is checked, and in
+//! runs whose only fault is loss that cannot cut a quorum off, L2 (no
+//! leadership change). A failure panics with the seed and the event trace.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use regentd::core::{
+    CoreConfig, Effect, Epoch, HookDone, HookKind, HookOutcome, HookRequest, Input, Message, Node,
+    NodeId, Persisted, Rng, Role, Time, Timing,
+};
+
+/// What kind of run a seed makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Every fault, then heal and check liveness.
+    Chaos,
+    /// Only random loss that cannot cut a quorum off: check stability.
+    Lossy,
+}
+
+/// Knobs of a run, all derived from the seed unless overridden.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub nodes: usize,
+    pub timing: Timing,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub holdoff: Duration,
+    pub priorities: Vec<u32>,
+    /// Virtual length of the fault phase.
+    pub chaos: Duration,
+    /// Loss percentage in `Lossy` runs.
+    pub loss_percent: u32,
+}
+
+impl Plan {
+    /// Derives a plan from a seed.
+    pub fn from_seed(seed: u64) -> Plan {
+        let mut rng = Rng::new(seed ^ 0x5eed_0f_c0ffee);
+        let scenario = if rng.chance(25) {
+            Scenario::Lossy
+        } else {
+            Scenario::Chaos
+        };
+        let nodes = rng.range(1, 9) as usize;
+        let fast = rng.chance(40);
+        let (hb, dead) = if fast { (20, 100) } else { (100, 300) };
+        let timing = Timing {
+            heartbeat: Duration::from_millis(hb),
+            dead_after: Duration::from_millis(dead),
+            lease_margin: Duration::from_millis(if fast { 5 } else { 20 }),
+            max_drift_ppm: [0, 1_000, 10_000, 50_000][rng.range(0, 3) as usize],
+        };
+        let priorities = (0..nodes)
+            .map(|_| {
+                if rng.chance(50) {
+                    100
+                } else {
+                    rng.range(1, 200) as u32
+                }
+            })
+            .collect();
+        Plan {
+            seed,
+            scenario,
+            nodes,
+            timing,
+            preempt: rng.chance(70),
+            preempt_delay: Duration::from_millis(rng.range(0, 1500)),
+            holdoff: Duration::from_millis(rng.range(200, 2000)),
+            priorities,
+            chaos: Duration::from_millis(rng.range(3_000, 12_000)),
+            loss_percent: rng.range(5, 20) as u32,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver { to: usize, msg: Message },
+    Timer { node: usize, generation: u64 },
+    HookDone { node: usize, generation: u64 },
+    HookReport { node: usize, done: HookDone },
+    Fault(Fault),
+}
+
+#[derive(Clone, Debug)]
+enum Fault {
+    Crash(usize),
+    Restart(usize),
+    Stop(usize),
+    Partition(Vec<usize>),
+    OneWay { from: usize, to: usize },
+    HealNetwork,
+    Loss(u32),
+    Delay(u64),
+    Duplicate(u32),
+    Health { node: usize, ok: bool },
+    HookFailures { node: usize, percent: u32 },
+    SlowHooks { node: usize, slow: bool },
+    StepDown { to: Option<usize> },
+    HealAll,
+}
+
+/// One simulated host: the core, its clock, its durable state and its hooks.
+struct Host {
+    id: NodeId,
+    cfg: CoreConfig,
+    node: Option<Node>,
+    persisted: Persisted,
+    incarnation: u64,
+    /// Clock rate error in ppm, within the drift bound.
+    rate_ppm: i64,
+    /// Local time at real time zero.
+    offset: u64,
+    timer_generation: u64,
+    hook_queue: VecDeque<HookRequest>,
+    hook_running: Option<HookRequest>,
+    hook_generation: u64,
+    hook_fail_percent: u32,
+    slow_hooks: bool,
+    healthy: bool,
+    /// Leadership held (epoch, real start), between promote and demote effects.
+    holding: Option<(Epoch, u64)>,
+    last_led: Epoch,
+    promised_seen: Epoch,
+    /// A restart was asked for while the node was still shutting down.
+    restart_on_exit: bool,
+}
+
+/// The simulator.
+pub struct Sim {
+    pub plan: Plan,
+    rng: Rng,
+    now: u64,
+    order: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    hosts: Vec<Host>,
+    blocked: Vec<Vec<bool>>,
+    loss: u32,
+    duplicate: u32,
+    max_delay_us: u64,
+    led: BTreeMap<Epoch, NodeId>,
+    trace: VecDeque<(u64, TraceLine)>,
+    full_trace: bool,
+    /// Promote effects seen (count) after the last check point.
+    pub promotions: usize,
+    pub demotions: usize,
+}
+
+const TRACE_KEEP: usize = 400;
+
+impl Sim {
+    pub fn new(plan: Plan) -> Sim {
+        let mut rng = Rng::new(plan.seed);
+        let members: Vec<NodeId> = (1..=plan.nodes as u32).map(NodeId).collect();
+        let drift = i64::from(plan.timing.max_drift_ppm);
+        let hosts = (0..plan.nodes)
+            .map(|i| {
+                let cfg = CoreConfig {
+                    id: members[i],
+                    members: members.clone(),
+                    priority: plan.priorities[i],
+                    timing: plan.timing.clone(),
+                    preempt: plan.preempt,
+                    preempt_delay: plan.preempt_delay,
+                    holdoff: plan.holdoff,
+                };
+                // Extremes of the drift bound are the interesting cases.
+                let rate_ppm = match rng.range(0, 3) {
+                    0 => drift,
+                    1 => -drift,
+                    _ => rng.range(0, 2 * drift as u64) as i64 - drift,
+                };
+                Host {
+                    id: members[i],
+                    cfg,
+                    node: None,
+                    persisted: Persisted::default(),
+                    incarnation: 0,
+                    rate_ppm,
+                    offset: rng.range(0, 1_000_000_000_000),
+                    timer_generation: 0,
+                    hook_queue: VecDeque::new(),
+                    hook_running: None,
+                    hook_generation: 0,
+                    hook_fail_percent: 0,
+                    slow_hooks: false,
+                    healthy: true,
+                    holding: None,
+                    last_led: Epoch::default(),
+                    promised_seen: Epoch::default(),
+                    restart_on_exit: false,
+                }
+            })
+            .collect();
+        let n = plan.nodes;
+        Sim {
+            plan,
+            rng,
+            now: 0,
+            order: 0,
+            queue: BinaryHeap::new(),
+            hosts,
+            blocked: vec![vec![false; n]; n],
+            loss: 0,
+            duplicate: 0,
+            max_delay_us: 2_000,
+            led: BTreeMap::new(),
+            trace: VecDeque::new(),
+            full_trace: std::env::var_os("SIM_TRACE").is_some(),
+            promotions: 0,
+            demotions: 0,
+        }
+    }
+
+    // ----- clocks -----
+
+    fn local(&self, i: usize, real: u64) -> Time {
+        let h = &self.hosts[i];
+        let scaled = i128::from(real) * (1_000_000 + i128::from(h.rate_ppm)) / 1_000_000;
+        Time(h.offset + scaled as u64)
+    }
+
+    fn real_at(&self, i: usize, local: Time) -> u64 {
+        let h = &self.hosts[i];
+        let l = i128::from(local.0.saturating_sub(h.offset));
+        let rate = 1_000_000 + i128::from(h.rate_ppm);
+        let mut real = ((l * 1_000_000 + rate - 1) / rate) as u64;
+        while self.local(i, real) < local {
+            real += 1;
+        }
+        real.max(self.now)
+    }
+
+    // ----- the event queue -----
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.order += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            order: self.order,
+            event,
+        }));
+    }
+
+    fn log(&mut self, line: String) {
+        self.record(TraceLine::Text(line));
+    }
+
+    fn record(&mut self, line: TraceLine) {
+        if self.full_trace {
+            eprintln!("{:>10.3}ms {line}", self.now as f64 / 1e6);
+        }
+        if self.trace.len() == TRACE_KEEP {
+            self.trace.pop_front();
+        }
+        self.trace.push_back((self.now, line));
+    }
+
+    /// Panics with the seed, the plan and the recent trace.
+    pub fn fail(&self, what: &str) -> ! {
+        let mut s = String::new();
+        let _ = writeln!(s, "SIMULATION FAILED: {what}");
+        let _ = writeln!(
+            s,
+            "seed {} (replay: SIM_SEED={} cargo test --test simulator -- replay --nocapture)",
+            self.plan.seed, self.plan.seed
+        );
+        let _ = writeln!(s, "plan {:?}", self.plan);
+        let _ = writeln!(s, "last {} events:", self.trace.len());
+        for (at, line) in &self.trace {
+            let _ = writeln!(s, "  {:>10.3}ms {line}", *at as f64 / 1e6);
+        }
+        panic!("{s}");
+    }
+
+    // ----- running -----
+
+    /// Starts every node at time zero (or staggered) and plans the faults.
+    pub fn start(&mut self, staggered: bool) {
+        for i in 0..self.hosts.len() {
+            let at = if staggered {
+                self.rng.range(0, 500_000_000)
+            } else {
+                0
+            };
+            self.schedule(at, Event::Fault(Fault::Restart(i)));
+        }
+    }
+
+    /// Runs until virtual time `until`.
+    pub fn run_until(&mut self, until: Duration) {
+        let until = until.as_nanos() as u64;
+        while self.queue.peek().is_some_and(|Reverse(s)| s.at <= until) {
+            let Some(Reverse(s)) = self.queue.pop() else {
+                break;
+            };
+            self.now = s.at;
+            self.step(s.event);
+        }
+        self.now = until;
+    }
+
+    fn step(&mut self, event: Event) {
+        match event {
+            Event::Deliver { to, msg } => {
+                if self.hosts[to].node.is_some() {
+                    let line = TraceLine::Deliver {
+                        to,
+                        msg: Box::new(msg.clone()),
+                    };
+                    self.record(line);
+                    self.input(to, Input::Message(msg));
+                }
+            }
+            Event::Timer { node, generation } => {
+                if self.hosts[node].timer_generation == generation
+                    && self.hosts[node].node.is_some()
+                {
+                    let local = self.local(node, self.now);
+                    if let Some(n) = self.hosts[node].node.as_mut() {
+                        n.handle_timeout(local);
+                    }
+                    self.drain(node);
+                }
+            }
+            Event::HookDone { node, generation } => {
+                if self.hosts[node].hook_generation != generation {
+                    return;
+                }
+                let Some(req) = self.hosts[node].hook_running.take() else {
+                    return;
+                };
+                let fail = self.rng.chance(self.hosts[node].hook_fail_percent);
+                let outcome = match (fail, self.rng.chance(30)) {
+                    (false, _) => HookOutcome::Ok,
+                    (true, true) => HookOutcome::TimedOut,
+                    (true, false) => HookOutcome::Failed,
+                };
+                self.report_hook(node, req, outcome);
+                self.start_hook(node);
+            }
+            Event::HookReport { node, done } => {
+                if self.hosts[node].node.is_some() {
+                    self.input(node, Input::HookDone(done));
+                }
+            }
+            Event::Fault(f) => self.fault(f),
+        }
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        let local = self.local(i, self.now);
+        if let Some(n) = self.hosts[i].node.as_mut() {
+            n.handle(local, input);
+        }
+        self.drain(i);
+    }
+
+    /// Carries out a node's effects in order, checking invariants as they happen.
+    fn drain(&mut self, i: usize) {
+        loop {
+            let Some(effect) = self.hosts[i].node.as_mut().and_then(|n| n.poll_effect()) else {
+                break;
+            };
+            match effect {
+                Effect::Persist(p) => {
+                    let h = &mut self.hosts[i];
+                    if p.promised < h.persisted.promised {
+                        let what = format!(
+                            "S2: n{} persisted promised {} below {}",
+                            i + 1,
+                            p.promised,
+                            h.persisted.promised
+                        );
+                        self.fail(&what);
+                    }
+                    h.persisted = p;
+                    h.promised_seen = h.promised_seen.max(p.promised);
+                }
+                Effect::Send(msg) => self.broadcast(i, msg),
+                Effect::RunHook(req) => self.run_hook(i, req),
+                Effect::Transition(t) => {
+                    self.log(format!(
+                        "n{} -> {} epoch {} leader {:?} ({})",
+                        i + 1,
+                        t.role,
+                        t.epoch,
+                        t.leader.map(|l| l.0),
+                        t.reason
+                    ));
+                }
+                Effect::StepDownResult(r) => self.log(format!("n{} step-down: {r:?}", i + 1)),
+                Effect::Exit => {
+                    self.log(format!("n{} exits", i + 1));
+                    self.down(i);
+                    if std::mem::take(&mut self.hosts[i].restart_on_exit) {
+                        self.fault(Fault::Restart(i));
+                    }
+                    return;
+                }
+            }
+        }
+        let next = self.hosts[i].node.as_ref().and_then(|n| n.next_timeout());
+        let h = &mut self.hosts[i];
+        h.timer_generation += 1;
+        let generation = h.timer_generation;
+        if let Some(t) = next {
+            let at = self.real_at(i, t);
+            self.schedule(
+                at,
+                Event::Timer {
+                    node: i,
+                    generation,
+                },
+            );
+        }
+    }
+
+    fn broadcast(&mut self, from: usize, msg: Message) {
+        for to in 0..self.hosts.len() {
+            if to == from || self.blocked[from][to] || self.rng.chance(self.loss) {
+                continue;
+            }
+            let copies = if self.rng.chance(self.duplicate) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let delay = self.rng.range(20, self.max_delay_us.max(20)) * 1000;
+                self.schedule(
+                    self.now + delay,
+                    Event::Deliver {
+                        to,
+                        msg: msg.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    // ----- hooks: one at a time, in order, a demote cancels a running promote -----
+
+    fn run_hook(&mut self, i: usize, req: HookRequest) {
+        self.log(format!(
+            "n{} hook {} epoch {} ({})",
+            i + 1,
+            req.kind.as_str(),
+            req.epoch,
+            req.reason
+        ));
+        match req.kind {
+            HookKind::Promote => {
+                let h = &mut self.hosts[i];
+                if let Some((e, _)) = h.holding {
+                    let what = format!("n{} promoted epoch {} while holding {e}", i + 1, req.epoch);
+                    self.fail(&what);
+                }
+                if req.epoch <= h.last_led {
+                    let what = format!(
+                        "S2: n{} led epoch {} after {}",
+                        i + 1,
+                        req.epoch,
+                        h.last_led
+                    );
+                    self.fail(&what);
+                }
+                if let Some(other) = self.led.get(&req.epoch) {
+                    let what = format!("S1: epoch {} led by n{} and n{}", req.epoch, other, i + 1);
+                    self.fail(&what);
+                }
+                for (j, o) in self.hosts.iter().enumerate() {
+                    if let Some((e, since)) = o.holding {
+                        let what = format!(
+                            "S3: n{} promoted epoch {} while n{} holds epoch {e} since {:.3}ms",
+                            i + 1,
+                            req.epoch,
+                            j + 1,
+                            since as f64 / 1e6
+                        );
+                        self.fail(&what);
+                    }
+                }
+                self.led.insert(req.epoch, self.hosts[i].id);
+                let h = &mut self.hosts[i];
+                h.last_led = req.epoch;
+                h.holding = Some((req.epoch, self.now));
+                self.promotions += 1;
+            }
+            HookKind::Demote => {
+                let h = &mut self.hosts[i];
+                if req.reason != "startup" {
+                    self.demotions += 1;
+                }
+                h.holding = None;
+                // A queued promote and this demote cancel out.
+                if let Some(last) = h.hook_queue.back() {
+                    if last.kind == HookKind::Promote && last.epoch == req.epoch {
+                        let promote = h.hook_queue.pop_back().expect("checked above");
+                        self.report_hook(i, promote, HookOutcome::Skipped);
+                        self.report_hook(i, req, HookOutcome::Skipped);
+                        return;
+                    }
+                }
+                // A running promote is killed so the demote starts at once.
+                if h.hook_running
+                    .as_ref()
+                    .is_some_and(|r| r.kind == HookKind::Promote)
+                {
+                    let running = h.hook_running.take().expect("checked above");
+                    h.hook_generation += 1;
+                    self.report_hook(i, running, HookOutcome::TimedOut);
+                }
+            }
+        }
+        self.hosts[i].hook_queue.push_back(req);
+        self.start_hook(i);
+    }
+
+    fn start_hook(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        if h.hook_running.is_some() {
+            return;
+        }
+        let Some(req) = h.hook_queue.pop_front() else {
+            return;
+        };
+        h.hook_running = Some(req);
+        h.hook_generation += 1;
+        let generation = h.hook_generation;
+        let slow = h.slow_hooks;
+        let ms = if slow {
+            self.rng.range(100, 1000)
+        } else {
+            self.rng.range(1, 30)
+        };
+        self.schedule(
+            self.now + ms * 1_000_000,
+            Event::HookDone {
+                node: i,
+                generation,
+            },
+        );
+    }
+
+    fn report_hook(&mut self, i: usize, req: HookRequest, outcome: HookOutcome) {
+        let done = HookDone {
+            kind: req.kind,
+            epoch: req.epoch,
+            outcome,
+        };
+        self.log(format!(
+            "n{} hook {} epoch {} done: {:?}",
+            i + 1,
+            req.kind.as_str(),
+            req.epoch,
+            outcome
+        ));
+        self.schedule(self.now, Event::HookReport { node: i, done });
+    }
+
+    // ----- faults -----
+
+    fn down(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        h.node = None;
+        h.holding = None;
+        h.hook_queue.clear();
+        h.hook_running = None;
+        h.hook_generation += 1;
+        h.timer_generation += 1;
+    }
+
+    fn fault(&mut self, f: Fault) {
+        self.log(format!("FAULT {f:?}"));
+        match f {
+            Fault::Crash(i) => {
+                self.down(i);
+                self.hosts[i].restart_on_exit = false;
+            }
+            Fault::Stop(i) => {
+                if self.hosts[i].node.is_some() {
+                    self.input(i, Input::Shutdown);
+                }
+            }
+            Fault::Restart(i) => {
+                if self.hosts[i].node.is_some() {
+                    self.hosts[i].restart_on_exit = true;
+                    return;
+                }
+                let local = self.local(i, self.now);
+                let h = &mut self.hosts[i];
+                if h.persisted.promised < h.promised_seen {
+                    let what = format!(
+                        "S2: n{} restarted with promised {} below {}",
+                        i + 1,
+                        h.persisted.promised,
+                        h.promised_seen
+                    );
+                    self.fail(&what);
+                }
+                h.incarnation += 1;
+                let seed = self
+                    .plan
+                    .seed
+                    .wrapping_mul(31)
+                    .wrapping_add(h.incarnation * 7 + i as u64);
+                h.node = Some(Node::new(
+                    h.cfg.clone(),
+                    h.persisted,
+                    h.incarnation,
+                    seed,
+                    local,
+                ));
+                self.drain(i);
+                if !self.hosts[i].healthy {
+                    self.input(i, Input::Health { ok: false });
+                }
+            }
+            Fault::Partition(side) => {
+                let n = self.hosts.len();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side.contains(&a) != side.contains(&b) {
+                            self.blocked[a][b] = true;
+                        }
+                    }
+                }
+            }
+            Fault::OneWay { from, to } => self.blocked[from][to] = true,
+            Fault::HealNetwork => {
+                for row in &mut self.blocked {
+                    row.fill(false);
+                }
+            }
+            Fault::Loss(p) => self.loss = p,
+            Fault::Delay(us) => self.max_delay_us = us,
+            Fault::Duplicate(p) => self.duplicate = p,
+            Fault::Health { node, ok } => {
+                self.hosts[node].healthy = ok;
+                if self.hosts[node].node.is_some() {
+                    self.input(node, Input::Health { ok });
+                }
+            }
+            Fault::HookFailures { node, percent } => self.hosts[node].hook_fail_percent = percent,
+            Fault::SlowHooks { node, slow } => self.hosts[node].slow_hooks = slow,
+            Fault::StepDown { to } => {
+                let leader = (0..self.hosts.len()).find(|&i| {
+                    self.hosts[i]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.leading().is_some())
+                });
+                if let Some(l) = leader {
+                    let to = to.filter(|&t| t != l).map(|t| self.hosts[t].id);
+                    self.input(l, Input::StepDown { to });
+                }
+            }
+            Fault::HealAll => {
+                for row in &mut self.blocked {
+                    row.fill(false);
+                }
+                self.loss = 0;
+                self.duplicate = 0;
+                self.max_delay_us = 2_000;
+                for i in 0..self.hosts.len() {
+                    self.hosts[i].hook_fail_percent = 0;
+                    self.hosts[i].slow_hooks = false;
+                    if !self.hosts[i].healthy {
+                        self.fault(Fault::Health { node: i, ok: true });
+                    }
+                    if self.hosts[i].node.is_none() {
+                        self.fault(Fault::Restart(i));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plans random faults between `from` and `to` (virtual time).
+    pub fn plan_chaos(&mut self, from: Duration, to: Duration) {
+        let n = self.hosts.len();
+        let mut t = from.as_nanos() as u64;
+        let end = to.as_nanos() as u64;
+        loop {
+            t += self.rng.range(50, 1_500) * 1_000_000;
+            if t >= end {
+                break;
+            }
+            let node = self.rng.range(0, n as u64 - 1) as usize;
+            let f = match self.rng.range(0, 15) {
+                0 | 1 => {
+                    let back = t + self.rng.range(10, 3_000) * 1_000_000;
+                    self.schedule(back.min(end), Event::Fault(Fault::Restart(node)));
+                    Fault::Crash(node)
+                }
+                2 => {
+                    let back = t + self.rng.range(10, 2_000) * 1_000_000;
+                    self.schedule(back.min(end), Event::Fault(Fault::Restart(node)));
+                    Fault::Stop(node)
+                }
+                3 | 4 => {
+                    let side = (0..n).filter(|_| self.rng.chance(50)).collect();
+                    let heal = t + self.rng.range(100, 4_000) * 1_000_000;
+                    self.schedule(heal.min(end), Event::Fault(Fault::HealNetwork));
+                    Fault::Partition(side)
+                }
+                5 => {
+                    let other = self.rng.range(0, n as u64 - 1) as usize;
+                    let heal = t + self.rng.range(100, 3_000) * 1_000_000;
+                    self.schedule(heal.min(end), Event::Fault(Fault::HealNetwork));
+                    Fault::OneWay {
+                        from: node,
+                        to: other,
+                    }
+                }
+                6 => Fault::Loss(self.rng.range(0, 40) as u32),
+                7 => Fault::Delay([500, 2_000, 20_000, 150_000][self.rng.range(0, 3) as usize]),
+                8 => Fault::Duplicate(self.rng.range(0, 20) as u32),
+                9 | 10 => Fault::Health {
+                    node,
+                    ok: self.rng.chance(60),
+                },
+                11 => Fault::HookFailures {
+                    node,
+                    percent: [0, 30, 100][self.rng.range(0, 2) as usize],
+                },
+                12 => Fault::SlowHooks {
+                    node,
+                    slow: self.rng.chance(50),
+                },
+                _ => {
+                    let to = self.rng.chance(50).then_some(node);
+                    Fault::StepDown { to }
+                }
+            };
+            self.schedule(t, Event::Fault(f));
+        }
+        self.schedule(end, Event::Fault(Fault::HealAll));
+    }
+
+    /// Crashes node `i` at virtual time `at`.
+    pub fn crash_at(&mut self, i: usize, at: Duration) {
+        self.schedule(at.as_nanos() as u64, Event::Fault(Fault::Crash(i)));
+    }
+
+    pub fn set_loss(&mut self, percent: u32) {
+        self.loss = percent;
+    }
+
+    // ----- checks at a point in time -----
+
+    /// L1: exactly one leader, every live node follows it at its epoch, and
+    /// with preemption it is the highest-ranked node.
+    pub fn check_one_leader(&self, context: &str) {
+        let local_now = |i| self.local(i, self.now);
+        let leaders: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| {
+                self.hosts[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.leading().is_some())
+            })
+            .collect();
+        if leaders.len() != 1 {
+            self.fail(&format!(
+                "L1 ({context}): {} leaders: {:?}",
+                leaders.len(),
+                leaders.iter().map(|i| i + 1).collect::<Vec<_>>()
+            ));
+        }
+        let l = leaders[0];
+        let epoch = self.hosts[l].node.as_ref().and_then(|n| n.leading());
+        if self.plan.preempt {
+            let best = (0..self.hosts.len())
+                .max_by_key(|&i| (self.hosts[i].cfg.priority, self.hosts[i].id))
+                .unwrap_or(0);
+            if best != l {
+                self.fail(&format!(
+                    "L1 ({context}): n{} leads but n{} ranks highest",
+                    l + 1,
+                    best + 1
+                ));
+            }
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            let Some(n) = &h.node else {
+                self.fail(&format!("L1 ({context}): n{} is down after healing", i + 1));
+            };
+            let s = n.status(local_now(i));
+            if s.leader != Some(self.hosts[l].id) || s.epoch != epoch {
+                self.fail(&format!(
+                    "L1 ({context}): n{} sees leader {:?} epoch {:?}, not n{} epoch {:?}",
+                    i + 1,
+                    s.leader.map(|x| x.0),
+                    s.epoch,
+                    l + 1,
+                    epoch
+                ));
+            }
+            if s.role == Role::Leader && i != l {
+                self.fail(&format!("L1 ({context}): n{} also reports leader", i + 1));
+            }
+        }
+    }
+
+    pub fn leader(&self) -> Option<(usize, Epoch)> {
+        (0..self.hosts.len()).find_map(|i| {
+            self.hosts[i]
+                .node
+                .as_ref()
+                .and_then(|n| n.leading())
+                .map(|e| (i, e))
+        })
+    }
+
+    pub fn now(&self) -> Duration {
+        Duration::from_nanos(self.now)
+    }
+}
+
+/// An event queued for a virtual instant; ties keep scheduling order.
+struct Scheduled {
+    at: u64,
+    order: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+/// A trace line, formatted only when shown.
+enum TraceLine {
+    Text(String),
+    Deliver { to: usize, msg: Box<Message> },
+}
+
+impl std::fmt::Display for TraceLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TraceLine::Text(s) => f.write_str(s),
+            TraceLine::Deliver { to, msg } => {
+                write!(
+                    f,
+                    "n{} <- n{} #{} {:?}",
+                    to + 1,
+                    msg.from,
+                    msg.seq,
+                    msg.body
+                )
+            }
+        }
+    }
+}
+
+/// The bound within which a leader must emerge after all faults heal.
+pub fn liveness_bound(plan: &Plan) -> Duration {
+    let t = &plan.timing;
+    // A slow hook still running, a hold-off set just before healing, a
+    // preemption delay, promises that must lapse, and election rounds.
+    Duration::from_millis(1_000)
+        + plan.holdoff
+        + plan.preempt_delay
+        + t.dead_after * 4
+        + t.heartbeat * 20
+}
+
+/// Runs one seed to completion; panics with the trace on a violation.
+pub fn run_seed(seed: u64) {
+    let plan = Plan::from_seed(seed);
+    let mut sim = Sim::new(plan.clone());
+    match plan.scenario {
+        Scenario::Chaos => {
+            sim.start(true);
+            let chaos_end = Duration::from_millis(500) + plan.chaos;
+            sim.plan_chaos(Duration::from_millis(500), chaos_end);
+            let settled = chaos_end + liveness_bound(&plan);
+            sim.run_until(settled);
+            sim.check_one_leader("after healing");
+            // And it stays that way on a clean network.
+            let (l, e) = sim.leader().unwrap_or_else(|| sim.fail("no leader"));
+            sim.run_until(settled + plan.timing.dead_after * 10);
+            sim.check_one_leader("stable after healing");
+            if sim.leader() != Some((l, e)) {
+                sim.fail("L2: leadership changed on a healed, quiet network");
+            }
+        }
+        Scenario::Lossy => {
+            sim.start(false);
+            let settle =
+                plan.timing.dead_after * 3 + plan.preempt_delay + Duration::from_millis(1_500);
+            sim.run_until(settle);
+            sim.check_one_leader("before loss");
+            let before = sim.leader();
+            let promotions = sim.promotions;
+            let demotions = sim.demotions;
+            sim.set_loss(plan.loss_percent);
+            sim.run_until(settle + Duration::from_secs(20));
+            if sim.promotions != promotions || sim.demotions != demotions || sim.leader() != before
+            {
+                sim.fail(&format!(
+                    "L2: leadership changed under {}% loss (promotions {} -> {}, demotions {} -> {})",
+                    plan.loss_percent, promotions, sim.promotions, demotions, sim.demotions
+                ));
+            }
+            sim.set_loss(0);
+            sim.run_until(settle + Duration::from_secs(21));
+            sim.check_one_leader("after loss");
+        }
+    }
+}
