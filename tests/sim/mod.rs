@@ -54,7 +54,7 @@ pub struct Plan {
 impl Plan {
     /// Derives a plan from a seed.
     pub fn from_seed(seed: u64) -> Plan {
-        let mut rng = Rng::new(seed ^ 0x5eed_0f_c0ffee);
+        let mut rng = Rng::new(seed ^ 0x5eed_0fc0_ffee);
         let scenario = if rng.chance(25) {
             Scenario::Lossy
         } else {
@@ -378,10 +378,7 @@ impl Sim {
 
     /// Carries out a node's effects in order, checking invariants as they happen.
     fn drain(&mut self, i: usize) {
-        loop {
-            let Some(effect) = self.hosts[i].node.as_mut().and_then(|n| n.poll_effect()) else {
-                break;
-            };
+        while let Some(effect) = self.hosts[i].node.as_mut().and_then(|n| n.poll_effect()) {
             match effect {
                 Effect::Persist(p) => {
                     let h = &mut self.hosts[i];
