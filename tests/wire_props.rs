@@ -124,14 +124,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..=MAX_DATAGRAM + 8)) {
+    fn decoding_arbitrary_bytes_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..=MAX_DATAGRAM + 8),
+    ) {
         let codec = codec();
         // Random bytes essentially never carry a valid tag; the point is no panic.
         let _ = codec.decode(&bytes);
     }
 
     #[test]
-    fn decoding_arbitrary_authentic_payloads_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..=MAX_DATAGRAM)) {
+    fn decoding_arbitrary_authentic_payloads_never_panics(
+        payload in proptest::collection::vec(any::<u8>(), 0..=MAX_DATAGRAM),
+    ) {
         let codec = codec();
         match codec.decode(&seal(&payload)) {
             Ok(_) | Err(Drop::Malformed) | Err(Drop::OtherCluster) | Err(Drop::Oversized) => {}
@@ -174,6 +178,7 @@ proptest! {
         let bit = bit.index(bytes.len() * 8);
         bytes[bit / 8] ^= 1 << (bit % 8);
         let got = codec.decode(&bytes);
-        prop_assert!(matches!(got, Err(Drop::BadVersion) | Err(Drop::BadMac)), "bit {}: {:?}", bit, got);
+        let dropped = matches!(got, Err(Drop::BadVersion) | Err(Drop::BadMac));
+        prop_assert!(dropped, "bit {}: {:?}", bit, got);
     }
 }
