@@ -1,3 +1,5 @@
 //! regent: one leader per LAN group, fenced by epochs.
 
 pub mod core;
+pub mod state;
+pub mod wire;

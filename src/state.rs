@@ -1,0 +1,799 @@
+//! The state that must survive a crash: the highest epoch this node has
+//! promised and its incarnation, in `<dir>/<cluster>.state`.
+//!
+//! Architecture Invariant: a state file is replaced only whole (temp file,
+//! fsync, rename, fsync of the directory), and one that is missing a byte or
+//! has one too many is refused, never guessed at. Refusing to start is safe;
+//! starting with a lower promised epoch than the node really promised can
+//! elect two leaders for one epoch.
+//!
+//! This module knows nothing of the protocol; it stores what it is given and
+//! refuses only to lower it.
+
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::core::{Epoch, NodeId};
+
+/// The first line of every state file, naming the format and its version.
+const MAGIC: &str = "regent-state 1";
+
+/// No valid state file is this long; a longer one is refused unread.
+const MAX_FILE_LEN: u64 = 4096;
+
+/// What the state file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The highest epoch this node has promised, by Ack or by its own Claim.
+    pub promised: Epoch,
+    /// The incarnation of the running (or last) daemon.
+    pub incarnation: u64,
+}
+
+/// The state file of one node of one cluster, open for updates.
+#[derive(Debug)]
+pub struct StateFile {
+    /// `<dir>/<cluster>.state`.
+    path: PathBuf,
+    /// Where a new version is written before it is renamed over `path`.
+    temp_path: PathBuf,
+    /// The directory, fsynced after each rename.
+    dir: PathBuf,
+    /// The cluster written into the file.
+    cluster: String,
+    /// The node written into the file.
+    node: NodeId,
+    /// What is durably stored now.
+    current: Stored,
+}
+
+/// Why the state could not be loaded or stored.
+#[derive(Debug)]
+pub enum StateError {
+    /// The cluster name cannot name a file.
+    InvalidCluster {
+        /// The name given.
+        cluster: String,
+    },
+    /// The state directory could not be created.
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The state file exists but could not be read.
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The state file is not exactly as regent writes it.
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The state file names another cluster.
+    WrongCluster {
+        /// The state file.
+        path: PathBuf,
+        /// The cluster in the file.
+        found: String,
+        /// The cluster configured.
+        expected: String,
+    },
+    /// The state file names another node.
+    WrongNode {
+        /// The state file.
+        path: PathBuf,
+        /// The node in the file.
+        found: u32,
+        /// The node configured.
+        expected: NodeId,
+    },
+    /// A store would lower the promised epoch or the incarnation: a bug in the caller.
+    Lowered {
+        /// The state file.
+        path: PathBuf,
+        /// What is stored now.
+        stored: Stored,
+        /// What the caller asked to store.
+        requested: Stored,
+    },
+    /// Writing, syncing or renaming failed; the old state may still be in force.
+    Write {
+        /// The file or directory the failing step worked on.
+        path: PathBuf,
+        /// The failing step.
+        step: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// What every refusal to use an existing state file tells the operator to do.
+const WAY_OUT: &str = "regent will not start with it, because this node may have promised \
+    epochs it can no longer prove. Restore it from backup, or if this node's promises are \
+    provably void, remove it: see README 'State file'";
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::InvalidCluster { cluster } => write!(
+                f,
+                "cluster name {cluster:?} cannot name a state file: use letters, digits, \
+                 '-', '_' and '.', not starting with '.'"
+            ),
+            StateError::CreateDir { dir, source } => write!(
+                f,
+                "cannot create state directory {}: {source}; check [state] dir and its parents",
+                dir.display()
+            ),
+            StateError::Read { path, source } => write!(
+                f,
+                "cannot read state file {}: {source}. {WAY_OUT}",
+                path.display()
+            ),
+            StateError::Corrupt { path, what } => write!(
+                f,
+                "state file {} is corrupt ({what}). {WAY_OUT}",
+                path.display()
+            ),
+            StateError::WrongCluster {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "state file {} belongs to cluster {found:?}, not {expected:?}: it was copied or \
+                 renamed. {WAY_OUT}",
+                path.display()
+            ),
+            StateError::WrongNode {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "state file {} belongs to node {found}, not node {expected}: it was copied from \
+                 another host, or `node` changed in the config. {WAY_OUT}",
+                path.display()
+            ),
+            StateError::Lowered {
+                path,
+                stored,
+                requested,
+            } => write!(
+                f,
+                "refusing to lower the state in {} from promised epoch {} incarnation {} to \
+                 promised epoch {} incarnation {}: this is a bug in regent, please report it",
+                path.display(),
+                stored.promised,
+                stored.incarnation,
+                requested.promised,
+                requested.incarnation
+            ),
+            StateError::Write { path, step, source } => write!(
+                f,
+                "cannot store state: {step} {} failed: {source}; the node cannot make promises \
+                 durable and must stop",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StateError::CreateDir { source, .. }
+            | StateError::Read { source, .. }
+            | StateError::Write { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl StateFile {
+    /// Creates the dir (0700) if missing. Loads the file if present; a missing
+    /// file is a fresh node (promised 0, incarnation 0). A corrupt, truncated,
+    /// unreadable, wrong-cluster or wrong-node file is an error saying what is
+    /// wrong and the way out. A temp file left by a crash during a write is
+    /// removed unread: the rename never happened, so it was never the state.
+    pub fn open(
+        dir: &Path,
+        cluster: &str,
+        node: NodeId,
+    ) -> Result<(StateFile, Stored), StateError> {
+        if !is_valid_cluster(cluster) {
+            return Err(StateError::InvalidCluster {
+                cluster: cluster.to_owned(),
+            });
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StateError::CreateDir {
+                dir: dir.to_owned(),
+                source,
+            })?;
+
+        let path = dir.join(format!("{cluster}.state"));
+        let temp_path = dir.join(format!("{cluster}.state.tmp"));
+        match fs::remove_file(&temp_path) {
+            Ok(()) => log::warn!(
+                "removed {}, left by a write that did not finish; the state is {}",
+                temp_path.display(),
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A temp file we cannot remove is never read; the next store fails
+            // loudly if it is still in the way.
+            Err(e) => log::warn!("cannot remove {}: {e}", temp_path.display()),
+        }
+
+        let stored = match read_limited(&path) {
+            Ok(bytes) => parse(&bytes, cluster, node).map_err(|e| e.at(&path, cluster, node))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Stored::default(),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        let file = StateFile {
+            path,
+            temp_path,
+            dir: dir.to_owned(),
+            cluster: cluster.to_owned(),
+            node,
+            current: stored,
+        };
+        Ok((file, stored))
+    }
+
+    /// Atomic durable write: temp file in the same dir, write, fsync, rename
+    /// over, fsync the dir. Refuses to lower `promised` or `incarnation`.
+    /// Storing what is already stored writes nothing.
+    pub fn store(&mut self, s: Stored) -> Result<(), StateError> {
+        if s.promised < self.current.promised || s.incarnation < self.current.incarnation {
+            return Err(StateError::Lowered {
+                path: self.path.clone(),
+                stored: self.current,
+                requested: s,
+            });
+        }
+        if s == self.current {
+            return Ok(());
+        }
+        let text = render(&self.cluster, self.node, s);
+        if let Err(e) = self.replace_with(text.as_bytes()) {
+            // Best effort: a leftover temp file is removed at the next open anyway.
+            let _ = fs::remove_file(&self.temp_path);
+            return Err(e);
+        }
+        self.current = s;
+        Ok(())
+    }
+
+    /// What is durably stored now.
+    pub fn stored(&self) -> Stored {
+        self.current
+    }
+
+    /// The state file's path, for logs and status.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the state file with `bytes`, durably.
+    fn replace_with(&self, bytes: &[u8]) -> Result<(), StateError> {
+        let mut temp = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.temp_path)
+            .map_err(failed(&self.temp_path, "creating"))?;
+        temp.write_all(bytes)
+            .map_err(failed(&self.temp_path, "writing"))?;
+        temp.sync_all()
+            .map_err(failed(&self.temp_path, "syncing"))?;
+        drop(temp);
+        fs::rename(&self.temp_path, &self.path)
+            .map_err(failed(&self.path, "renaming the temp file over"))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(failed(&self.dir, "syncing directory"))?;
+        Ok(())
+    }
+}
+
+/// Turns the error of one step of a write into a `StateError`.
+fn failed<'a>(path: &'a Path, step: &'static str) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError::Write {
+        path: path.to_owned(),
+        step,
+        source,
+    }
+}
+
+/// The incarnation for a new start: above the stored one, and at least the
+/// wall-clock seconds, so that a node that lost its state file still starts
+/// above every incarnation it used before (given a clock that did not jump
+/// back). The caller reads the clock.
+pub fn next_incarnation(stored: u64, unix_seconds: u64) -> u64 {
+    stored.saturating_add(1).max(unix_seconds)
+}
+
+/// Cluster names that make a safe file name on their own.
+fn is_valid_cluster(cluster: &str) -> bool {
+    !cluster.is_empty()
+        && !cluster.starts_with('.')
+        && cluster
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Reads a file of at most `MAX_FILE_LEN + 1` bytes; the `+ 1` lets the parser
+/// see that it is too long.
+fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The exact bytes of the state file for `s`.
+fn render(cluster: &str, node: NodeId, s: Stored) -> String {
+    let body = format!(
+        "{MAGIC}\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\n",
+        node.0, s.promised.0, s.incarnation
+    );
+    let sum = hex(&Sha256::digest(body.as_bytes()));
+    format!("{body}sha256 {sum}\n")
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A parse failure, before the path is known.
+enum ParseError {
+    /// What is wrong with the file.
+    Corrupt(String),
+    /// The cluster the file names.
+    WrongCluster(String),
+    /// The node the file names.
+    WrongNode(u32),
+}
+
+impl ParseError {
+    /// The error for the state file at `path` of `cluster` and `node`.
+    fn at(self, path: &Path, cluster: &str, node: NodeId) -> StateError {
+        let path = path.to_owned();
+        match self {
+            ParseError::Corrupt(what) => StateError::Corrupt { path, what },
+            ParseError::WrongCluster(found) => StateError::WrongCluster {
+                path,
+                found,
+                expected: cluster.to_owned(),
+            },
+            ParseError::WrongNode(found) => StateError::WrongNode {
+                path,
+                found,
+                expected: node,
+            },
+        }
+    }
+}
+
+/// Parses a state file, accepting only the exact bytes `render` writes.
+fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError> {
+    let corrupt = |what: &str| ParseError::Corrupt(what.to_owned());
+    if bytes.is_empty() {
+        return Err(corrupt("empty file"));
+    }
+    if bytes.len() as u64 > MAX_FILE_LEN {
+        return Err(corrupt("longer than any state file"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8 text"))?;
+    let body = text
+        .strip_suffix('\n')
+        .ok_or_else(|| corrupt("truncated or damaged: no newline at the end"))?;
+    let (body, sum_line) = match body.rfind('\n') {
+        Some(i) => (&text[..=i], &body[i + 1..]),
+        None => return Err(corrupt("truncated or damaged: a single line")),
+    };
+    let sum = sum_line
+        .strip_prefix("sha256 ")
+        .ok_or_else(|| corrupt("truncated or damaged: the last line is not `sha256 HEX`"))?;
+    if sum != hex(&Sha256::digest(body.as_bytes())) {
+        return Err(corrupt("checksum mismatch"));
+    }
+
+    let mut lines = body.lines();
+    let mut field = |name: &str| -> Result<&str, ParseError> {
+        lines
+            .next()
+            .and_then(|line| line.strip_prefix(name))
+            .and_then(|line| line.strip_prefix(' '))
+            .ok_or_else(|| ParseError::Corrupt(format!("expected a `{name}` line")))
+    };
+    let version = field("regent-state")?;
+    if version != "1" {
+        return Err(ParseError::Corrupt(format!(
+            "format version {version:?}, this regent reads version 1"
+        )));
+    }
+    let found_cluster = field("cluster")?.to_owned();
+    let number = |s: &str, name: &str| -> Result<u64, ParseError> {
+        s.parse()
+            .map_err(|_| ParseError::Corrupt(format!("`{name}` is not a number")))
+    };
+    let found_node = u32::try_from(number(field("node")?, "node")?)
+        .map_err(|_| corrupt("`node` is out of range"))?;
+    let promised = Epoch(number(field("promised")?, "promised")?);
+    let incarnation = number(field("incarnation")?, "incarnation")?;
+    let stored = Stored {
+        promised,
+        incarnation,
+    };
+    // Only the exact bytes regent writes are accepted: this rejects extra
+    // lines, spaces, leading zeros and anything else that parsed leniently.
+    if render(&found_cluster, NodeId(found_node), stored) != text {
+        return Err(corrupt("not in the exact form regent writes"));
+    }
+    if found_cluster != cluster {
+        return Err(ParseError::WrongCluster(found_cluster));
+    }
+    if found_node != node.0 {
+        return Err(ParseError::WrongNode(found_node));
+    }
+    Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let path =
+                std::env::temp_dir().join(format!("regent-state-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).expect("create test dir");
+            TempDir(path)
+        }
+    }
+
+    impl std::ops::Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn stored(promised: u64, incarnation: u64) -> Stored {
+        Stored {
+            promised: Epoch(promised),
+            incarnation,
+        }
+    }
+
+    /// Writes `bytes` as the state file of cluster `c` in `dir`.
+    fn plant(dir: &Path, bytes: &[u8]) -> PathBuf {
+        let path = dir.join("c.state");
+        fs::write(&path, bytes).expect("write test file");
+        path
+    }
+
+    /// A body with a correct checksum appended.
+    fn with_sum(body: &str) -> String {
+        format!("{body}sha256 {}\n", hex(&Sha256::digest(body.as_bytes())))
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = TempDir::new("round-trip");
+        let (mut file, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("open fresh");
+        assert_eq!(s, stored(0, 0));
+        assert!(
+            !file.path().exists(),
+            "a fresh node writes nothing until asked"
+        );
+        file.store(stored(5, 1_700_000_000)).expect("store");
+        file.store(stored(6, 1_700_000_000)).expect("store");
+        assert_eq!(file.stored(), stored(6, 1_700_000_000));
+        drop(file);
+
+        let (file, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("reopen");
+        assert_eq!(s, stored(6, 1_700_000_000));
+        let text = fs::read_to_string(file.path()).expect("read");
+        assert_eq!(
+            text,
+            with_sum("regent-state 1\ncluster c\nnode 3\npromised 6\nincarnation 1700000000\n")
+        );
+        let mode = fs::metadata(file.path())
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!t.0.join("c.state.tmp").exists());
+    }
+
+    #[test]
+    fn extreme_values_round_trip() {
+        let t = TempDir::new("extremes");
+        let (mut file, _) = StateFile::open(&t.0, "a-b_c.d", NodeId(u32::MAX)).expect("open");
+        file.store(stored(u64::MAX, u64::MAX)).expect("store");
+        let (_, s) = StateFile::open(&t.0, "a-b_c.d", NodeId(u32::MAX)).expect("reopen");
+        assert_eq!(s, stored(u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn missing_dir_is_created_private() {
+        let t = TempDir::new("mkdir");
+        let dir = t.0.join("var/lib/regent");
+        let (mut file, s) = StateFile::open(&dir, "c", NodeId(1)).expect("open");
+        assert_eq!(s, stored(0, 0));
+        let mode = fs::metadata(&dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        file.store(stored(1, 1)).expect("store");
+    }
+
+    #[test]
+    fn every_truncation_is_corrupt() {
+        let t = TempDir::new("truncated");
+        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
+        file.store(stored(42, 7)).expect("store");
+        let good = fs::read(file.path()).expect("read");
+        for len in 0..good.len() {
+            plant(&t.0, &good[..len]);
+            match StateFile::open(&t.0, "c", NodeId(1)) {
+                Err(StateError::Corrupt { .. }) => {}
+                other => panic!("truncated to {len} bytes: {other:?}"),
+            }
+        }
+        plant(&t.0, &good);
+        assert_eq!(
+            StateFile::open(&t.0, "c", NodeId(1)).expect("intact").1,
+            stored(42, 7)
+        );
+    }
+
+    #[test]
+    fn every_bit_flip_is_corrupt() {
+        let t = TempDir::new("bitflip");
+        let good = render("c", NodeId(1), stored(42, 7)).into_bytes();
+        for bit in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            plant(&t.0, &bad);
+            match StateFile::open(&t.0, "c", NodeId(1)) {
+                Err(StateError::Corrupt { .. }) => {}
+                other => panic!("bit {bit}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deviations_are_corrupt() {
+        let t = TempDir::new("deviations");
+        let body = "regent-state 1\ncluster c\nnode 1\npromised 42\nincarnation 7\n";
+        let good = render("c", NodeId(1), stored(42, 7));
+        assert_eq!(good, with_sum(body));
+        let sum = &good[body.len() + "sha256 ".len()..good.len() - 1];
+        assert_eq!(sum.len(), 64);
+        // The valid body with one change, correctly summed.
+        let edit = |from: &str, to: &str| with_sum(&body.replace(from, to));
+        let cases: Vec<(&str, String)> = vec![
+            ("empty file", String::new()),
+            ("newline only", "\n".to_owned()),
+            ("bad checksum", format!("{body}sha256 {}\n", "0".repeat(64))),
+            ("short checksum", format!("{body}sha256 {}\n", &sum[1..])),
+            ("long checksum", format!("{body}sha256 {sum}0\n")),
+            ("no checksum", body.to_owned()),
+            (
+                "checksum of another body",
+                good.replace("promised 42", "promised 43"),
+            ),
+            (
+                "uppercase checksum",
+                good.to_uppercase().replace("REGENT-STATE", "regent-state"),
+            ),
+            ("trailing junk", format!("{good}junk")),
+            ("trailing line", format!("{good}\n")),
+            ("missing final newline", good[..good.len() - 1].to_owned()),
+            ("leading zeros", edit("promised 42", "promised 042")),
+            ("plus sign", edit("promised 42", "promised +42")),
+            ("extra space", edit("promised 42", "promised  42")),
+            ("trailing space", edit("promised 42", "promised 42 ")),
+            ("CRLF", edit("\n", "\r\n")),
+            ("missing line", edit("promised 42\n", "")),
+            ("extra line", with_sum(&format!("{body}leader 1\n"))),
+            (
+                "lines swapped",
+                edit("promised 42\nincarnation 7", "incarnation 7\npromised 42"),
+            ),
+            ("not a number", edit("42", "many")),
+            ("negative", edit("42", "-42")),
+            ("overflow", edit("42", "18446744073709551616")),
+            ("node out of range", edit("node 1", "node 4294967296")),
+            ("other version", edit("state 1", "state 2")),
+            ("too long", "x".repeat(MAX_FILE_LEN as usize + 10)),
+        ];
+        for (name, text) in cases {
+            plant(&t.0, text.as_bytes());
+            match StateFile::open(&t.0, "c", NodeId(1)) {
+                Err(StateError::Corrupt { .. }) => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // Not UTF-8.
+        plant(&t.0, &[b'a', 0xff, b'\n']);
+        assert!(matches!(
+            StateFile::open(&t.0, "c", NodeId(1)),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_cluster_or_node_is_refused() {
+        let t = TempDir::new("wrong-owner");
+        plant(&t.0, render("other", NodeId(1), stored(1, 1)).as_bytes());
+        match StateFile::open(&t.0, "c", NodeId(1)) {
+            Err(StateError::WrongCluster {
+                found, expected, ..
+            }) => {
+                assert_eq!((found.as_str(), expected.as_str()), ("other", "c"))
+            }
+            other => panic!("{other:?}"),
+        }
+        plant(&t.0, render("c", NodeId(2), stored(1, 1)).as_bytes());
+        match StateFile::open(&t.0, "c", NodeId(1)) {
+            Err(StateError::WrongNode {
+                found, expected, ..
+            }) => assert_eq!((found, expected), (2, NodeId(1))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn leftover_temp_file_is_removed_unread() {
+        let t = TempDir::new("leftover");
+        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
+        file.store(stored(5, 5)).expect("store");
+        drop(file);
+        // A crash between writing the temp file and the rename: its content,
+        // even a valid higher state, was never promised.
+        let temp = t.0.join("c.state.tmp");
+        fs::write(&temp, render("c", NodeId(1), stored(9, 9))).expect("write temp");
+        let (_, s) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
+        assert_eq!(s, stored(5, 5));
+        assert!(!temp.exists());
+
+        // The same on a fresh node, with a half-written temp file.
+        let fresh = t.0.join("fresh");
+        fs::create_dir(&fresh).expect("mkdir");
+        fs::write(fresh.join("c.state.tmp"), "regent-state 1\ncl").expect("write temp");
+        let (_, s) = StateFile::open(&fresh, "c", NodeId(1)).expect("open");
+        assert_eq!(s, stored(0, 0));
+        assert!(!fresh.join("c.state.tmp").exists());
+    }
+
+    #[test]
+    fn store_refuses_to_lower() {
+        let t = TempDir::new("lower");
+        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
+        file.store(stored(5, 10)).expect("store");
+        for bad in [stored(4, 10), stored(4, 11), stored(5, 9), stored(0, 0)] {
+            match file.store(bad) {
+                Err(e @ StateError::Lowered { .. }) => {
+                    assert!(e.to_string().contains("bug"), "{e}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        file.store(stored(5, 10)).expect("storing the same is fine");
+        file.store(stored(5, 11))
+            .expect("raising the incarnation alone is fine");
+        drop(file);
+        assert_eq!(
+            StateFile::open(&t.0, "c", NodeId(1)).expect("reopen").1,
+            stored(5, 11)
+        );
+    }
+
+    #[test]
+    fn unusable_dir_is_an_error() {
+        // Permissions do not stop root, a regular file in the path does.
+        let t = TempDir::new("unusable");
+        let blocker = t.0.join("file");
+        fs::write(&blocker, "").expect("write");
+        match StateFile::open(&blocker.join("sub"), "c", NodeId(1)) {
+            Err(e @ StateError::CreateDir { .. }) => {
+                assert!(e.to_string().contains("file/sub"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match StateFile::open(&blocker, "c", NodeId(1)) {
+            Err(StateError::CreateDir { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn store_failure_is_an_error_and_changes_nothing() {
+        let t = TempDir::new("store-fails");
+        let dir = t.0.join("state");
+        let (mut file, _) = StateFile::open(&dir, "c", NodeId(1)).expect("open");
+        file.store(stored(1, 1)).expect("store");
+        fs::remove_dir_all(&dir).expect("rm");
+        fs::write(&dir, "").expect("a file where the dir was");
+        match file.store(stored(2, 2)) {
+            Err(e @ StateError::Write { .. }) => {
+                assert!(e.to_string().contains("must stop"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(file.stored(), stored(1, 1));
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error() {
+        let t = TempDir::new("unreadable");
+        // A directory where the file should be cannot be read, even by root.
+        fs::create_dir(t.0.join("c.state")).expect("mkdir");
+        match StateFile::open(&t.0, "c", NodeId(1)) {
+            Err(StateError::Read { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_cluster_names_are_refused() {
+        let t = TempDir::new("names");
+        for name in ["", ".", "..", ".hidden", "a/b", "a b", "a\nb", "é"] {
+            match StateFile::open(&t.0, name, NodeId(1)) {
+                Err(StateError::InvalidCluster { .. }) => {}
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_way_out() {
+        let t = TempDir::new("messages");
+        let path = plant(&t.0, b"garbage\n");
+        let e = StateFile::open(&t.0, "c", NodeId(1)).expect_err("corrupt");
+        let text = e.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("README 'State file'"), "{text}");
+    }
+
+    #[test]
+    fn next_incarnation_table() {
+        let cases = [
+            (0, 0, 1),
+            (0, 1_700_000_000, 1_700_000_000),
+            (1_700_000_000, 1_700_000_000, 1_700_000_001),
+            (1_700_000_005, 1_700_000_000, 1_700_000_006), // clock behind the stored value
+            (5, 1_700_000_000, 1_700_000_000),             // state lost and restored from backup
+            (u64::MAX, 0, u64::MAX),
+        ];
+        for (stored, now, want) in cases {
+            assert_eq!(next_incarnation(stored, now), want, "{stored} {now}");
+        }
+    }
+}
