@@ -2316,4 +2316,95 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn reference_config_parses_and_documents_the_defaults() {
+        let text = include_str!("../conf/regent.toml");
+        let config = Config::parse(text, Path::new("/etc/regent/regent.toml"), DiskChecks::Skip)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.cluster, "db-vip");
+        assert_eq!(config.members.len(), 3);
+        assert_eq!(
+            config.auth.key_file.as_deref(),
+            Some(Path::new("/etc/regent/key"))
+        );
+        assert!(!config.auth.insecure);
+
+        // Every value the reference sets is the default it documents.
+        let minimal = parse(&multicast_and(&[])).expect("valid");
+        assert_eq!(config.priority, minimal.priority);
+        assert_eq!(config.timing, minimal.timing);
+        assert_eq!(config.election, minimal.election);
+        assert_eq!(
+            Hooks {
+                promote: None,
+                demote: None,
+                ..config.hooks.clone()
+            },
+            minimal.hooks
+        );
+        assert_eq!(config.state, minimal.state);
+        assert_eq!(
+            config.control.socket,
+            PathBuf::from("/run/regent/db-vip.sock")
+        );
+        assert_eq!(config.log, minimal.log);
+        assert_eq!(
+            config.summary(),
+            "cluster db-vip, node 1 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 on eth0, \
+             heartbeat 100ms, dead_after 300ms, lease 274ms, auth hmac-sha256"
+        );
+
+        // The commented-out keys are valid too, once uncommented where they apply.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "port = ",
+                        "notify = ",
+                        "check = [",
+                        "insecure",
+                        "group = ",
+                        "metrics_listen = ",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    rest.to_owned()
+                }
+                _ => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let errors = Config::parse(&uncommented, Path::new("regent.toml"), DiskChecks::Skip)
+            .expect_err("mixed modes");
+        // Only the unicast-only ports are refused with multicast.
+        assert!(
+            errors
+                .0
+                .iter()
+                .all(|e| e.message.contains("is for unicast only")),
+            "{errors}"
+        );
+        let unicast: String = uncommented
+            .lines()
+            .filter(|l| !l.starts_with("multicast") && !l.starts_with("interface"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::parse(&unicast, Path::new("regent.toml"), DiskChecks::Skip)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.network.transport,
+            Transport::Unicast {
+                port: 7475,
+                bind: None
+            }
+        );
+        assert_eq!(
+            config.control.metrics_listen,
+            Some("127.0.0.1:9475".parse().expect("addr"))
+        );
+        assert_eq!(config.hooks.check.as_ref().map(Vec::len), Some(4));
+    }
 }
