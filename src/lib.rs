@@ -1,5 +1,6 @@
 //! regent: one leader per LAN group, fenced by epochs.
 
+pub mod config;
 pub mod core;
 pub mod state;
 pub mod wire;

@@ -1,0 +1,2410 @@
+//! The configuration file: TOML in, a typed and validated `Config` out, or
+//! every problem found, each with the line it is on.
+//!
+//! Parsing happens in two layers. Raw structs mirror the file, keep the span
+//! of every value (`toml::Spanned`) and refuse unknown keys; `Checker` turns
+//! them into the typed `Config`, collecting all semantic errors instead of
+//! stopping at the first. Syntax and type errors come from the TOML parser,
+//! which stops at the first one.
+//!
+//! Relative paths in the file are taken relative to the file's directory.
+//!
+//! Architecture Invariant: this module only reads files (the config, the key
+//! file, the metadata of hooks) and the group database. It opens no socket,
+//! creates nothing and never runs a hook. With `DiskChecks::Skip` it touches
+//! nothing at all.
+
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::core::{CoreConfig, NodeId, Timing};
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The cluster's name; packets of other clusters are ignored.
+    pub cluster: String,
+    /// This host's id, one of `members`.
+    pub node: NodeId,
+    /// This host's priority; Bully rank is (priority, node id).
+    pub priority: u32,
+    /// The whole membership, this node included, in file order.
+    pub members: Vec<Member>,
+    /// How heartbeats travel.
+    pub network: Network,
+    /// Protocol timing.
+    pub timing: Timing,
+    /// Election policy.
+    pub election: Election,
+    /// Hook scripts and the health check.
+    pub hooks: Hooks,
+    /// Packet authentication.
+    pub auth: Auth,
+    /// Where the promised epoch is persisted.
+    pub state: State,
+    /// The control socket and metrics endpoint.
+    pub control: Control,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// One `[[member]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The member's id, 1..=65535.
+    pub id: NodeId,
+    /// Its address: required in unicast mode, informative with multicast.
+    pub address: Option<IpAddr>,
+    /// Its unicast port when it differs from `network.port`; only set in unicast mode.
+    pub port: Option<u16>,
+}
+
+/// How heartbeats reach the other members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// One datagram to a multicast group reaches every member.
+    Multicast {
+        /// The group address and port.
+        group: SocketAddr,
+        /// The interface to join the group on.
+        interface: String,
+        /// Deliver our own datagrams back to us (several nodes on one host).
+        loopback: bool,
+    },
+    /// One datagram per member, to each member's address.
+    Unicast {
+        /// The port to listen on, and each member's port unless it gives its own.
+        port: u16,
+        /// The local address to bind; all addresses when `None`.
+        bind: Option<IpAddr>,
+    },
+}
+
+/// The `[network]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// Multicast or unicast.
+    pub transport: Transport,
+}
+
+/// The `[election]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Election {
+    /// A higher-ranked node that comes back takes over from a lower-ranked leader.
+    pub preempt: bool,
+    /// ... once it has been alive and eligible this long.
+    pub preempt_delay: Duration,
+    /// Time a node stays ineligible after a failed promote or a step-down.
+    pub holdoff: Duration,
+}
+
+impl Default for Election {
+    fn default() -> Election {
+        Election {
+            preempt: true,
+            preempt_delay: Duration::from_millis(defaults::PREEMPT_DELAY_MS),
+            holdoff: Duration::from_millis(defaults::HOLDOFF_MS),
+        }
+    }
+}
+
+/// The `[hooks]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hooks {
+    /// Run when this node becomes leader.
+    pub promote: Option<PathBuf>,
+    /// Run when this node stops leading, and once at start.
+    pub demote: Option<PathBuf>,
+    /// Run on every role change, for information only.
+    pub notify: Option<PathBuf>,
+    /// A hook still running after this long is terminated.
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL of a hook's process group.
+    pub kill_grace: Duration,
+    /// Interval of `refresh` calls while leading; `None` disables them.
+    pub refresh_interval: Option<Duration>,
+    /// Hook output beyond this many bytes per run is dropped from the log.
+    pub output_max_bytes: usize,
+    /// The health check's argv; `None` means always healthy.
+    pub check: Option<Vec<String>>,
+    /// Time between health checks.
+    pub check_interval: Duration,
+    /// A check still running after this long counts as failed.
+    pub check_timeout: Duration,
+    /// Consecutive failures before the node becomes ineligible.
+    pub check_fall: u32,
+    /// Consecutive passes before it becomes eligible again.
+    pub check_rise: u32,
+}
+
+impl Default for Hooks {
+    fn default() -> Hooks {
+        Hooks {
+            promote: None,
+            demote: None,
+            notify: None,
+            timeout: Duration::from_millis(defaults::HOOK_TIMEOUT_MS),
+            kill_grace: Duration::from_millis(defaults::KILL_GRACE_MS),
+            refresh_interval: Some(Duration::from_millis(defaults::REFRESH_INTERVAL_MS)),
+            output_max_bytes: defaults::OUTPUT_MAX_BYTES,
+            check: None,
+            check_interval: Duration::from_millis(defaults::CHECK_INTERVAL_MS),
+            check_timeout: Duration::from_millis(defaults::CHECK_TIMEOUT_MS),
+            check_fall: defaults::CHECK_FALL,
+            check_rise: defaults::CHECK_RISE,
+        }
+    }
+}
+
+/// The `[auth]` section.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The HMAC key, read from `key_file`. `None` when `insecure`, and also
+    /// when the file was parsed with `DiskChecks::Skip`: a daemon must only
+    /// run from a config made by `Config::load`.
+    pub key: Option<Vec<u8>>,
+    /// Where the key came from.
+    pub key_file: Option<PathBuf>,
+    /// Packets are neither signed nor verified.
+    pub insecure: bool,
+}
+
+impl fmt::Debug for Auth {
+    // The key stays out of logs and panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field(
+                "key",
+                &self.key.as_ref().map(|k| format!("<{} bytes>", k.len())),
+            )
+            .field("key_file", &self.key_file)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+/// The `[state]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// The directory holding the persisted epoch.
+    pub dir: PathBuf,
+}
+
+/// The `[control]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Control {
+    /// The control socket's path.
+    pub socket: PathBuf,
+    /// A group whose members may use the socket besides root.
+    pub group: Option<String>,
+    /// Where to serve Prometheus metrics over HTTP; always a loopback address.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where log records go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard error with level prefixes, for journald.
+    Stderr,
+    /// The local syslog daemon.
+    Syslog,
+}
+
+/// The `[log]` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Where records go.
+    pub target: LogTarget,
+    /// The most verbose level logged.
+    pub level: log::LevelFilter,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            target: LogTarget::Stderr,
+            level: log::LevelFilter::Info,
+        }
+    }
+}
+
+/// Whether parsing may look at the filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskChecks {
+    /// Check that hooks exist and are executable, check the control group
+    /// exists, and read the key file.
+    Check,
+    /// Touch nothing; `auth.key` stays `None`.
+    Skip,
+}
+
+/// One problem with a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file, as it was named to us.
+    pub file: PathBuf,
+    /// The 1-based line of the offending key, where there is one.
+    pub line: Option<usize>,
+    /// What is wrong, for an operator.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in a configuration file; never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line, "FILE:LINE: reason", without a final newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates the file at `path`, checks the hooks on disk and
+    /// loads the key file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let fail = |message: String| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                message,
+            }])
+        };
+        let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        // Relative paths inside the file are relative to its directory, so
+        // that directory must not depend on the current one later on.
+        let absolute =
+            std::path::absolute(path).map_err(|e| fail(format!("cannot resolve path: {e}")))?;
+        let base = absolute.parent().unwrap_or(Path::new("/"));
+        Checker::new(&text, path, base, DiskChecks::Check).run()
+    }
+
+    /// Validates `text` as if it were the file `file` (used in messages, and
+    /// its directory for relative paths). With `DiskChecks::Skip` nothing is
+    /// read from disk, which suits tests and a config about another host.
+    pub fn parse(text: &str, file: &Path, disk: DiskChecks) -> Result<Config, ConfigErrors> {
+        let base = file.parent().unwrap_or(Path::new(""));
+        Checker::new(text, file, base, disk).run()
+    }
+
+    /// The part of the configuration the election core needs.
+    pub fn core(&self) -> CoreConfig {
+        CoreConfig {
+            id: self.node,
+            members: self.members.iter().map(|m| m.id).collect(),
+            priority: self.priority,
+            timing: self.timing.clone(),
+            preempt: self.election.preempt,
+            preempt_delay: self.election.preempt_delay,
+            holdoff: self.election.holdoff,
+        }
+    }
+
+    /// The number of members that make a majority: floor(N/2) + 1.
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    /// One line describing the configuration, for `regent check`.
+    pub fn summary(&self) -> String {
+        let transport = match &self.network.transport {
+            Transport::Multicast {
+                group,
+                interface,
+                loopback,
+            } => {
+                let lo = if *loopback { " (loopback on)" } else { "" };
+                format!("multicast {group} on {interface}{lo}")
+            }
+            Transport::Unicast {
+                port,
+                bind: Some(bind),
+            } => format!("unicast {bind} port {port}"),
+            Transport::Unicast { port, bind: None } => format!("unicast port {port}"),
+        };
+        let lease = lease(&self.timing)
+            .map_or_else(|| "none".to_owned(), |l| format!("{}ms", l.as_millis()));
+        let auth = if self.auth.insecure {
+            "INSECURE (no authentication)"
+        } else {
+            "hmac-sha256"
+        };
+        format!(
+            "cluster {}, node {} of {} members (quorum {}), priority {}, {}, \
+             heartbeat {}ms, dead_after {}ms, lease {}, auth {}",
+            self.cluster,
+            self.node,
+            self.members.len(),
+            self.quorum(),
+            self.priority,
+            transport,
+            self.timing.heartbeat.as_millis(),
+            self.timing.dead_after.as_millis(),
+            lease,
+            auth,
+        )
+    }
+}
+
+/// `regent check`: validates the file at `path` the way `regent run` would.
+/// Returns the exit code (0 valid, 1 not) and the text to print, without a
+/// final newline: `ok: ` and the summary, or every error, one per line.
+pub fn check_command(path: &Path) -> (i32, String) {
+    match Config::load(path) {
+        Ok(config) => (0, format!("ok: {}", config.summary())),
+        Err(errors) => (1, errors.to_string()),
+    }
+}
+
+/// The lease a leader holds after a quorum acks a heartbeat: `dead_after`
+/// shrunk by the worst clock-rate error, minus the margin. `None` if nothing
+/// is left.
+fn lease(timing: &Timing) -> Option<Duration> {
+    let ppm = u128::from(timing.max_drift_ppm);
+    if ppm >= 1_000_000 {
+        return None;
+    }
+    let shrunk = timing.dead_after.as_nanos() * (1_000_000 - ppm) / (1_000_000 + ppm);
+    let lease = shrunk.checked_sub(timing.lease_margin.as_nanos())?;
+    Some(Duration::from_nanos(
+        u64::try_from(lease).unwrap_or(u64::MAX),
+    ))
+}
+
+/// Default values, shared by the parser, the `Default` impls and the docs in
+/// `conf/regent.toml`.
+mod defaults {
+    pub const PRIORITY: u32 = 100;
+    pub const PORT: u16 = 7475;
+    pub const HEARTBEAT_MS: u64 = 100;
+    pub const DEAD_AFTER_MS: u64 = 300;
+    pub const LEASE_MARGIN_MS: u64 = 20;
+    pub const MAX_DRIFT_PPM: u32 = 10_000;
+    pub const PREEMPT_DELAY_MS: u64 = 5_000;
+    pub const HOLDOFF_MS: u64 = 10_000;
+    pub const HOOK_TIMEOUT_MS: u64 = 10_000;
+    pub const KILL_GRACE_MS: u64 = 2_000;
+    pub const REFRESH_INTERVAL_MS: u64 = 10_000;
+    pub const OUTPUT_MAX_BYTES: usize = 65_536;
+    pub const CHECK_INTERVAL_MS: u64 = 1_000;
+    pub const CHECK_TIMEOUT_MS: u64 = 2_000;
+    pub const CHECK_FALL: u32 = 3;
+    pub const CHECK_RISE: u32 = 2;
+    pub const STATE_DIR: &str = "/var/lib/regent";
+}
+
+/// Limits the file is checked against.
+mod limits {
+    pub const CLUSTER_NAME_MAX: usize = 64;
+    pub const MEMBERS_MAX: usize = 64;
+    pub const MEMBER_ID_MAX: u32 = 65_535;
+    pub const HEARTBEAT_MIN_MS: u64 = 5;
+    pub const DRIFT_PPM_LIMIT: u32 = 100_000;
+    pub const KEY_MIN_BYTES: usize = 16;
+    /// Linux interface names are at most IFNAMSIZ - 1 bytes.
+    pub const INTERFACE_NAME_MAX: usize = 15;
+}
+
+// The file as written. Every value keeps its span so that errors found later
+// can point at its line.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: Option<Spanned<String>>,
+    node: Option<Spanned<i64>>,
+    priority: Option<Spanned<u32>>,
+    member: Option<Vec<Spanned<RawMember>>>,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    timing: RawTiming,
+    #[serde(default)]
+    election: RawElection,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    id: Option<Spanned<i64>>,
+    address: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    interface: Option<Spanned<String>>,
+    multicast: Option<Spanned<String>>,
+    multicast_loop: Option<Spanned<bool>>,
+    port: Option<Spanned<u16>>,
+    bind: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    heartbeat_ms: Option<Spanned<u64>>,
+    dead_after_ms: Option<Spanned<u64>>,
+    lease_margin_ms: Option<Spanned<u64>>,
+    max_drift_ppm: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawElection {
+    preempt: Option<bool>,
+    preempt_delay_ms: Option<u64>,
+    holdoff_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    promote: Option<Spanned<String>>,
+    demote: Option<Spanned<String>>,
+    notify: Option<Spanned<String>>,
+    timeout_ms: Option<Spanned<u64>>,
+    kill_grace_ms: Option<u64>,
+    refresh_interval_ms: Option<u64>,
+    output_max_bytes: Option<Spanned<usize>>,
+    check: Option<Spanned<RawArgv>>,
+    check_interval_ms: Option<Spanned<u64>>,
+    check_timeout_ms: Option<Spanned<u64>>,
+    check_fall: Option<Spanned<u32>>,
+    check_rise: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    key_file: Option<Spanned<String>>,
+    insecure: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    target: Option<Spanned<String>>,
+    level: Option<Spanned<String>>,
+}
+
+/// The health check's argv: a single path, or an array of strings.
+struct RawArgv(Vec<String>);
+
+impl<'de> Deserialize<'de> for RawArgv {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawArgv, D::Error> {
+        struct ArgvVisitor;
+
+        impl<'de> Visitor<'de> for ArgvVisitor {
+            type Value = RawArgv;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path, or an array of strings (program and arguments)")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawArgv, E> {
+                Ok(RawArgv(vec![s.to_owned()]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawArgv, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(RawArgv(argv))
+            }
+        }
+
+        deserializer.deserialize_any(ArgvVisitor)
+    }
+}
+
+/// Turns the raw file into a `Config`, collecting every error on the way.
+struct Checker<'a> {
+    text: &'a str,
+    file: &'a Path,
+    /// Relative paths are resolved against this directory.
+    base: &'a Path,
+    disk: DiskChecks,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(text: &'a str, file: &'a Path, base: &'a Path, disk: DiskChecks) -> Checker<'a> {
+        Checker {
+            text,
+            file,
+            base,
+            disk,
+            errors: Vec::new(),
+        }
+    }
+
+    fn run(mut self) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = match toml::from_str(self.text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.toml_error(&e);
+                return Err(ConfigErrors(self.errors));
+            }
+        };
+        let config = self.check(raw);
+        if self.errors.is_empty() {
+            Ok(config)
+        } else {
+            // In file order, like a compiler; errors about missing keys last.
+            self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    /// Records a syntax or type error from the TOML parser.
+    fn toml_error(&mut self, e: &toml::de::Error) {
+        let line = e.span().map(|s| line_of(self.text, s.start));
+        let written = line
+            .and_then(|l| self.text.lines().nth(l - 1))
+            .map(str::trim);
+        let message = if written == Some("[member]") {
+            "[member] is a single table; write [[member]], once per host".to_owned()
+        } else {
+            // serde says "field"; the operator wrote a key.
+            e.message().replacen("unknown field", "unknown key", 1)
+        };
+        self.error(e.span(), message);
+    }
+
+    /// Records an error at the line where `span` starts, if there is a span.
+    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let line = span.map(|s| line_of(self.text, s.start));
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Records an error at the line of a spanned value.
+    fn error_at<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.error(Some(at.span()), message);
+    }
+
+    /// Builds the config. Where a value is wrong it records the error and
+    /// goes on with a stand-in, so that later checks still run.
+    fn check(&mut self, raw: RawConfig) -> Config {
+        let cluster = self.cluster(raw.cluster);
+        let mut members = self.members(raw.member);
+        let node = self.node(raw.node, &members);
+        let priority = raw.priority.map_or(defaults::PRIORITY, Spanned::into_inner);
+        let network = self.network(raw.network, &mut members, node);
+        let timing = self.timing(raw.timing);
+        let election = Election {
+            preempt: raw.election.preempt.unwrap_or(true),
+            preempt_delay: ms(raw.election.preempt_delay_ms, defaults::PREEMPT_DELAY_MS),
+            holdoff: ms(raw.election.holdoff_ms, defaults::HOLDOFF_MS),
+        };
+        let hooks = self.hooks(raw.hooks);
+        let auth = self.auth(raw.auth);
+        let state = State {
+            dir: self.path_or("state.dir", raw.state.dir, defaults::STATE_DIR),
+        };
+        let control = self.control(raw.control, &cluster);
+        let log = self.log(raw.log);
+        Config {
+            cluster,
+            node,
+            priority,
+            members: members.into_iter().map(|c| c.member).collect(),
+            network,
+            timing,
+            election,
+            hooks,
+            auth,
+            state,
+            control,
+            log,
+        }
+    }
+
+    fn cluster(&mut self, raw: Option<Spanned<String>>) -> String {
+        let Some(raw) = raw else {
+            self.error(
+                None,
+                "cluster is required: a name shared by every member, e.g. cluster = \"db-vip\"",
+            );
+            return String::new();
+        };
+        let name = raw.get_ref();
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if name.is_empty() || name.len() > limits::CLUSTER_NAME_MAX || !valid_chars {
+            self.error_at(
+                &raw,
+                format!(
+                    "cluster name {name:?} must be 1 to {} characters \
+                     of A-Z, a-z, 0-9, '_', '.', '-'",
+                    limits::CLUSTER_NAME_MAX
+                ),
+            );
+        }
+        raw.into_inner()
+    }
+
+    /// Checks the `[[member]]` tables, skipping any without a usable id.
+    fn members(&mut self, raw: Option<Vec<Spanned<RawMember>>>) -> Vec<CheckedMember> {
+        let raw = match raw {
+            Some(raw) if !raw.is_empty() => raw,
+            _ => {
+                self.error(
+                    None,
+                    "no [[member]] tables: list every host of the cluster, this one included",
+                );
+                return Vec::new();
+            }
+        };
+        if raw.len() > limits::MEMBERS_MAX {
+            let span = raw[limits::MEMBERS_MAX].span();
+            self.error(
+                Some(span),
+                format!(
+                    "{} members are too many; at most {} are supported",
+                    raw.len(),
+                    limits::MEMBERS_MAX
+                ),
+            );
+        }
+        let mut members: Vec<CheckedMember> = Vec::new();
+        for spanned in raw {
+            let table = spanned.span();
+            let m = spanned.into_inner();
+            let Some(id) = m.id else {
+                self.error(Some(table), "[[member]] without an id");
+                continue;
+            };
+            let Some(node) = u32::try_from(*id.get_ref())
+                .ok()
+                .filter(|&n| (1..=limits::MEMBER_ID_MAX).contains(&n))
+                .map(NodeId)
+            else {
+                let message = format!(
+                    "member id {} is out of range (1 to {})",
+                    id.get_ref(),
+                    limits::MEMBER_ID_MAX
+                );
+                self.error_at(&id, message);
+                continue;
+            };
+            if let Some(first) = members.iter().find(|c| c.member.id == node) {
+                let first = line_of(self.text, first.id_span.start);
+                self.error_at(
+                    &id,
+                    format!("member id {node} appears twice (first at line {first})"),
+                );
+                continue;
+            }
+            let address_given = m.address.is_some();
+            let address = m.address.and_then(|a| match a.get_ref().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    let message = format!(
+                        "member {node}: address {:?} is not an IP address \
+                         (host names are not resolved)",
+                        a.get_ref()
+                    );
+                    self.error_at(&a, message);
+                    None
+                }
+            });
+            let port = m.port.filter(|p| {
+                if *p.get_ref() == 0 {
+                    self.error_at(p, format!("member {node}: port 0 is not a usable port"));
+                }
+                *p.get_ref() != 0
+            });
+            members.push(CheckedMember {
+                member: Member {
+                    id: node,
+                    address,
+                    port: port.as_ref().map(|p| *p.get_ref()),
+                },
+                address_given,
+                id_span: id.span(),
+                port_span: port.map(|p| p.span()),
+            });
+        }
+        members
+    }
+
+    fn node(&mut self, raw: Option<Spanned<i64>>, members: &[CheckedMember]) -> NodeId {
+        let Some(raw) = raw else {
+            self.error(
+                None,
+                "node is required: this host's id, one of the [[member]] ids, e.g. node = 1",
+            );
+            return NodeId(0);
+        };
+        if members.is_empty() {
+            // Already reported; "not in an empty list" would add nothing.
+            return NodeId(0);
+        }
+        let wanted = *raw.get_ref();
+        match members.iter().find(|c| i64::from(c.member.id.0) == wanted) {
+            Some(c) => c.member.id,
+            None => {
+                let ids: Vec<String> = members.iter().map(|c| c.member.id.to_string()).collect();
+                let message = format!(
+                    "node {wanted} is not in the [[member]] list (ids: {})",
+                    ids.join(", ")
+                );
+                self.error_at(&raw, message);
+                NodeId(0)
+            }
+        }
+    }
+
+    fn network(
+        &mut self,
+        mut raw: RawNetwork,
+        members: &mut [CheckedMember],
+        node: NodeId,
+    ) -> Network {
+        let transport = match raw.multicast.take() {
+            Some(group) => self.multicast(group, raw, members),
+            None => self.unicast(raw, members, node),
+        };
+        Network { transport }
+    }
+
+    fn multicast(
+        &mut self,
+        group_raw: Spanned<String>,
+        raw: RawNetwork,
+        members: &mut [CheckedMember],
+    ) -> Transport {
+        if let Some(port) = &raw.port {
+            self.error_at(
+                port,
+                "network.port is for unicast only; \
+                 with multicast the port is part of network.multicast",
+            );
+        }
+        if let Some(bind) = &raw.bind {
+            self.error_at(
+                bind,
+                "network.bind is for unicast only; multicast joins the group on network.interface",
+            );
+        }
+        for c in members.iter_mut() {
+            if let Some(span) = c.port_span.take() {
+                let message = format!(
+                    "member {}: port is for unicast only; \
+                     with multicast every member uses the port of network.multicast",
+                    c.member.id
+                );
+                self.error(Some(span), message);
+                c.member.port = None;
+            }
+        }
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let group = match group_raw.get_ref().parse::<SocketAddr>() {
+            Err(_) => {
+                let message = format!(
+                    "network.multicast {:?} is not an address:port \
+                     like \"239.255.42.1:7475\" or \"[ff02::4242]:7475\"",
+                    group_raw.get_ref()
+                );
+                self.error_at(&group_raw, message);
+                unspecified
+            }
+            Ok(group) if !group.ip().is_multicast() => {
+                let message = format!(
+                    "network.multicast {} is not a multicast address \
+                     (IPv4 224.0.0.0/4 or IPv6 ff00::/8); to send to each member's address \
+                     instead, remove network.multicast",
+                    group.ip()
+                );
+                self.error_at(&group_raw, message);
+                group
+            }
+            Ok(group) if group.port() == 0 => {
+                self.error_at(
+                    &group_raw,
+                    "network.multicast needs a port other than 0, e.g. \"239.255.42.1:7475\"",
+                );
+                group
+            }
+            Ok(group) => group,
+        };
+        let interface = match raw.interface {
+            None => {
+                self.error_at(
+                    &group_raw,
+                    "network.multicast needs network.interface, \
+                     the interface to join the group on (e.g. \"eth0\")",
+                );
+                String::new()
+            }
+            Some(name) => {
+                let n = name.get_ref();
+                let valid = !n.is_empty()
+                    && n.len() <= limits::INTERFACE_NAME_MAX
+                    && n.chars()
+                        .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+                if !valid {
+                    let message = format!(
+                        "network.interface {n:?} is not an interface name \
+                         (1 to {} characters, no '/', ':' or spaces)",
+                        limits::INTERFACE_NAME_MAX
+                    );
+                    self.error_at(&name, message);
+                }
+                name.into_inner()
+            }
+        };
+        let loopback = raw.multicast_loop.is_some_and(Spanned::into_inner);
+        Transport::Multicast {
+            group,
+            interface,
+            loopback,
+        }
+    }
+
+    fn unicast(&mut self, raw: RawNetwork, members: &[CheckedMember], node: NodeId) -> Transport {
+        if let Some(interface) = &raw.interface {
+            self.error_at(
+                interface,
+                "network.interface is only used with network.multicast; \
+                 unicast listens on network.bind (or all addresses)",
+            );
+        }
+        if let Some(lo) = &raw.multicast_loop {
+            self.error_at(
+                lo,
+                "network.multicast_loop is only used with network.multicast",
+            );
+        }
+        let port = match raw.port {
+            Some(p) if *p.get_ref() == 0 => {
+                self.error_at(&p, "network.port 0 is not a usable port");
+                defaults::PORT
+            }
+            Some(p) => p.into_inner(),
+            None => defaults::PORT,
+        };
+        let bind = raw.bind.and_then(|b| match b.get_ref().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                let message = format!("network.bind {:?} is not an IP address", b.get_ref());
+                self.error_at(&b, message);
+                None
+            }
+        });
+        let mut endpoints: Vec<(SocketAddr, NodeId)> = Vec::new();
+        for c in members {
+            let id = c.member.id;
+            let Some(address) = c.member.address else {
+                if c.address_given {
+                    continue;
+                }
+                let message = format!(
+                    "member {id} has no address; \
+                     without network.multicast (unicast) every member needs one"
+                );
+                self.error(Some(c.id_span.clone()), message);
+                continue;
+            };
+            if address.is_multicast() || address.is_unspecified() {
+                let message = format!("member {id}: address {address} is not a host's address");
+                self.error(Some(c.id_span.clone()), message);
+                continue;
+            }
+            let endpoint = SocketAddr::new(address, c.member.port.unwrap_or(port));
+            if let Some((_, other)) = endpoints.iter().find(|(e, _)| *e == endpoint) {
+                let message = format!(
+                    "member {id} has the same address and port as member {other} ({endpoint})"
+                );
+                self.error(Some(c.id_span.clone()), message);
+            }
+            endpoints.push((endpoint, id));
+            if let (true, Some(own), Some(span)) = (id == node, c.member.port, &c.port_span) {
+                if own != port {
+                    let message = format!(
+                        "member {id} is this node and has port {own}, \
+                         but this node listens on network.port {port}; make them equal or \
+                         remove the member's port"
+                    );
+                    self.error(Some(span.clone()), message);
+                }
+            }
+        }
+        Transport::Unicast { port, bind }
+    }
+
+    fn timing(&mut self, raw: RawTiming) -> Timing {
+        let value =
+            |v: &Option<Spanned<u64>>, default: u64| v.as_ref().map_or(default, |s| *s.get_ref());
+        let heartbeat = value(&raw.heartbeat_ms, defaults::HEARTBEAT_MS);
+        let dead_after = value(&raw.dead_after_ms, defaults::DEAD_AFTER_MS);
+        let margin = value(&raw.lease_margin_ms, defaults::LEASE_MARGIN_MS);
+        let drift = raw
+            .max_drift_ppm
+            .as_ref()
+            .map_or(defaults::MAX_DRIFT_PPM, |s| *s.get_ref());
+        let span = |v: &Option<Spanned<u64>>| v.as_ref().map(Spanned::span);
+        let mut consistent = true;
+
+        if heartbeat < limits::HEARTBEAT_MIN_MS {
+            let message = format!(
+                "timing.heartbeat_ms = {heartbeat} is below the minimum of {}",
+                limits::HEARTBEAT_MIN_MS
+            );
+            self.error(span(&raw.heartbeat_ms), message);
+            consistent = false;
+        } else if dead_after < heartbeat.saturating_mul(2) {
+            let message = match raw.dead_after_ms {
+                Some(_) => format!(
+                    "timing.dead_after_ms = {dead_after} must be at least \
+                     2 x timing.heartbeat_ms ({}), so that one lost heartbeat does not declare \
+                     a peer dead",
+                    heartbeat.saturating_mul(2)
+                ),
+                None => format!(
+                    "timing.dead_after_ms (default {dead_after}) must be at least \
+                     2 x timing.heartbeat_ms ({}); set dead_after_ms or lower heartbeat_ms",
+                    heartbeat.saturating_mul(2)
+                ),
+            };
+            self.error(
+                span(&raw.dead_after_ms).or(span(&raw.heartbeat_ms)),
+                message,
+            );
+            consistent = false;
+        }
+        if drift >= limits::DRIFT_PPM_LIMIT {
+            let message = format!(
+                "timing.max_drift_ppm = {drift} must be below {} (10%)",
+                limits::DRIFT_PPM_LIMIT
+            );
+            self.error(raw.max_drift_ppm.as_ref().map(Spanned::span), message);
+            consistent = false;
+        }
+
+        let timing = Timing {
+            heartbeat: Duration::from_millis(heartbeat),
+            dead_after: Duration::from_millis(dead_after),
+            lease_margin: Duration::from_millis(margin),
+            max_drift_ppm: drift,
+        };
+        // Renewable means dead_after * (1e6 - drift) / (1e6 + drift) - margin
+        // > heartbeat, compared exactly in integers.
+        let (up, down) = (1_000_000 + u128::from(drift), 1_000_000 - u128::from(drift));
+        let needed = (u128::from(heartbeat) + u128::from(margin)) * up;
+        if consistent && u128::from(dead_after) * down <= needed {
+            let lease_ms = lease(&timing).map_or(0, |l| l.as_millis());
+            let minimum = needed / down + 1;
+            let message = format!(
+                "the leader's lease would be {lease_ms}ms (timing.dead_after_ms {dead_after} \
+                 shortened for {drift} ppm clock drift, minus timing.lease_margin_ms {margin}), \
+                 not longer than timing.heartbeat_ms {heartbeat}, so no heartbeat could renew it; \
+                 raise timing.dead_after_ms to at least {minimum} or lower timing.lease_margin_ms"
+            );
+            self.error(
+                span(&raw.dead_after_ms)
+                    .or(span(&raw.lease_margin_ms))
+                    .or(span(&raw.heartbeat_ms)),
+                message,
+            );
+        }
+        timing
+    }
+
+    fn hooks(&mut self, raw: RawHooks) -> Hooks {
+        let promote = raw.promote.map(|p| self.executable("hooks.promote", p));
+        let demote = raw.demote.map(|p| self.executable("hooks.demote", p));
+        let notify = raw.notify.map(|p| self.executable("hooks.notify", p));
+        let timeout = self.positive_ms(
+            "hooks.timeout_ms",
+            raw.timeout_ms,
+            defaults::HOOK_TIMEOUT_MS,
+        );
+        let kill_grace = ms(raw.kill_grace_ms, defaults::KILL_GRACE_MS);
+        let refresh_interval = Some(ms(raw.refresh_interval_ms, defaults::REFRESH_INTERVAL_MS))
+            .filter(|d| !d.is_zero());
+        let output_max_bytes = match raw.output_max_bytes {
+            Some(n) if *n.get_ref() == 0 => {
+                self.error_at(
+                    &n,
+                    "hooks.output_max_bytes must be at least 1; 0 would hide every hook's output",
+                );
+                defaults::OUTPUT_MAX_BYTES
+            }
+            Some(n) => n.into_inner(),
+            None => defaults::OUTPUT_MAX_BYTES,
+        };
+        let check = raw.check.map(|argv| self.check_argv(argv));
+        let check_interval = self.positive_ms(
+            "hooks.check_interval_ms",
+            raw.check_interval_ms,
+            defaults::CHECK_INTERVAL_MS,
+        );
+        let check_timeout = self.positive_ms(
+            "hooks.check_timeout_ms",
+            raw.check_timeout_ms,
+            defaults::CHECK_TIMEOUT_MS,
+        );
+        let check_fall =
+            self.positive_count("hooks.check_fall", raw.check_fall, defaults::CHECK_FALL);
+        let check_rise =
+            self.positive_count("hooks.check_rise", raw.check_rise, defaults::CHECK_RISE);
+        Hooks {
+            promote,
+            demote,
+            notify,
+            timeout,
+            kill_grace,
+            refresh_interval,
+            output_max_bytes,
+            check,
+            check_interval,
+            check_timeout,
+            check_fall,
+            check_rise,
+        }
+    }
+
+    /// The health check's argv, with argv[0] resolved like any other path.
+    fn check_argv(&mut self, raw: Spanned<RawArgv>) -> Vec<String> {
+        let span = raw.span();
+        let mut argv = raw.into_inner().0;
+        let Some(program) = argv.first() else {
+            self.error(
+                Some(span),
+                "hooks.check is an empty array; give at least the program to run",
+            );
+            return argv;
+        };
+        let path = self.path("hooks.check", Spanned::new(span.clone(), program.clone()));
+        if self.disk == DiskChecks::Check && !program.is_empty() {
+            if let Err(reason) = executable_file(&path) {
+                let mut message = format!("hooks.check {} {reason}", path.display());
+                if argv.len() == 1 && program.contains(char::is_whitespace) {
+                    message.push_str(
+                        "; to pass arguments use an array, \
+                         e.g. check = [\"/usr/bin/pg_isready\", \"-q\"]",
+                    );
+                }
+                self.error(Some(span), message);
+            }
+        }
+        argv[0] = path.to_string_lossy().into_owned();
+        argv
+    }
+
+    /// A hook path, resolved, and checked on disk unless checks are off.
+    fn executable(&mut self, key: &str, raw: Spanned<String>) -> PathBuf {
+        let span = raw.span();
+        let empty = raw.get_ref().is_empty();
+        let path = self.path(key, raw);
+        if self.disk == DiskChecks::Check && !empty {
+            if let Err(reason) = executable_file(&path) {
+                self.error(Some(span), format!("{key} {} {reason}", path.display()));
+            }
+        }
+        path
+    }
+
+    fn auth(&mut self, raw: RawAuth) -> Auth {
+        let insecure = raw.insecure.as_ref().is_some_and(|s| *s.get_ref());
+        match raw.key_file {
+            None if insecure => Auth {
+                key: None,
+                key_file: None,
+                insecure,
+            },
+            None => {
+                self.error(
+                    None,
+                    "auth.key_file is required: a file holding the cluster's shared secret \
+                     (at least 16 bytes, mode 0600); only on a test network, set auth.insecure \
+                     = true instead",
+                );
+                Auth {
+                    key: None,
+                    key_file: None,
+                    insecure,
+                }
+            }
+            Some(file) if insecure => {
+                self.error_at(
+                    &file,
+                    "auth.key_file and auth.insecure = true are both set; remove one of them",
+                );
+                let key_file = Some(self.path("auth.key_file", file));
+                Auth {
+                    key: None,
+                    key_file,
+                    insecure,
+                }
+            }
+            Some(file) => {
+                let span = file.span();
+                let empty = file.get_ref().is_empty();
+                let path = self.path("auth.key_file", file);
+                let key = match self.disk {
+                    DiskChecks::Check if !empty => match read_key(&path) {
+                        Ok(key) => Some(key),
+                        Err(message) => {
+                            self.error(Some(span), message);
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                Auth {
+                    key,
+                    key_file: Some(path),
+                    insecure,
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, raw: RawControl, cluster: &str) -> Control {
+        let socket = self.path_or(
+            "control.socket",
+            raw.socket.clone(),
+            &format!("/run/regent/{cluster}.sock"),
+        );
+        // sun_path holds 108 bytes, the terminating NUL included.
+        let socket_len = socket.as_os_str().len();
+        if socket_len > 107 {
+            let message = format!(
+                "control.socket {} is {socket_len} bytes long; \
+                 a Unix socket path may be at most 107",
+                socket.display()
+            );
+            self.error(raw.socket.as_ref().map(Spanned::span), message);
+        }
+        let group = raw.group.map(|g| {
+            let name = g.get_ref();
+            if name.is_empty()
+                || name.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control())
+            {
+                self.error_at(&g, format!("control.group {name:?} is not a group name"));
+            } else if self.disk == DiskChecks::Check {
+                match group_exists(name) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.error_at(&g, format!("control.group {name:?} does not exist"))
+                    }
+                    Err(e) => self.error_at(
+                        &g,
+                        format!("control.group {name:?} cannot be looked up: {e}"),
+                    ),
+                }
+            }
+            g.into_inner()
+        });
+        let metrics_listen = raw.metrics_listen.and_then(|m| self.metrics_listen(m));
+        Control {
+            socket,
+            group,
+            metrics_listen,
+        }
+    }
+
+    /// The metrics address, if it is a usable loopback address.
+    fn metrics_listen(&mut self, raw: Spanned<String>) -> Option<SocketAddr> {
+        let Ok(addr) = raw.get_ref().parse::<SocketAddr>() else {
+            let message = format!(
+                "control.metrics_listen {:?} is not an address:port like \"127.0.0.1:9475\"",
+                raw.get_ref()
+            );
+            self.error_at(&raw, message);
+            return None;
+        };
+        if !addr.ip().is_loopback() {
+            let message = format!(
+                "control.metrics_listen {addr} is not a loopback address; metrics are served \
+                 without authentication, so listen on 127.0.0.1 or [::1] and proxy them if needed"
+            );
+            self.error_at(&raw, message);
+            return None;
+        }
+        if addr.port() == 0 {
+            let message =
+                "control.metrics_listen needs a port other than 0, e.g. \"127.0.0.1:9475\"";
+            self.error_at(&raw, message);
+            return None;
+        }
+        Some(addr)
+    }
+
+    fn log(&mut self, raw: RawLog) -> LogConfig {
+        let mut log = LogConfig::default();
+        if let Some(target) = raw.target {
+            match target.get_ref().as_str() {
+                "stderr" => log.target = LogTarget::Stderr,
+                "syslog" => log.target = LogTarget::Syslog,
+                other => self.error_at(
+                    &target,
+                    format!("log.target {other:?} must be \"stderr\" or \"syslog\""),
+                ),
+            }
+        }
+        if let Some(level) = raw.level {
+            log.level = match level.get_ref().as_str() {
+                "error" => log::LevelFilter::Error,
+                "warn" => log::LevelFilter::Warn,
+                "info" => log::LevelFilter::Info,
+                "debug" => log::LevelFilter::Debug,
+                "trace" => log::LevelFilter::Trace,
+                other => {
+                    let message = format!(
+                        "log.level {other:?} must be one of error, warn, info, debug, trace"
+                    );
+                    self.error_at(&level, message);
+                    log.level
+                }
+            };
+        }
+        log
+    }
+
+    /// A path from the file, relative to the file's directory.
+    fn path(&mut self, key: &str, raw: Spanned<String>) -> PathBuf {
+        let text = raw.get_ref();
+        if text.is_empty() {
+            self.error_at(&raw, format!("{key} must not be empty"));
+        } else if text.contains('\0') {
+            self.error_at(&raw, format!("{key} must not contain a NUL character"));
+        }
+        self.base.join(text)
+    }
+
+    fn path_or(&mut self, key: &str, raw: Option<Spanned<String>>, default: &str) -> PathBuf {
+        match raw {
+            Some(raw) => self.path(key, raw),
+            None => PathBuf::from(default),
+        }
+    }
+
+    fn positive_ms(&mut self, key: &str, raw: Option<Spanned<u64>>, default: u64) -> Duration {
+        match raw {
+            Some(v) if *v.get_ref() == 0 => {
+                self.error_at(&v, format!("{key} must be at least 1"));
+                Duration::from_millis(default)
+            }
+            Some(v) => Duration::from_millis(v.into_inner()),
+            None => Duration::from_millis(default),
+        }
+    }
+
+    fn positive_count(&mut self, key: &str, raw: Option<Spanned<u32>>, default: u32) -> u32 {
+        match raw {
+            Some(v) if *v.get_ref() == 0 => {
+                self.error_at(&v, format!("{key} must be at least 1"));
+                default
+            }
+            Some(v) => v.into_inner(),
+            None => default,
+        }
+    }
+}
+
+/// A member as checked so far, with the spans later checks point at.
+struct CheckedMember {
+    member: Member,
+    /// An address was written, even if it did not parse (and was reported).
+    address_given: bool,
+    id_span: Range<usize>,
+    /// Set while the member's port is still to be checked against the transport.
+    port_span: Option<Range<usize>>,
+}
+
+/// Why `path` cannot be run as a hook, if it cannot: the reason completes a
+/// sentence that starts with the path.
+fn executable_file(path: &Path) -> Result<(), String> {
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("does not exist".to_owned())
+        }
+        Err(e) => return Err(format!("cannot be examined: {e}")),
+    };
+    if !meta.is_file() {
+        return Err("is not a regular file".to_owned());
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o111 == 0 {
+        return Err(format!(
+            "is not executable (mode {mode:04o}); run chmod +x {}",
+            path.display()
+        ));
+    }
+    if mode & 0o002 != 0 {
+        // A hook runs as the daemon's user, usually root.
+        return Err(format!(
+            "is writable by anyone (mode {mode:04o}), and hooks run as root; run chmod o-w {}",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the shared key, refusing a file others can read or change.
+fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let p = path.display();
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("key file {p} does not exist"))
+        }
+        Err(e) => return Err(format!("key file {p} cannot be opened: {e}")),
+    };
+    // The mode is taken from the open file, so it is the file we read.
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("key file {p} cannot be examined: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("key file {p} is not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        let access = if mode & 0o044 != 0 {
+            "readable"
+        } else if mode & 0o022 != 0 {
+            "writable"
+        } else {
+            "executable"
+        };
+        return Err(format!(
+            "key file {p} is {access} by group or others (mode {mode:04o}); run chmod 600 {p}"
+        ));
+    }
+    let mut key = Vec::new();
+    file.read_to_end(&mut key)
+        .map_err(|e| format!("key file {p} cannot be read: {e}"))?;
+    if key.ends_with(b"\n") {
+        key.pop();
+        if key.ends_with(b"\r") {
+            key.pop();
+        }
+    }
+    if key.len() < limits::KEY_MIN_BYTES {
+        return Err(format!(
+            "key file {p} is too short ({} bytes, at least {} needed); make one with \
+             (umask 077; head -c 32 /dev/urandom > {p})",
+            key.len(),
+            limits::KEY_MIN_BYTES
+        ));
+    }
+    Ok(key)
+}
+
+/// Whether the group database knows `name`.
+fn group_exists(name: &str) -> std::io::Result<bool> {
+    let name = std::ffi::CString::new(name)?;
+    let mut buf: Vec<libc::c_char> = vec![0; 4096];
+    loop {
+        // SAFETY: an all-zero `group` is a valid value of this plain C struct.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf.len()` is the
+        // buffer's true length; nothing borrowed outlives the call.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut group,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        match rc {
+            0 => return Ok(!result.is_null()),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
+            // getgrnam(3) lists these as ways of saying "no such group".
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(false),
+            rc => return Err(std::io::Error::from_raw_os_error(rc)),
+        }
+    }
+}
+
+/// The 1-based line holding byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A `*_ms` key as a duration.
+fn ms(raw: Option<u64>, default: u64) -> Duration {
+    Duration::from_millis(raw.unwrap_or(default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Joins lines into a file, so that a case's line numbers are its indices + 1.
+    fn lines(lines: &[&str]) -> String {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, Path::new("regent.toml"), DiskChecks::Skip)
+    }
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match parse(text) {
+            Ok(config) => panic!("expected errors, got {config:?}\n--- from\n{text}"),
+            Err(ConfigErrors(errors)) => errors,
+        }
+    }
+
+    /// Valid head of a file: 7 lines, two members, multicast, insecure.
+    const HEAD: [&str; 7] = [
+        "cluster = \"t\"",
+        "node = 1",
+        "auth.insecure = true",
+        "[[member]]",
+        "id = 1",
+        "[[member]]",
+        "id = 2",
+    ];
+    const MULTICAST: [&str; 3] = [
+        "[network]",
+        "multicast = \"239.1.1.1:7475\"",
+        "interface = \"eth0\"",
+    ];
+
+    fn head_and(rest: &[&str]) -> String {
+        let mut all: Vec<&str> = HEAD.to_vec();
+        all.extend_from_slice(rest);
+        lines(&all)
+    }
+
+    fn multicast_and(rest: &[&str]) -> String {
+        let mut all: Vec<&str> = HEAD.to_vec();
+        all.extend_from_slice(&MULTICAST);
+        all.extend_from_slice(rest);
+        lines(&all)
+    }
+
+    /// A directory of its own under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static COUNT: AtomicUsize = AtomicUsize::new(0);
+            let n = COUNT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("regent-config-{name}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+
+        fn file(&self, name: &str, contents: &[u8], mode: u32) -> PathBuf {
+            let path = self.0.join(name);
+            fs::write(&path, contents).expect("write temp file");
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod temp file");
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn broken_configs_give_precise_errors() {
+        let too_many: String = {
+            let mut t = String::from("cluster = \"t\"\nnode = 1\nauth.insecure = true\nnetwork.multicast = \"239.1.1.1:1\"\nnetwork.interface = \"lo\"\n");
+            for id in 1..=65 {
+                t.push_str(&format!("[[member]]\nid = {id}\n"));
+            }
+            t
+        };
+        let long_socket = format!("socket = \"/run/{}\"", "s".repeat(110));
+        // (file, expected line, a substring of the message)
+        let cases: Vec<(String, Option<usize>, &str)> = vec![
+            // Syntax, unknown keys and types: the parser's first error.
+            (lines(&["cluster = \"t"]), Some(1), "string"),
+            (head_and(&["[timing", "heartbeat_ms = 5"]), Some(8), "expected `]`"),
+            (head_and(&["[timing]", "heartbeat = 100"]), Some(9), "unknown key `heartbeat`"),
+            (head_and(&["colour = \"red\""]), Some(8), "unknown key `colour`"),
+            (head_and(&["[[member]]", "id = 3", "adress = \"10.0.0.3\""]), Some(10), "unknown key `adress`"),
+            (head_and(&["[timing]", "heartbeat_ms = \"100\""]), Some(9), "invalid type: string \"100\""),
+            (lines(&["priority = -1"]), Some(1), "-1"),
+            (head_and(&["[network]", "port = 70000"]), Some(9), "70000"),
+            (lines(&["cluster = \"t\"", "node = 1", "[member]", "id = 1"]), Some(3), "write [[member]]"),
+            // The cluster and the members.
+            (lines(&["node = 1", "auth.insecure = true", "[[member]]", "id = 1"]), None, "cluster is required"),
+            (lines(&["cluster = \"db vip\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1"]),
+                Some(1), "cluster name \"db vip\" must be 1 to 64 characters"),
+            (lines(&["cluster = \"\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1"]),
+                Some(1), "cluster name \"\""),
+            (lines(&[&format!("cluster = \"{}\"", "a".repeat(65)), "node = 1", "auth.insecure = true", "[[member]]", "id = 1"]), Some(1), "1 to 64 characters"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true"]), None, "no [[member]] tables"),
+            (lines(&["auth.insecure = true", "cluster = \"t\"", "[[member]]", "id = 1"]), None, "node is required"),
+            (lines(&["cluster = \"t\"", "node = 4", "auth.insecure = true", "[[member]]", "id = 1", "[[member]]", "id = 2",
+                "[[member]]", "id = 3"]),
+                Some(2), "node 4 is not in the [[member]] list (ids: 1, 2, 3)"),
+            (head_and(&["[[member]]", "id = 2"]), Some(9), "member id 2 appears twice (first at line 7)"),
+            (head_and(&["[[member]]", "id = 0"]), Some(9), "member id 0 is out of range (1 to 65535)"),
+            (head_and(&["[[member]]", "id = 65536"]), Some(9), "member id 65536 is out of range"),
+            (head_and(&["[[member]]", "address = \"10.0.0.9\""]), Some(8), "[[member]] without an id"),
+            (too_many, Some(134), "65 members are too many; at most 64"),
+            (head_and(&["[[member]]", "id = 3", "address = \"db3.example\""]),
+                Some(10), "member 3: address \"db3.example\" is not an IP address"),
+            // Multicast.
+            (head_and(&["[network]", "multicast = \"10.0.0.1:7475\"", "interface = \"eth0\""]),
+                Some(9), "network.multicast 10.0.0.1 is not a multicast address"),
+            (head_and(&["[network]", "multicast = \"[fe80::1]:7475\"", "interface = \"eth0\""]),
+                Some(9), "fe80::1 is not a multicast address"),
+            (head_and(&["[network]", "multicast = \"239.1.1.1\"", "interface = \"eth0\""]),
+                Some(9), "is not an address:port"),
+            (head_and(&["[network]", "multicast = \"239.1.1.1:0\"", "interface = \"eth0\""]),
+                Some(9), "needs a port other than 0"),
+            (head_and(&["[network]", "multicast = \"239.1.1.1:7475\""]),
+                Some(9), "network.multicast needs network.interface"),
+            (head_and(&["[network]", "multicast = \"239.1.1.1:7475\"", "interface = \"a-very-long-ifname\""]),
+                Some(10), "is not an interface name"),
+            (multicast_and(&["port = 7475"]), Some(11), "network.port is for unicast only"),
+            (multicast_and(&["bind = \"10.0.0.1\""]), Some(11), "network.bind is for unicast only"),
+            (multicast_and(&["[[member]]", "id = 3", "port = 7000"]), Some(13), "member 3: port is for unicast only"),
+            // Unicast.
+            (head_and(&[]), Some(5), "member 1 has no address; without network.multicast (unicast)"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"10.0.0.1\"", "[[member]]", "id = 2", "address = \"10.0.0.1\""]),
+                Some(8), "member 2 has the same address and port as member 1 (10.0.0.1:7475)"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"239.1.1.1\""]), Some(5), "member 1: address 239.1.1.1 is not a host's address"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"10.0.0.1\"", "port = 7000"]),
+                Some(7), "member 1 is this node and has port 7000, but this node listens on network.port 7475"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"10.0.0.1\"", "port = 0"]), Some(7), "member 1: port 0 is not a usable port"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"10.0.0.1\"", "[network]", "interface = \"eth0\""]),
+                Some(8), "network.interface is only used with network.multicast"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"10.0.0.1\"", "[network]", "multicast_loop = true"]),
+                Some(8), "network.multicast_loop is only used with network.multicast"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"10.0.0.1\"", "[network]", "bind = \"eth0\""]),
+                Some(8), "network.bind \"eth0\" is not an IP address"),
+            (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+                "address = \"10.0.0.1\"", "[network]", "port = 0"]), Some(8), "network.port 0 is not a usable port"),
+            // Timing.
+            (multicast_and(&["[timing]", "heartbeat_ms = 4"]),
+                Some(12), "timing.heartbeat_ms = 4 is below the minimum of 5"),
+            (multicast_and(&["[timing]", "heartbeat_ms = 100", "dead_after_ms = 150"]),
+                Some(13), "timing.dead_after_ms = 150 must be at least 2 x timing.heartbeat_ms (200)"),
+            (multicast_and(&["[timing]", "heartbeat_ms = 200"]),
+                Some(12), "timing.dead_after_ms (default 300) must be at least 2 x timing.heartbeat_ms (400)"),
+            (multicast_and(&["[timing]", "max_drift_ppm = 100000"]),
+                Some(12), "timing.max_drift_ppm = 100000 must be below 100000"),
+            (multicast_and(&["[timing]", "heartbeat_ms = 100", "dead_after_ms = 200", "lease_margin_ms = 100"]),
+                Some(13), "raise timing.dead_after_ms to at least 205 or lower timing.lease_margin_ms"),
+            (multicast_and(&["[timing]", "lease_margin_ms = 300"]),
+                Some(12), "the leader's lease would be 0ms"),
+            // Hooks.
+            (multicast_and(&["[hooks]", "timeout_ms = 0"]), Some(12), "hooks.timeout_ms must be at least 1"),
+            (multicast_and(&["[hooks]", "check_interval_ms = 0"]), Some(12), "hooks.check_interval_ms must be at least 1"),
+            (multicast_and(&["[hooks]", "check_timeout_ms = 0"]), Some(12), "hooks.check_timeout_ms must be at least 1"),
+            (multicast_and(&["[hooks]", "check_fall = 0"]), Some(12), "hooks.check_fall must be at least 1"),
+            (multicast_and(&["[hooks]", "check_rise = 0"]), Some(12), "hooks.check_rise must be at least 1"),
+            (multicast_and(&["[hooks]", "output_max_bytes = 0"]), Some(12), "hooks.output_max_bytes must be at least 1"),
+            (multicast_and(&["[hooks]", "check = []"]), Some(12), "hooks.check is an empty array"),
+            (multicast_and(&["[hooks]", "check = [\"/bin/true\", 3]"]), Some(12), "invalid type: integer `3`"),
+            (multicast_and(&["[hooks]", "check = 1"]),
+                Some(12), "expected a path, or an array of strings (program and arguments)"),
+            (multicast_and(&["[hooks]", "promote = \"\""]), Some(12), "hooks.promote must not be empty"),
+            // Auth.
+            (lines(&["cluster = \"t\"", "node = 1", "[[member]]", "id = 1", "[network]",
+                "multicast = \"239.1.1.1:7475\"", "interface = \"lo\""]), None, "auth.key_file is required"),
+            (lines(&["cluster = \"t\"", "node = 1", "network.multicast = \"239.1.1.1:7475\"",
+                "network.interface = \"lo\"", "[[member]]", "id = 1", "[auth]", "insecure = true",
+                "key_file = \"/etc/regent/key\""]), Some(9), "auth.key_file and auth.insecure = true are both set"),
+            // Control and log.
+            (multicast_and(&["[control]", "metrics_listen = \"0.0.0.0:9475\""]),
+                Some(12), "control.metrics_listen 0.0.0.0:9475 is not a loopback address"),
+            (multicast_and(&["[control]", "metrics_listen = \"localhost:9475\""]),
+                Some(12), "is not an address:port"),
+            (multicast_and(&["[control]", "group = \"a b\""]), Some(12), "control.group \"a b\" is not a group name"),
+            (multicast_and(&["[control]", &long_socket]), Some(12), "a Unix socket path may be at most 107"),
+            (multicast_and(&["[log]", "target = \"journal\""]),
+                Some(12), "log.target \"journal\" must be \"stderr\" or \"syslog\""),
+            (multicast_and(&["[log]", "level = \"verbose\""]),
+                Some(12), "log.level \"verbose\" must be one of error, warn, info, debug, trace"),
+        ];
+        for (text, line, needle) in &cases {
+            let errors = errors(text);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.line == *line && e.message.contains(needle)),
+                "expected line {line:?} with {needle:?}, got:\n{}\n--- from\n{text}",
+                ConfigErrors(errors.clone())
+            );
+        }
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_in_file_order() {
+        let text = lines(&[
+            "cluster = \"bad name\"",
+            "node = 9",
+            "[[member]]",
+            "id = 1",
+            "[[member]]",
+            "id = 1",
+            "[network]",
+            "multicast = \"10.1.1.1:7475\"",
+            "[timing]",
+            "dead_after_ms = 150",
+            "[control]",
+            "metrics_listen = \"10.0.0.1:9475\"",
+        ]);
+        let errors = errors(&text);
+        let got: Vec<(Option<usize>, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.message.split(' ').next().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(1), "cluster"),
+                (Some(2), "node"),
+                (Some(6), "member"),
+                (Some(8), "network.multicast"),
+                (Some(8), "network.multicast"),
+                (Some(10), "timing.dead_after_ms"),
+                (Some(12), "control.metrics_listen"),
+                (None, "auth.key_file"),
+            ],
+            "{}",
+            ConfigErrors(errors.clone())
+        );
+        let shown = ConfigErrors(errors).to_string();
+        assert_eq!(shown.lines().count(), 8);
+        assert!(
+            shown.starts_with("regent.toml:1: cluster name \"bad name\""),
+            "{shown}"
+        );
+        assert!(shown.ends_with("regent.toml: auth.key_file is required: a file holding the cluster's shared \
+             secret (at least 16 bytes, mode 0600); only on a test network, set auth.insecure = true instead"), "{shown}");
+    }
+
+    #[test]
+    fn minimal_config_gets_the_defaults() {
+        let config = parse(&multicast_and(&[])).expect("valid");
+        let expected = Config {
+            cluster: "t".to_owned(),
+            node: NodeId(1),
+            priority: 100,
+            members: vec![
+                Member {
+                    id: NodeId(1),
+                    address: None,
+                    port: None,
+                },
+                Member {
+                    id: NodeId(2),
+                    address: None,
+                    port: None,
+                },
+            ],
+            network: Network {
+                transport: Transport::Multicast {
+                    group: "239.1.1.1:7475".parse().expect("addr"),
+                    interface: "eth0".to_owned(),
+                    loopback: false,
+                },
+            },
+            timing: Timing {
+                heartbeat: Duration::from_millis(100),
+                dead_after: Duration::from_millis(300),
+                lease_margin: Duration::from_millis(20),
+                max_drift_ppm: 10_000,
+            },
+            election: Election {
+                preempt: true,
+                preempt_delay: Duration::from_millis(5000),
+                holdoff: Duration::from_millis(10_000),
+            },
+            hooks: Hooks {
+                promote: None,
+                demote: None,
+                notify: None,
+                timeout: Duration::from_millis(10_000),
+                kill_grace: Duration::from_millis(2000),
+                refresh_interval: Some(Duration::from_millis(10_000)),
+                output_max_bytes: 65_536,
+                check: None,
+                check_interval: Duration::from_millis(1000),
+                check_timeout: Duration::from_millis(2000),
+                check_fall: 3,
+                check_rise: 2,
+            },
+            auth: Auth {
+                key: None,
+                key_file: None,
+                insecure: true,
+            },
+            state: State {
+                dir: PathBuf::from("/var/lib/regent"),
+            },
+            control: Control {
+                socket: PathBuf::from("/run/regent/t.sock"),
+                group: None,
+                metrics_listen: None,
+            },
+            log: LogConfig {
+                target: LogTarget::Stderr,
+                level: log::LevelFilter::Info,
+            },
+        };
+        assert_eq!(config, expected);
+        assert_eq!(config.election, Election::default());
+        assert_eq!(config.hooks, Hooks::default());
+        assert_eq!(config.log, LogConfig::default());
+    }
+
+    #[test]
+    fn full_unicast_config_round_trips() {
+        let text = lines(&[
+            "cluster = \"db-vip.2\"",
+            "node = 2",
+            "priority = 7",
+            "[[member]]",
+            "id = 1",
+            "address = \"10.0.0.1\"",
+            "[[member]]",
+            "id = 2",
+            "address = \"fd00::2\"",
+            "port = 8000",
+            "[[member]]",
+            "id = 300",
+            "address = \"10.0.0.3\"",
+            "port = 9000",
+            "[network]",
+            "port = 8000",
+            "bind = \"fd00::2\"",
+            "[timing]",
+            "heartbeat_ms = 50",
+            "dead_after_ms = 250",
+            "lease_margin_ms = 10",
+            "max_drift_ppm = 20000",
+            "[election]",
+            "preempt = false",
+            "preempt_delay_ms = 1",
+            "holdoff_ms = 2",
+            "[hooks]",
+            "promote = \"/hooks/up\"",
+            "demote = \"hooks/down\"",
+            "notify = \"/hooks/note\"",
+            "timeout_ms = 3",
+            "kill_grace_ms = 0",
+            "refresh_interval_ms = 0",
+            "output_max_bytes = 100",
+            "check = [\"/bin/check\", \"-q\", \"with space\"]",
+            "check_interval_ms = 4",
+            "check_timeout_ms = 5",
+            "check_fall = 6",
+            "check_rise = 7",
+            "[auth]",
+            "key_file = \"key\"",
+            "insecure = false",
+            "[state]",
+            "dir = \"/state\"",
+            "[control]",
+            "socket = \"/run/x.sock\"",
+            "group = \"wheel\"",
+            "metrics_listen = \"[::1]:9475\"",
+            "[log]",
+            "target = \"syslog\"",
+            "level = \"trace\"",
+        ]);
+        let config = Config::parse(
+            &text,
+            Path::new("/etc/regent/regent.toml"),
+            DiskChecks::Skip,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
+        assert_eq!(config.cluster, "db-vip.2");
+        assert_eq!(config.node, NodeId(2));
+        assert_eq!(config.priority, 7);
+        assert_eq!(
+            config.members,
+            vec![
+                Member {
+                    id: NodeId(1),
+                    address: ip("10.0.0.1"),
+                    port: None
+                },
+                Member {
+                    id: NodeId(2),
+                    address: ip("fd00::2"),
+                    port: Some(8000)
+                },
+                Member {
+                    id: NodeId(300),
+                    address: ip("10.0.0.3"),
+                    port: Some(9000)
+                },
+            ]
+        );
+        assert_eq!(
+            config.network.transport,
+            Transport::Unicast {
+                port: 8000,
+                bind: ip("fd00::2")
+            }
+        );
+        assert_eq!(
+            config.timing,
+            Timing {
+                heartbeat: Duration::from_millis(50),
+                dead_after: Duration::from_millis(250),
+                lease_margin: Duration::from_millis(10),
+                max_drift_ppm: 20_000,
+            }
+        );
+        assert_eq!(
+            config.election,
+            Election {
+                preempt: false,
+                preempt_delay: Duration::from_millis(1),
+                holdoff: Duration::from_millis(2)
+            }
+        );
+        assert_eq!(
+            config.hooks,
+            Hooks {
+                promote: Some(PathBuf::from("/hooks/up")),
+                demote: Some(PathBuf::from("/etc/regent/hooks/down")),
+                notify: Some(PathBuf::from("/hooks/note")),
+                timeout: Duration::from_millis(3),
+                kill_grace: Duration::ZERO,
+                refresh_interval: None,
+                output_max_bytes: 100,
+                check: Some(vec![
+                    "/bin/check".to_owned(),
+                    "-q".to_owned(),
+                    "with space".to_owned()
+                ]),
+                check_interval: Duration::from_millis(4),
+                check_timeout: Duration::from_millis(5),
+                check_fall: 6,
+                check_rise: 7,
+            }
+        );
+        assert_eq!(
+            config.auth,
+            Auth {
+                key: None,
+                key_file: Some(PathBuf::from("/etc/regent/key")),
+                insecure: false
+            }
+        );
+        assert_eq!(config.state.dir, PathBuf::from("/state"));
+        assert_eq!(
+            config.control,
+            Control {
+                socket: PathBuf::from("/run/x.sock"),
+                group: Some("wheel".to_owned()),
+                metrics_listen: Some("[::1]:9475".parse().expect("addr")),
+            }
+        );
+        assert_eq!(
+            config.log,
+            LogConfig {
+                target: LogTarget::Syslog,
+                level: log::LevelFilter::Trace
+            }
+        );
+
+        let core = config.core();
+        assert_eq!(core.id, NodeId(2));
+        assert_eq!(core.members, vec![NodeId(1), NodeId(2), NodeId(300)]);
+        assert_eq!(core.priority, 7);
+        assert_eq!(core.timing, config.timing);
+        assert!(!core.preempt);
+        assert_eq!(core.preempt_delay, Duration::from_millis(1));
+        assert_eq!(core.holdoff, Duration::from_millis(2));
+        assert_eq!(config.quorum(), 2);
+        assert_eq!(
+            config.summary(),
+            "cluster db-vip.2, node 2 of 3 members (quorum 2), priority 7, unicast fd00::2 port 8000, \
+             heartbeat 50ms, dead_after 250ms, lease 230ms, auth hmac-sha256"
+        );
+    }
+
+    #[test]
+    fn quorum_is_a_majority() {
+        for (n, quorum) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (64, 33)] {
+            let mut text = String::from("cluster = \"t\"\nnode = 1\nauth.insecure = true\n");
+            text.push_str("network.multicast = \"239.1.1.1:1\"\nnetwork.interface = \"lo\"\n");
+            for id in 1..=n {
+                text.push_str(&format!("[[member]]\nid = {id}\n"));
+            }
+            let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.quorum(), quorum, "{n} members");
+        }
+    }
+
+    #[test]
+    fn lease_boundary_is_exact() {
+        // 205 * 0.99 / 1.01 - 100 = 100.94 > 100; 204 gives 99.96.
+        let at = |dead_after: u64| {
+            let d = format!("dead_after_ms = {dead_after}");
+            parse(&multicast_and(&[
+                "[timing]",
+                "heartbeat_ms = 100",
+                &d,
+                "lease_margin_ms = 100",
+            ]))
+        };
+        assert!(at(205).is_ok());
+        assert!(at(204).is_err());
+        // With no drift the lease is exactly dead_after - margin, and must exceed the heartbeat.
+        let exact = |dead_after: u64| {
+            let d = format!("dead_after_ms = {dead_after}");
+            parse(&multicast_and(&[
+                "[timing]",
+                "heartbeat_ms = 100",
+                &d,
+                "lease_margin_ms = 100",
+                "max_drift_ppm = 0",
+            ]))
+        };
+        assert!(exact(201).is_ok());
+        assert!(exact(200).is_err());
+    }
+
+    #[test]
+    fn check_accepts_a_string_or_an_array() {
+        let check = |value: &str| {
+            let line = format!("check = {value}");
+            let config = Config::parse(
+                &multicast_and(&["[hooks]", &line]),
+                Path::new("/etc/regent/regent.toml"),
+                DiskChecks::Skip,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            config.hooks.check.expect("check set")
+        };
+        assert_eq!(
+            check("\"/usr/bin/pg_isready\""),
+            vec!["/usr/bin/pg_isready"]
+        );
+        assert_eq!(
+            check("[\"/usr/bin/pg_isready\"]"),
+            vec!["/usr/bin/pg_isready"]
+        );
+        assert_eq!(
+            check("[\"/usr/bin/pg_isready\", \"-h\", \"db\"]"),
+            vec!["/usr/bin/pg_isready", "-h", "db"]
+        );
+        // A string is one path, spaces and all; only argv[0] is a path.
+        assert_eq!(check("\"/opt/my check\""), vec!["/opt/my check"]);
+        assert_eq!(
+            check("[\"bin/check\", \"rel/arg\"]"),
+            vec!["/etc/regent/bin/check", "rel/arg"]
+        );
+    }
+
+    #[test]
+    fn key_file_is_loaded_and_its_mode_checked() {
+        let dir = TempDir::new("key");
+        let key32 = [b'k'; 32];
+        let config_with = |path: &Path| {
+            let line = format!("key_file = \"{}\"", path.display());
+            let text = lines(&[
+                "cluster = \"t\"",
+                "node = 1",
+                "network.multicast = \"239.1.1.1:1\"",
+                "network.interface = \"lo\"",
+                "[[member]]",
+                "id = 1",
+                "[auth]",
+                &line,
+            ]);
+            Config::parse(&text, Path::new("regent.toml"), DiskChecks::Check)
+        };
+        let only_error = |path: &Path| match config_with(path) {
+            Ok(_) => panic!("{} accepted", path.display()),
+            Err(ConfigErrors(errors)) => {
+                assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+                assert_eq!(errors[0].line, Some(8));
+                errors[0].message.clone()
+            }
+        };
+
+        let mut with_newline = key32.to_vec();
+        with_newline.push(b'\n');
+        let good = dir.file("good", &with_newline, 0o600);
+        let config = config_with(&good).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.auth.key.as_deref(), Some(&key32[..]));
+        assert_eq!(config.auth.key_file.as_deref(), Some(good.as_path()));
+        assert!(!config.auth.insecure);
+        assert!(
+            !format!("{config:?}").contains("kkkk"),
+            "the key must not appear in Debug output"
+        );
+
+        let crlf = dir.file("crlf", b"0123456789abcdef\r\n", 0o400);
+        assert_eq!(
+            config_with(&crlf)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .auth
+                .key
+                .as_deref(),
+            Some(&b"0123456789abcdef"[..])
+        );
+
+        let open = dir.file("open", &key32, 0o644);
+        let p = open.display();
+        assert_eq!(
+            only_error(&open),
+            format!("key file {p} is readable by group or others (mode 0644); run chmod 600 {p}")
+        );
+        let group_writable = dir.file("gw", &key32, 0o620);
+        assert!(only_error(&group_writable).contains("is writable by group or others (mode 0620)"));
+
+        let short = dir.file("short", b"0123456789abcde\n", 0o600);
+        assert!(only_error(&short).contains("is too short (15 bytes, at least 16 needed)"));
+        let empty = dir.file("empty", b"", 0o600);
+        assert!(only_error(&empty).contains("is too short (0 bytes"));
+        let missing = dir.0.join("missing");
+        assert_eq!(
+            only_error(&missing),
+            format!("key file {} does not exist", missing.display())
+        );
+        assert!(only_error(&dir.0).contains("is not a regular file"));
+
+        // Without disk checks the key file is not touched.
+        let config = Config::parse(
+            &lines(&[
+                "cluster = \"t\"",
+                "node = 1",
+                "network.multicast = \"239.1.1.1:1\"",
+                "network.interface = \"lo\"",
+                "auth.key_file = \"/nonexistent/key\"",
+                "[[member]]",
+                "id = 1",
+            ]),
+            Path::new("regent.toml"),
+            DiskChecks::Skip,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.auth.key, None);
+    }
+
+    #[test]
+    fn hooks_must_be_executable_regular_files() {
+        let dir = TempDir::new("hooks");
+        let script = b"#!/bin/sh\nexit 0\n";
+        let good = dir.file("good", script, 0o755);
+        dir.file("plain", script, 0o644);
+        dir.file("open", script, 0o777);
+        fs::create_dir(dir.0.join("subdir")).expect("mkdir");
+        let try_hook = |key: &str, value: &str| {
+            let line = format!("{key} = {value}");
+            Config::parse(
+                &multicast_and(&["[hooks]", &line]),
+                &dir.0.join("regent.toml"),
+                DiskChecks::Check,
+            )
+        };
+        let only_error = |key: &str, value: &str| match try_hook(key, value) {
+            Ok(_) => panic!("{key} = {value} accepted"),
+            Err(ConfigErrors(errors)) => {
+                assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+                assert_eq!(errors[0].line, Some(12));
+                errors[0].message.clone()
+            }
+        };
+
+        let config = try_hook("promote", &format!("\"{}\"", good.display()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.hooks.promote.as_deref(), Some(good.as_path()));
+        // Relative to the config file's directory.
+        let config = try_hook("demote", "\"good\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.hooks.demote.as_deref(), Some(good.as_path()));
+        let config = try_hook("check", "[\"good\", \"-x\"]").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.hooks.check,
+            Some(vec![good.to_string_lossy().into_owned(), "-x".to_owned()])
+        );
+
+        let d = dir.0.display();
+        assert_eq!(
+            only_error("promote", "\"missing\""),
+            format!("hooks.promote {d}/missing does not exist")
+        );
+        assert_eq!(
+            only_error("notify", "\"subdir\""),
+            format!("hooks.notify {d}/subdir is not a regular file")
+        );
+        assert_eq!(
+            only_error("demote", "\"plain\""),
+            format!("hooks.demote {d}/plain is not executable (mode 0644); run chmod +x {d}/plain")
+        );
+        assert!(only_error("promote", "\"open\"").contains("is writable by anyone (mode 0777)"));
+        assert_eq!(
+            only_error("check", "\"plain\""),
+            format!("hooks.check {d}/plain is not executable (mode 0644); run chmod +x {d}/plain")
+        );
+        assert!(only_error("check", "\"/no/such/pg_isready -h db\"")
+            .contains("to pass arguments use an array"));
+
+        // Without disk checks, nothing is looked at.
+        let text = multicast_and(&["[hooks]", "promote = \"/no/such/hook\""]);
+        assert!(Config::parse(&text, Path::new("regent.toml"), DiskChecks::Skip).is_ok());
+    }
+
+    #[test]
+    fn control_group_must_exist_when_checked() {
+        let with_group = |group: &str| {
+            let line = format!("group = \"{group}\"");
+            Config::parse(
+                &multicast_and(&["[control]", &line]),
+                Path::new("regent.toml"),
+                DiskChecks::Check,
+            )
+        };
+        assert!(with_group("root").is_ok());
+        let errors = with_group("no-such-group-regent").expect_err("unknown group");
+        assert_eq!(errors.0[0].line, Some(12));
+        assert_eq!(
+            errors.0[0].message,
+            "control.group \"no-such-group-regent\" does not exist"
+        );
+    }
+
+    #[test]
+    fn load_and_check_command() {
+        let dir = TempDir::new("load");
+        let key = dir.file("key", b"0123456789abcdef0123456789abcdef\n", 0o600);
+        let hook = dir.file("vip", b"#!/bin/sh\n", 0o700);
+        let good = lines(&[
+            "cluster = \"db-vip\"",
+            "node = 3",
+            "[[member]]",
+            "id = 1",
+            "[[member]]",
+            "id = 2",
+            "[[member]]",
+            "id = 3",
+            "[network]",
+            "multicast = \"239.255.42.1:7475\"",
+            "interface = \"eth0\"",
+            "[hooks]",
+            "promote = \"vip\"",
+            "demote = \"vip\"",
+            "[auth]",
+            "key_file = \"key\"",
+        ]);
+        let path = dir.file("regent.toml", good.as_bytes(), 0o644);
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.hooks.promote.as_deref(), Some(hook.as_path()));
+        assert_eq!(config.auth.key_file.as_deref(), Some(key.as_path()));
+        assert_eq!(
+            config.auth.key.as_deref(),
+            Some(&b"0123456789abcdef0123456789abcdef"[..])
+        );
+        assert_eq!(
+            check_command(&path),
+            (
+                0,
+                "ok: cluster db-vip, node 3 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 \
+                 on eth0, heartbeat 100ms, dead_after 300ms, lease 274ms, auth hmac-sha256"
+                    .to_owned()
+            )
+        );
+
+        let bad = good
+            .replace("node = 3", "node = 4")
+            .replace("key_file = \"key\"", "key_file = \"nokey\"");
+        let path = dir.file("bad.toml", bad.as_bytes(), 0o644);
+        let (code, text) = check_command(&path);
+        assert_eq!(code, 1);
+        let p = path.display();
+        let d = dir.0.display();
+        assert_eq!(
+            text,
+            format!(
+                "{p}:2: node 4 is not in the [[member]] list (ids: 1, 2, 3)\n\
+                 {p}:16: key file {d}/nokey does not exist"
+            )
+        );
+
+        let missing = dir.0.join("absent.toml");
+        let (code, text) = check_command(&missing);
+        assert_eq!(code, 1);
+        assert!(
+            text.starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reference_config_parses_and_documents_the_defaults() {
+        let text = include_str!("../conf/regent.toml");
+        let config = Config::parse(text, Path::new("/etc/regent/regent.toml"), DiskChecks::Skip)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.cluster, "db-vip");
+        assert_eq!(config.members.len(), 3);
+        assert_eq!(
+            config.auth.key_file.as_deref(),
+            Some(Path::new("/etc/regent/key"))
+        );
+        assert!(!config.auth.insecure);
+
+        // Every value the reference sets is the default it documents.
+        let minimal = parse(&multicast_and(&[])).expect("valid");
+        assert_eq!(config.priority, minimal.priority);
+        assert_eq!(config.timing, minimal.timing);
+        assert_eq!(config.election, minimal.election);
+        assert_eq!(
+            Hooks {
+                promote: None,
+                demote: None,
+                ..config.hooks.clone()
+            },
+            minimal.hooks
+        );
+        assert_eq!(config.state, minimal.state);
+        assert_eq!(
+            config.control.socket,
+            PathBuf::from("/run/regent/db-vip.sock")
+        );
+        assert_eq!(config.log, minimal.log);
+        assert_eq!(
+            config.summary(),
+            "cluster db-vip, node 1 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 on eth0, \
+             heartbeat 100ms, dead_after 300ms, lease 274ms, auth hmac-sha256"
+        );
+
+        // The commented-out keys are valid too, once uncommented where they apply.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "port = ",
+                        "notify = ",
+                        "check = [",
+                        "insecure",
+                        "group = ",
+                        "metrics_listen = ",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    rest.to_owned()
+                }
+                _ => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let errors = Config::parse(&uncommented, Path::new("regent.toml"), DiskChecks::Skip)
+            .expect_err("mixed modes");
+        // Only the unicast-only ports are refused with multicast.
+        assert!(
+            errors
+                .0
+                .iter()
+                .all(|e| e.message.contains("is for unicast only")),
+            "{errors}"
+        );
+        let unicast: String = uncommented
+            .lines()
+            .filter(|l| !l.starts_with("multicast") && !l.starts_with("interface"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::parse(&unicast, Path::new("regent.toml"), DiskChecks::Skip)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.network.transport,
+            Transport::Unicast {
+                port: 7475,
+                bind: None
+            }
+        );
+        assert_eq!(
+            config.control.metrics_listen,
+            Some("127.0.0.1:9475".parse().expect("addr"))
+        );
+        assert_eq!(config.hooks.check.as_ref().map(Vec::len), Some(4));
+    }
+}
