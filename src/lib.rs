@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod core;
+pub mod net;
 pub mod state;
 pub mod wire;
