@@ -8,7 +8,9 @@ use std::ops::{Add, Sub};
 use std::time::Duration;
 
 /// A member's id, unique within a cluster and fixed in the `[[member]]` list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, bincode::Encode, bincode::Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, bincode::Encode, bincode::Decode,
+)]
 pub struct NodeId(pub u32);
 
 impl fmt::Display for NodeId {
@@ -19,7 +21,19 @@ impl fmt::Display for NodeId {
 
 /// A leadership term and fencing token. Each epoch has at most one leader and
 /// epochs only grow over the life of a cluster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, bincode::Encode, bincode::Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct Epoch(pub u64);
 
 impl Epoch {
@@ -77,20 +91,31 @@ impl Time {
 impl Add<Duration> for Time {
     type Output = Time;
     fn add(self, d: Duration) -> Time {
-        Time(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+        Time(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
 impl Sub<Duration> for Time {
     type Output = Time;
     fn sub(self, d: Duration) -> Time {
-        Time(self.0.saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+        Time(
+            self.0
+                .saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.0 / 1_000_000_000, (self.0 % 1_000_000_000) / 1000)
+        write!(
+            f,
+            "{}.{:06}s",
+            self.0 / 1_000_000_000,
+            (self.0 % 1_000_000_000) / 1000
+        )
     }
 }
 
@@ -100,7 +125,10 @@ mod tests {
 
     #[test]
     fn rank_orders_by_priority_then_id() {
-        let r = |p, n| Rank { priority: p, node: NodeId(n) };
+        let r = |p, n| Rank {
+            priority: p,
+            node: NodeId(n),
+        };
         let cases = [
             (r(100, 1), r(50, 9), true),
             (r(100, 2), r(100, 1), true),
