@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod core;
+pub mod hooks;
 pub mod net;
 pub mod state;
 pub mod wire;
