@@ -1,6 +1,7 @@
 //! regent: one leader per LAN group, fenced by epochs.
 
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod net;
 pub mod state;
