@@ -3,6 +3,7 @@
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod logging;
 pub mod net;
 pub mod state;
 pub mod wire;
