@@ -5,5 +5,6 @@ pub mod control;
 pub mod core;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod state;
 pub mod wire;

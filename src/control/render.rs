@@ -947,7 +947,8 @@ uptime     1h 2m 3s
         samples
             .iter()
             .find(|(n, ls, _)| {
-                n == name && label.is_none_or(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+                n == name
+                    && label.map_or(true, |(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
             })
             .map(|s| s.2)
             .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
