@@ -1,8 +1,11 @@
 //! regent: one leader per LAN group, fenced by epochs.
 
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod hooks;
+pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod state;
 pub mod wire;

@@ -1,0 +1,1039 @@
+//! What `regent status` and `regent metrics` print: a snapshot of the node
+//! rendered as a table, as JSON, or as Prometheus text.
+//!
+//! Architecture Invariant: these are pure functions of a [`Snapshot`]. They
+//! read no clock and touch no socket; every duration comes in the snapshot,
+//! measured by the driver at one instant.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::core::{Rank, Role, Status};
+use crate::wire::DropCounters;
+
+/// Everything the renderers show, taken by the driver at one instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot<'a> {
+    /// The cluster's name.
+    pub cluster: &'a str,
+    /// This node's rank; `Status` carries only its id.
+    pub rank: Rank,
+    /// The core's view.
+    pub status: &'a Status,
+    /// The configured `dead_after`.
+    pub dead_after: Duration,
+    /// The driver's packet and event counters.
+    pub counters: &'a Counters,
+    /// Datagrams dropped, per reason.
+    pub drops: &'a DropCounters,
+    /// Hook runs, per kind.
+    pub hooks: HookFigures,
+    /// Time since the daemon started.
+    pub uptime: Duration,
+}
+
+/// Counters the driver keeps. All only grow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams received that passed authentication and the filters.
+    pub packets_received: u64,
+    /// Datagrams sent (one per destination in unicast mode).
+    pub packets_sent: u64,
+    /// Bytes of the received datagrams counted in `packets_received`.
+    pub bytes_received: u64,
+    /// Bytes of the datagrams counted in `packets_sent`.
+    pub bytes_sent: u64,
+    /// Sends the kernel refused.
+    pub send_errors: u64,
+    /// Times the leader this node follows (or is) changed.
+    pub leader_changes: u64,
+    /// Role transitions reported by the core.
+    pub transitions: u64,
+    /// Claims of this node that won a quorum of acks.
+    pub elections_won: u64,
+    /// Datagrams carrying this node's own id from another host.
+    pub duplicate_id: u64,
+    /// Control socket connections refused for their credentials.
+    pub control_denied: u64,
+}
+
+/// Counters of one kind of hook run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookCounts {
+    /// Runs started, or attempted (a hook that could not be executed counts).
+    pub runs: u64,
+    /// Runs that exited non-zero, died of a signal or could not be executed.
+    pub failures: u64,
+    /// Runs killed at their deadline.
+    pub timeouts: u64,
+    /// Runs that never started (superseded or dropped while another ran).
+    pub skipped: u64,
+    /// Runs killed because a later request superseded them.
+    pub cancelled: u64,
+    /// How long the last finished run took.
+    pub last_duration: Option<Duration>,
+}
+
+/// Hook counters per kind, as the hook runner reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookFigures {
+    /// `promote` runs.
+    pub promote: HookCounts,
+    /// `demote` runs.
+    pub demote: HookCounts,
+    /// `refresh` runs.
+    pub refresh: HookCounts,
+    /// `notify` runs.
+    pub notify: HookCounts,
+    /// Health check runs.
+    pub check: HookCounts,
+}
+
+impl HookFigures {
+    /// Every kind with its label value, in a fixed order.
+    pub fn iter(&self) -> [(&'static str, &HookCounts); 5] {
+        [
+            ("promote", &self.promote),
+            ("demote", &self.demote),
+            ("refresh", &self.refresh),
+            ("notify", &self.notify),
+            ("check", &self.check),
+        ]
+    }
+}
+
+/// One row of the member table: a peer, or this node itself.
+struct Row {
+    id: u32,
+    rank: Rank,
+    is_self: bool,
+    last_heard: Option<Duration>,
+    alive: bool,
+    can_lead: bool,
+    role: Role,
+}
+
+/// Every member, this node included, sorted by id.
+fn rows(s: &Snapshot) -> Vec<Row> {
+    let st = s.status;
+    let mut rows: Vec<Row> = st
+        .peers
+        .iter()
+        .map(|p| Row {
+            id: p.id.0,
+            rank: p.rank,
+            is_self: false,
+            last_heard: p.last_heard,
+            alive: p.alive,
+            can_lead: p.can_lead,
+            role: p.role,
+        })
+        .collect();
+    rows.push(Row {
+        id: st.id.0,
+        rank: s.rank,
+        is_self: true,
+        last_heard: None,
+        alive: true,
+        can_lead: st.eligible && st.alive >= st.quorum,
+        role: st.role,
+    });
+    rows.sort_by_key(|r| r.id);
+    rows
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `1h 2m 3s`, `4m 5s`, `6.2s`: a human duration for the status table.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}h {}m {}s", secs / 3600, secs % 3600 / 60, secs % 60)
+    } else if secs >= 60 {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// The readable status table of `regent status`.
+pub fn render_status(s: &Snapshot) -> String {
+    let st = s.status;
+    let mut out = String::new();
+    let role = match (st.role, st.transitioning) {
+        (role, true) => format!("{role} (demote hook running)"),
+        (role, false) => role.to_string(),
+    };
+    let epoch = st
+        .epoch
+        .map_or_else(|| "none".to_string(), |e| e.to_string());
+    let leader = match st.leader {
+        Some(l) if l == st.id => format!("{l} (this node)"),
+        Some(l) => l.to_string(),
+        None => "none".to_string(),
+    };
+    let lease = match st.lease_remaining {
+        Some(d) => format!("{} ms remaining", d.as_millis()),
+        None => "not leading".to_string(),
+    };
+    // The header is a list of `name value` pairs. `write!` into a `String`
+    // cannot fail, so its results are ignored throughout.
+    let fields = [
+        ("cluster", s.cluster.to_string()),
+        ("node", format!("{} rank {}", st.id, s.rank)),
+        ("role", role),
+        ("epoch", epoch),
+        ("leader", leader),
+        (
+            "promised",
+            format!("epoch {} (highest known {})", st.promised, st.known),
+        ),
+        (
+            "quorum",
+            format!(
+                "{} of {} alive, {} needed{}",
+                st.alive,
+                st.peers.len() + 1,
+                st.quorum,
+                if st.alive >= st.quorum {
+                    ""
+                } else {
+                    ": NO QUORUM"
+                }
+            ),
+        ),
+        ("eligible", yes_no(st.eligible).to_string()),
+        ("lease", lease),
+        ("dead after", format!("{} ms", s.dead_after.as_millis())),
+        ("uptime", human(s.uptime)),
+    ];
+    for (name, value) in fields {
+        let _ = writeln!(out, "{name:<11}{value}");
+    }
+    out.push('\n');
+
+    let header = ["", "ID", "RANK", "LAST HEARD", "ALIVE", "CAN LEAD", "ROLE"];
+    let table: Vec<[String; 7]> = rows(s)
+        .into_iter()
+        .map(|r| {
+            [
+                if r.is_self { "*" } else { "" }.to_string(),
+                r.id.to_string(),
+                r.rank.to_string(),
+                match (r.is_self, r.last_heard) {
+                    (true, _) => "-".to_string(),
+                    (false, Some(d)) => format!("{} ms ago", d.as_millis()),
+                    (false, None) => "never".to_string(),
+                },
+                yes_no(r.alive).to_string(),
+                yes_no(r.can_lead).to_string(),
+                r.role.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut line = |cells: [&str; 7]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            match i {
+                0 => {
+                    let _ = write!(l, "{cell:<w$}");
+                }
+                // The id column is numeric: right-aligned.
+                1 => {
+                    let _ = write!(l, " {cell:>w$}");
+                }
+                _ => {
+                    let _ = write!(l, "  {cell:<w$}");
+                }
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header);
+    for row in &table {
+        line(row.each_ref().map(String::as_str));
+    }
+    out.push_str("(* this node)\n");
+    out
+}
+
+/// A JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Writes one JSON object, keeping track of the commas.
+struct Obj<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut String) -> Obj<'a> {
+        out.push('{');
+        Obj { out, first: true }
+    }
+
+    fn key(&mut self, k: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        json_str(self.out, k);
+        self.out.push(':');
+        self.out
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        json_str(self.key(k), v);
+    }
+
+    fn num(&mut self, k: &str, v: impl std::fmt::Display) {
+        let _ = write!(self.key(k), "{v}");
+    }
+
+    fn opt_num(&mut self, k: &str, v: Option<impl std::fmt::Display>) {
+        match v {
+            Some(v) => self.num(k, v),
+            None => self.key(k).push_str("null"),
+        }
+    }
+
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k).push_str(if v { "true" } else { "false" });
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
+/// `regent status --json`: one JSON object with a fixed key order.
+///
+/// Durations are integer milliseconds in keys ending `_ms`; absent values are
+/// `null`. Keys are only ever added, never renamed, so scripts keep working.
+pub fn render_status_json(s: &Snapshot) -> String {
+    let st = s.status;
+    let mut out = String::new();
+    let mut o = Obj::open(&mut out);
+    o.str("cluster", s.cluster);
+    o.num("node", st.id);
+    o.num("priority", s.rank.priority);
+    o.str("role", &st.role.to_string());
+    o.bool("transitioning", st.transitioning);
+    o.opt_num("epoch", st.epoch);
+    o.opt_num("leader", st.leader);
+    o.num("promised_epoch", st.promised);
+    o.num("known_epoch", st.known);
+    o.num("members", st.peers.len() + 1);
+    o.num("alive", st.alive);
+    o.num("quorum", st.quorum);
+    o.bool("has_quorum", st.alive >= st.quorum);
+    o.bool("eligible", st.eligible);
+    o.opt_num(
+        "lease_remaining_ms",
+        st.lease_remaining.map(|d| d.as_millis()),
+    );
+    o.num("dead_after_ms", s.dead_after.as_millis());
+    o.num("uptime_ms", s.uptime.as_millis());
+
+    let list = o.key("peers");
+    list.push('[');
+    for (i, r) in rows(s).iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        let mut p = Obj::open(list);
+        p.num("id", r.id);
+        p.num("priority", r.rank.priority);
+        p.bool("self", r.is_self);
+        p.opt_num("last_heard_ms", r.last_heard.map(|d| d.as_millis()));
+        p.bool("alive", r.alive);
+        p.bool("can_lead", r.can_lead);
+        p.str("role", &r.role.to_string());
+        p.close();
+    }
+    list.push(']');
+
+    let c = s.counters;
+    let mut k = Obj::open(o.key("counters"));
+    k.num("packets_received", c.packets_received);
+    k.num("packets_sent", c.packets_sent);
+    k.num("bytes_received", c.bytes_received);
+    k.num("bytes_sent", c.bytes_sent);
+    k.num("send_errors", c.send_errors);
+    k.num("leader_changes", c.leader_changes);
+    k.num("transitions", c.transitions);
+    k.num("elections_won", c.elections_won);
+    k.num("duplicate_id", c.duplicate_id);
+    k.num("control_denied", c.control_denied);
+    k.close();
+
+    let mut d = Obj::open(o.key("dropped"));
+    for (reason, n) in s.drops.iter() {
+        d.num(reason.as_str(), n);
+    }
+    d.close();
+
+    let mut h = Obj::open(o.key("hooks"));
+    for (name, f) in s.hooks.iter() {
+        let mut k = Obj::open(h.key(name));
+        k.num("runs", f.runs);
+        k.num("failures", f.failures);
+        k.num("timeouts", f.timeouts);
+        k.num("skipped", f.skipped);
+        k.num("cancelled", f.cancelled);
+        k.opt_num("last_duration_ms", f.last_duration.map(|d| d.as_millis()));
+        k.close();
+    }
+    h.close();
+    o.close();
+    out.push('\n');
+    out
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Writes metric families in the Prometheus text format, each sample
+/// labelled with the cluster.
+struct Exposition<'a> {
+    out: String,
+    cluster: &'a str,
+}
+
+impl Exposition<'_> {
+    /// Starts a family: its HELP and TYPE lines.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample of the current family, with an extra label if given.
+    fn sample(&mut self, name: &str, label: Option<(&str, &str)>, value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        self.out.push_str("{cluster=\"");
+        label_value(&mut self.out, self.cluster);
+        self.out.push('"');
+        if let Some((k, v)) = label {
+            let _ = write!(self.out, ",{k}=\"");
+            label_value(&mut self.out, v);
+            self.out.push('"');
+        }
+        let _ = writeln!(self.out, "}} {value}");
+    }
+
+    /// A family with one unlabelled (but for the cluster) sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, None, value);
+    }
+}
+
+fn flag(b: bool) -> u8 {
+    u8::from(b)
+}
+
+/// `regent metrics` and the HTTP endpoint: Prometheus text exposition 0.0.4.
+///
+/// Every sample carries `cluster="..."`. Absent values are reported as 0
+/// (`regent_epoch` with no epoch, `regent_leader_id` with no leader: member
+/// ids start at 1), except hook durations, which appear once a hook ran.
+pub fn render_metrics(s: &Snapshot) -> String {
+    let st = s.status;
+    let c = s.counters;
+    let mut e = Exposition {
+        out: String::new(),
+        cluster: s.cluster,
+    };
+    e.single("regent_node_id", "gauge", "This node's id.", st.id);
+    e.family(
+        "regent_role",
+        "gauge",
+        "1 for the role this node has now, 0 for the others.",
+    );
+    for role in [Role::Follower, Role::Candidate, Role::Leader] {
+        e.sample(
+            "regent_role",
+            Some(("role", &role.to_string())),
+            flag(st.role == role),
+        );
+    }
+    e.single(
+        "regent_transitioning",
+        "gauge",
+        "1 while the start-up demote or a demote hook runs.",
+        flag(st.transitioning),
+    );
+    e.single(
+        "regent_epoch",
+        "gauge",
+        "The epoch this node leads or follows; 0 for none.",
+        st.epoch.map_or(0, |x| x.0),
+    );
+    e.single(
+        "regent_promised_epoch",
+        "gauge",
+        "The highest epoch this node has promised (persisted).",
+        st.promised,
+    );
+    e.single(
+        "regent_known_epoch",
+        "gauge",
+        "The highest epoch this node has heard of.",
+        st.known,
+    );
+    e.single(
+        "regent_leader_id",
+        "gauge",
+        "The id of the leader this node follows or is; 0 for none.",
+        st.leader.map_or(0, |x| x.0),
+    );
+    e.single(
+        "regent_leader_changes_total",
+        "counter",
+        "Times the leader seen by this node changed.",
+        c.leader_changes,
+    );
+    e.single(
+        "regent_transitions_total",
+        "counter",
+        "Role transitions of this node.",
+        c.transitions,
+    );
+    e.single(
+        "regent_elections_won_total",
+        "counter",
+        "Claims of this node that a quorum acked.",
+        c.elections_won,
+    );
+    e.single(
+        "regent_members",
+        "gauge",
+        "Members of the cluster, this node included.",
+        st.peers.len() + 1,
+    );
+    e.single(
+        "regent_quorum_size",
+        "gauge",
+        "Members that must be alive for a leader to exist.",
+        st.quorum,
+    );
+    e.single(
+        "regent_members_alive",
+        "gauge",
+        "Members alive in this node's view, itself included.",
+        st.alive,
+    );
+    e.single(
+        "regent_eligible",
+        "gauge",
+        "1 if this node is healthy and not in hold-off.",
+        flag(st.eligible),
+    );
+    e.single(
+        "regent_lease_remaining_seconds",
+        "gauge",
+        "Time left on this node's leader lease; 0 when not leading.",
+        st.lease_remaining.unwrap_or(Duration::ZERO).as_secs_f64(),
+    );
+    e.single(
+        "regent_dead_after_seconds",
+        "gauge",
+        "A peer unheard for this long is dead.",
+        s.dead_after.as_secs_f64(),
+    );
+    e.family(
+        "regent_peer_alive",
+        "gauge",
+        "1 if the peer was heard within dead_after.",
+    );
+    for p in &st.peers {
+        e.sample(
+            "regent_peer_alive",
+            Some(("peer", &p.id.to_string())),
+            flag(p.alive),
+        );
+    }
+    e.family(
+        "regent_peer_last_heard_seconds",
+        "gauge",
+        "Time since the peer was last heard; absent if never heard.",
+    );
+    for p in &st.peers {
+        if let Some(d) = p.last_heard {
+            e.sample(
+                "regent_peer_last_heard_seconds",
+                Some(("peer", &p.id.to_string())),
+                d.as_secs_f64(),
+            );
+        }
+    }
+    let traffic = [
+        (
+            "regent_packets_received_total",
+            "Authentic datagrams received and accepted.",
+            c.packets_received,
+        ),
+        (
+            "regent_packets_sent_total",
+            "Datagrams sent.",
+            c.packets_sent,
+        ),
+        (
+            "regent_bytes_received_total",
+            "Bytes of accepted datagrams.",
+            c.bytes_received,
+        ),
+        (
+            "regent_bytes_sent_total",
+            "Bytes of sent datagrams.",
+            c.bytes_sent,
+        ),
+        (
+            "regent_send_errors_total",
+            "Sends the kernel refused.",
+            c.send_errors,
+        ),
+    ];
+    for (name, help, v) in traffic {
+        e.single(name, "counter", help, v);
+    }
+    e.family(
+        "regent_packets_dropped_total",
+        "counter",
+        "Datagrams dropped, by reason.",
+    );
+    for (reason, n) in s.drops.iter() {
+        e.sample(
+            "regent_packets_dropped_total",
+            Some(("reason", reason.as_str())),
+            n,
+        );
+    }
+    type Field = fn(&HookCounts) -> u64;
+    let hook_counters: [(&str, &str, Field); 5] = [
+        ("regent_hook_runs_total", "Hook runs started.", |h| h.runs),
+        (
+            "regent_hook_failures_total",
+            "Hook runs that failed (non-zero exit, signal, could not start).",
+            |h| h.failures,
+        ),
+        (
+            "regent_hook_timeouts_total",
+            "Hook runs killed at their deadline.",
+            |h| h.timeouts,
+        ),
+        (
+            "regent_hook_skipped_total",
+            "Hook runs that never started.",
+            |h| h.skipped,
+        ),
+        (
+            "regent_hook_cancelled_total",
+            "Hook runs killed because a later request superseded them.",
+            |h| h.cancelled,
+        ),
+    ];
+    for (name, help, field) in hook_counters {
+        e.family(name, "counter", help);
+        for (hook, f) in s.hooks.iter() {
+            e.sample(name, Some(("hook", hook)), field(f));
+        }
+    }
+    e.family(
+        "regent_hook_last_duration_seconds",
+        "gauge",
+        "How long the last finished run of the hook took.",
+    );
+    for (hook, f) in s.hooks.iter() {
+        if let Some(d) = f.last_duration {
+            e.sample(
+                "regent_hook_last_duration_seconds",
+                Some(("hook", hook)),
+                d.as_secs_f64(),
+            );
+        }
+    }
+    e.single(
+        "regent_duplicate_id_total",
+        "counter",
+        "Datagrams from another host carrying this node's own id.",
+        c.duplicate_id,
+    );
+    e.single(
+        "regent_control_denied_total",
+        "counter",
+        "Control socket connections refused for their credentials.",
+        c.control_denied,
+    );
+    e.single(
+        "regent_uptime_seconds",
+        "gauge",
+        "Time since the daemon started.",
+        s.uptime.as_secs_f64(),
+    );
+    e.out
+}
+
+#[cfg(test)]
+mod checkers;
+
+#[cfg(test)]
+mod tests {
+    use super::checkers::{check_exposition, Json, Parser, Sample};
+    use super::*;
+    use crate::core::{Epoch, NodeId, PeerStatus};
+    use crate::wire::Drop;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn rank(priority: u32, node: u32) -> Rank {
+        Rank {
+            priority,
+            node: NodeId(node),
+        }
+    }
+
+    /// Node 3 leads epoch 7 of three; node 1 is alive, node 2 never heard.
+    fn status() -> Status {
+        Status {
+            id: NodeId(3),
+            role: Role::Leader,
+            transitioning: false,
+            epoch: Some(Epoch(7)),
+            leader: Some(NodeId(3)),
+            promised: Epoch(7),
+            known: Epoch(7),
+            alive: 2,
+            quorum: 2,
+            eligible: true,
+            lease_remaining: Some(ms(240)),
+            peers: vec![
+                PeerStatus {
+                    id: NodeId(1),
+                    rank: rank(50, 1),
+                    last_heard: Some(ms(12)),
+                    alive: true,
+                    can_lead: true,
+                    role: Role::Follower,
+                },
+                PeerStatus {
+                    id: NodeId(2),
+                    rank: rank(50, 2),
+                    last_heard: None,
+                    alive: false,
+                    can_lead: false,
+                    role: Role::Follower,
+                },
+            ],
+        }
+    }
+
+    fn counters() -> Counters {
+        Counters {
+            packets_received: 1200,
+            packets_sent: 1300,
+            bytes_received: 120_000,
+            bytes_sent: 130_000,
+            leader_changes: 2,
+            transitions: 3,
+            elections_won: 1,
+            ..Counters::default()
+        }
+    }
+
+    fn drops() -> DropCounters {
+        let mut d = DropCounters::new();
+        d.count(Drop::BadMac);
+        d.count(Drop::BadMac);
+        d.count(Drop::Replay);
+        d
+    }
+
+    fn hooks() -> HookFigures {
+        HookFigures {
+            promote: HookCounts {
+                runs: 1,
+                last_duration: Some(ms(150)),
+                ..HookCounts::default()
+            },
+            demote: HookCounts {
+                runs: 2,
+                failures: 1,
+                last_duration: Some(ms(1500)),
+                ..HookCounts::default()
+            },
+            ..HookFigures::default()
+        }
+    }
+
+    fn with<T>(cluster: &str, f: impl FnOnce(&Snapshot) -> T) -> T {
+        let (st, c, d) = (status(), counters(), drops());
+        let s = Snapshot {
+            cluster,
+            rank: rank(100, 3),
+            status: &st,
+            dead_after: ms(300),
+            counters: &c,
+            drops: &d,
+            hooks: hooks(),
+            uptime: Duration::from_secs(3723),
+        };
+        f(&s)
+    }
+
+    #[test]
+    fn status_table() {
+        let expected = "\
+cluster    db-vip
+node       3 rank (100, 3)
+role       leader
+epoch      7
+leader     3 (this node)
+promised   epoch 7 (highest known 7)
+quorum     2 of 3 alive, 2 needed
+eligible   yes
+lease      240 ms remaining
+dead after 300 ms
+uptime     1h 2m 3s
+
+  ID  RANK      LAST HEARD  ALIVE  CAN LEAD  ROLE
+   1  (50, 1)   12 ms ago   yes    yes       follower
+   2  (50, 2)   never       no     no        follower
+*  3  (100, 3)  -           yes    yes       leader
+(* this node)
+";
+        let got = with("db-vip", render_status);
+        assert_eq!(got, expected, "\n{got}");
+    }
+
+    #[test]
+    fn status_table_without_leader_or_quorum() {
+        let (mut st, c, d) = (status(), counters(), drops());
+        st.role = Role::Follower;
+        st.transitioning = true;
+        st.epoch = None;
+        st.leader = None;
+        st.alive = 1;
+        st.lease_remaining = None;
+        let s = Snapshot {
+            cluster: "x",
+            rank: rank(100, 3),
+            status: &st,
+            dead_after: ms(300),
+            counters: &c,
+            drops: &d,
+            hooks: HookFigures::default(),
+            uptime: ms(2500),
+        };
+        let got = render_status(&s);
+        for want in [
+            "role       follower (demote hook running)\n",
+            "epoch      none\n",
+            "leader     none\n",
+            "quorum     1 of 3 alive, 2 needed: NO QUORUM\n",
+            "lease      not leading\n",
+            "uptime     2.5s\n",
+            "*  3  (100, 3)  -           yes    no        follower\n",
+        ] {
+            assert!(got.contains(want), "missing {want:?} in\n{got}");
+        }
+    }
+
+    #[test]
+    fn status_json_parses_and_carries_the_fields() {
+        let text = with("db-vip", render_status_json);
+        assert!(text.ends_with("}\n") && !text[..text.len() - 1].contains('\n'));
+        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            v.keys(),
+            [
+                "cluster",
+                "node",
+                "priority",
+                "role",
+                "transitioning",
+                "epoch",
+                "leader",
+                "promised_epoch",
+                "known_epoch",
+                "members",
+                "alive",
+                "quorum",
+                "has_quorum",
+                "eligible",
+                "lease_remaining_ms",
+                "dead_after_ms",
+                "uptime_ms",
+                "peers",
+                "counters",
+                "dropped",
+                "hooks"
+            ]
+        );
+        assert_eq!(v.get("cluster"), &Json::Str("db-vip".into()));
+        assert_eq!(v.get("role"), &Json::Str("leader".into()));
+        assert_eq!(v.get("epoch"), &Json::Num(7.0));
+        assert_eq!(v.get("leader"), &Json::Num(3.0));
+        assert_eq!(v.get("lease_remaining_ms"), &Json::Num(240.0));
+        assert_eq!(v.get("uptime_ms"), &Json::Num(3_723_000.0));
+        let Json::Arr(peers) = v.get("peers") else {
+            panic!("peers is not an array")
+        };
+        let ids: Vec<&Json> = peers.iter().map(|p| p.get("id")).collect();
+        assert_eq!(ids, [&Json::Num(1.0), &Json::Num(2.0), &Json::Num(3.0)]);
+        assert_eq!(peers[0].get("last_heard_ms"), &Json::Num(12.0));
+        assert_eq!(peers[1].get("last_heard_ms"), &Json::Null);
+        assert_eq!(peers[2].get("self"), &Json::Bool(true));
+        assert_eq!(v.get("dropped").keys().len(), Drop::ALL.len());
+        assert_eq!(v.get("dropped").get("bad_mac"), &Json::Num(2.0));
+        assert_eq!(v.get("counters").get("packets_sent"), &Json::Num(1300.0));
+        let promote = v.get("hooks").get("promote");
+        assert_eq!(promote.get("last_duration_ms"), &Json::Num(150.0));
+        assert_eq!(
+            v.get("hooks").get("check").get("last_duration_ms"),
+            &Json::Null
+        );
+    }
+
+    #[test]
+    fn json_escapes_strings() {
+        let nasty = "a\"b\\c\nd\te\u{1}f\u{2028}é";
+        let text = with(nasty, render_status_json);
+        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(v.get("cluster"), &Json::Str(nasty.into()));
+    }
+
+    fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+        samples
+            .iter()
+            .find(|(n, ls, _)| {
+                n == name
+                    && label.map_or(true, |(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.2)
+            .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
+    }
+
+    #[test]
+    fn metrics_are_valid_exposition() {
+        let text = with("db-vip", render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = |name, label| value(&samples, name, label);
+        assert_eq!(v("regent_role", Some(("role", "leader"))), 1.0);
+        assert_eq!(v("regent_role", Some(("role", "follower"))), 0.0);
+        assert_eq!(v("regent_epoch", None), 7.0);
+        assert_eq!(v("regent_promised_epoch", None), 7.0);
+        assert_eq!(v("regent_leader_id", None), 3.0);
+        assert_eq!(v("regent_leader_changes_total", None), 2.0);
+        assert_eq!(v("regent_quorum_size", None), 2.0);
+        assert_eq!(v("regent_members_alive", None), 2.0);
+        assert_eq!(v("regent_eligible", None), 1.0);
+        assert_eq!(v("regent_lease_remaining_seconds", None), 0.24);
+        assert_eq!(v("regent_packets_received_total", None), 1200.0);
+        assert_eq!(v("regent_bytes_sent_total", None), 130_000.0);
+        assert_eq!(
+            v("regent_packets_dropped_total", Some(("reason", "bad_mac"))),
+            2.0
+        );
+        for d in Drop::ALL {
+            v("regent_packets_dropped_total", Some(("reason", d.as_str())));
+        }
+        assert_eq!(v("regent_hook_runs_total", Some(("hook", "demote"))), 2.0);
+        assert_eq!(
+            v("regent_hook_failures_total", Some(("hook", "demote"))),
+            1.0
+        );
+        assert_eq!(
+            v("regent_hook_timeouts_total", Some(("hook", "check"))),
+            0.0
+        );
+        assert_eq!(
+            v(
+                "regent_hook_last_duration_seconds",
+                Some(("hook", "demote"))
+            ),
+            1.5
+        );
+        assert_eq!(v("regent_peer_alive", Some(("peer", "2"))), 0.0);
+        assert_eq!(
+            v("regent_peer_last_heard_seconds", Some(("peer", "1"))),
+            0.012
+        );
+        assert_eq!(v("regent_duplicate_id_total", None), 0.0);
+        assert_eq!(v("regent_uptime_seconds", None), 3723.0);
+        // Hooks that never ran have no duration sample; peers never heard no age.
+        assert!(
+            !text.contains("regent_hook_last_duration_seconds{cluster=\"db-vip\",hook=\"check\"}")
+        );
+        assert!(!text.contains("regent_peer_last_heard_seconds{cluster=\"db-vip\",peer=\"2\"}"));
+    }
+
+    #[test]
+    fn metrics_escape_label_values() {
+        let nasty = "a\"b\\c\nd";
+        let text = with(nasty, render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(samples
+            .iter()
+            .all(|(_, ls, _)| ls.iter().any(|(k, v)| k == "cluster" && v == nasty)));
+    }
+
+    #[test]
+    fn the_checker_rejects_bad_expositions() {
+        let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{cluster=\"x\"} 1\n";
+        assert!(check_exposition(good).is_ok());
+        let bad = [
+            "a_total{cluster=\"x\"} 1\n",
+            "# HELP a_total A.\n# TYPE a_total counter\na_total{cluster=\"x\"} one\n",
+            "# HELP a_total A.\n# TYPE a_total counter\na_total{cluster=\"x\"} 1\na_total{cluster=\"x\"} 2\n",
+            "# HELP 1a A.\n# TYPE 1a gauge\n1a{cluster=\"x\"} 1\n",
+            "# HELP a A.\n# TYPE a gauge\na{cluster=\"x} 1\n",
+            "# HELP a A.\n# TYPE a gauge\na{cluster=\"x\"}1\n",
+            "# HELP a A.\n# TYPE a counter\na{cluster=\"x\"} 1\n",
+            "# HELP a A.\n# TYPE a gauge\na{cluster=\"x\"} 1",
+        ];
+        for b in bad {
+            assert!(check_exposition(b).is_err(), "accepted {b:?}");
+        }
+    }
+}

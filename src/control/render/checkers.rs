@@ -1,0 +1,323 @@
+//! Strict checkers for the renderers' tests: a small JSON parser and a
+//! validator of the Prometheus text exposition format 0.0.4.
+//!
+//! They are deliberately stricter than real consumers, so that anything
+//! they accept is read the same by every consumer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A parsed JSON value; objects keep their key order.
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    pub(super) fn get(&self, key: &str) -> &Json {
+        match self {
+            Json::Obj(kv) => kv
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no key {key:?}")),
+            other => panic!("{other:?} is not an object"),
+        }
+    }
+
+    pub(super) fn keys(&self) -> Vec<&str> {
+        match self {
+            Json::Obj(kv) => kv.iter().map(|(k, _)| k.as_str()).collect(),
+            other => panic!("{other:?} is not an object"),
+        }
+    }
+}
+
+/// A recursive-descent parser of RFC 8259 JSON that also refuses duplicate
+/// keys.
+pub(super) struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    pub(super) fn parse(text: &str) -> Result<Json, String> {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing bytes at {}", p.i));
+        }
+        Ok(v)
+    }
+
+    fn ws(&mut self) {
+        while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, lit: &str) -> Result<(), String> {
+        if self.s[self.i..].starts_with(lit.as_bytes()) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            Err(format!("expected {lit:?} at {}", self.i))
+        }
+    }
+
+    fn peek(&self) -> Result<u8, String> {
+        self.s.get(self.i).copied().ok_or("unexpected end".into())
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.peek()? {
+            b'n' => self.eat("null").map(|()| Json::Null),
+            b't' => self.eat("true").map(|()| Json::Bool(true)),
+            b'f' => self.eat("false").map(|()| Json::Bool(false)),
+            b'"' => self.string().map(Json::Str),
+            b'[' => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Ok(Json::Arr(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Ok(Json::Arr(items));
+                        }
+                        c => return Err(format!("unexpected {:?} in array", c as char)),
+                    }
+                }
+            }
+            b'{' => {
+                self.i += 1;
+                let mut kv: Vec<(String, Json)> = Vec::new();
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                    return Ok(Json::Obj(kv));
+                }
+                loop {
+                    self.ws();
+                    let k = self.string()?;
+                    if kv.iter().any(|(old, _)| *old == k) {
+                        return Err(format!("duplicate key {k:?}"));
+                    }
+                    self.ws();
+                    self.eat(":")?;
+                    kv.push((k, self.value()?));
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            return Ok(Json::Obj(kv));
+                        }
+                        c => return Err(format!("unexpected {:?} in object", c as char)),
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = self.i;
+                while self.i < self.s.len() && b"+-.eE0123456789".contains(&self.s[self.i]) {
+                    self.i += 1;
+                }
+                let text =
+                    std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
+                if text.len() > 1 && text.starts_with('0') && !text.starts_with("0.") {
+                    return Err(format!("leading zero in {text}"));
+                }
+                text.parse()
+                    .map(Json::Num)
+                    .map_err(|e| format!("{text}: {e}"))
+            }
+            c => Err(format!("unexpected {:?} at {}", c as char, self.i)),
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.eat("\"")?;
+        let mut out = String::new();
+        loop {
+            let rest = std::str::from_utf8(&self.s[self.i..]).map_err(|e| e.to_string())?;
+            let c = rest.chars().next().ok_or("unterminated string")?;
+            self.i += c.len_utf8();
+            match c {
+                '"' => return Ok(out),
+                '\\' => {
+                    let e = self.peek()?;
+                    self.i += 1;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'u' => {
+                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4])
+                                .map_err(|e| e.to_string())?;
+                            let n = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+                            out.push(char::from_u32(n).ok_or("surrogate")?);
+                            self.i += 4;
+                        }
+                        e => return Err(format!("bad escape \\{}", e as char)),
+                    }
+                }
+                c if (c as u32) < 0x20 => return Err("raw control character".into()),
+                c => out.push(c),
+            }
+        }
+    }
+}
+
+/// A sample's labels, unescaped, in order.
+pub(super) type Labels = Vec<(String, String)>;
+/// One sample: metric name, labels, value.
+pub(super) type Sample = (String, Labels, f64);
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Parses `{k="v",...}`; returns the labels, unescaped, and the rest.
+fn labels(s: &str) -> Result<(Labels, &str), String> {
+    let mut rest = s.strip_prefix('{').ok_or("labels must start with {")?;
+    let mut out = Vec::new();
+    loop {
+        if let Some(r) = rest.strip_prefix('}') {
+            return Ok((out, r));
+        }
+        let eq = rest.find('=').ok_or("label without =")?;
+        let name = &rest[..eq];
+        if !is_name(name) || name.contains(':') {
+            return Err(format!("bad label name {name:?}"));
+        }
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value must be quoted")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next().ok_or("unterminated label value")? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
+                    '\\' => value.push('\\'),
+                    '"' => value.push('"'),
+                    'n' => value.push('\n'),
+                    c => return Err(format!("bad escape \\{c}")),
+                },
+                (_, '\n') => return Err("raw newline in label value".into()),
+                (_, c) => value.push(c),
+            }
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(format!("duplicate label {name}"));
+        }
+        out.push((name.to_string(), value));
+        rest = &rest[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+/// Checks the exposition; returns every sample as (name, labels, value).
+pub(super) fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    if !text.ends_with('\n') {
+        return Err("must end with a newline".into());
+    }
+    let mut help: BTreeSet<String> = BTreeSet::new();
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut with_samples: BTreeSet<String> = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut series = BTreeSet::new();
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = |m: String| format!("line {}: {m}: {line:?}", n + 1);
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest
+                .split_once(' ')
+                .ok_or_else(|| at("HELP without text".into()))?;
+            if !is_name(name) || doc.trim().is_empty() || !help.insert(name.into()) {
+                return Err(at("bad or repeated HELP".into()));
+            }
+            if with_samples.contains(name) {
+                return Err(at("HELP after samples".into()));
+            }
+            current = Some(name.into());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .ok_or_else(|| at("TYPE without kind".into()))?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(at(format!("unknown type {kind}")));
+            }
+            if !help.contains(name) || types.insert(name.into(), kind.into()).is_some() {
+                return Err(at("TYPE without HELP before it, or repeated".into()));
+            }
+            if with_samples.contains(name) || current.as_deref() != Some(name) {
+                return Err(at("TYPE out of place".into()));
+            }
+        } else if line.starts_with('#') || line.is_empty() {
+            return Err(at("stray comment or blank line".into()));
+        } else {
+            let brace = line
+                .find('{')
+                .ok_or_else(|| at("sample without labels".into()))?;
+            let name = &line[..brace];
+            if !is_name(name) {
+                return Err(at("bad metric name".into()));
+            }
+            if current.as_deref() != Some(name) || !types.contains_key(name) {
+                return Err(at(
+                    "sample outside its family, or before HELP and TYPE".into()
+                ));
+            }
+            let kind = &types[name];
+            if (kind == "counter") != name.ends_with("_total") {
+                return Err(at("counters, and only counters, end in _total".into()));
+            }
+            let (ls, rest) = labels(&line[brace..]).map_err(at)?;
+            if !ls.iter().any(|(k, _)| k == "cluster") {
+                return Err(at("no cluster label".into()));
+            }
+            let value = rest
+                .strip_prefix(' ')
+                .ok_or_else(|| at("no space before the value".into()))?;
+            let v: f64 = value.parse().map_err(|e| at(format!("value: {e}")))?;
+            if !v.is_finite() || (kind == "counter" && v < 0.0) {
+                return Err(at("value out of range".into()));
+            }
+            let mut key = ls.clone();
+            key.sort();
+            if !series.insert((name.to_string(), key)) {
+                return Err(at("duplicate series".into()));
+            }
+            with_samples.insert(name.to_string());
+            samples.push((name.to_string(), ls, v));
+        }
+    }
+    Ok(samples)
+}

@@ -1,0 +1,469 @@
+//! The `log` backend: records go to standard error, with sd-daemon level
+//! prefixes when standard error is the journal, or to the local syslog.
+//!
+//! Lines carry no timestamp: journald, syslog and terminals' scrollback
+//! tools add their own. A multi-line message becomes one line per line, each
+//! with its level, so the journal keeps every line's priority.
+//!
+//! The syslog sink never blocks the event loop: the datagram socket is
+//! non-blocking, and a line the socket refuses goes to standard error
+//! instead. A lost syslog connection is retried at most once a second, by
+//! the clock the driver hands to [`tick`]; until it is back, lines go to
+//! standard error.
+//!
+//! Architecture Invariant: this module reads no clock; time comes in through
+//! [`tick`]. Logging never panics and never fails the caller.
+
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use syslog::{Facility, Formatter3164, LoggerBackend};
+
+use crate::config::LogTarget;
+
+/// How a line written to standard error is prefixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// `<N>` sd-daemon priority prefix, for the journal.
+    Journal,
+    /// `LEVEL ` prefix, for a terminal or a file.
+    Plain,
+}
+
+/// The sd-daemon (syslog) priority of a level.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// The text of one line of a record: the target is named only for records
+/// from other crates, since regent's own modules speak for themselves.
+fn text(target: &str, line: &str) -> String {
+    if target.starts_with("regent") || target.is_empty() {
+        line.to_string()
+    } else {
+        format!("{target}: {line}")
+    }
+}
+
+/// One line for standard error, without the newline.
+pub fn format_line(style: Style, level: Level, target: &str, line: &str) -> String {
+    match style {
+        Style::Journal => format!("<{}>{}", priority(level), text(target, line)),
+        Style::Plain => format!("{:<5} {}", level, text(target, line)),
+    }
+}
+
+/// The lines of a message; an empty message is one empty line.
+fn lines(message: &str) -> impl Iterator<Item = &str> {
+    let mut lines = message.lines().peekable();
+    let empty = lines.peek().is_none();
+    empty.then_some("").into_iter().chain(lines)
+}
+
+/// Whether `JOURNAL_STREAM` (`DEVICE:INODE`) names the stream `(dev, ino)`:
+/// systemd sets it for the service's standard error, and a child whose
+/// standard error was redirected elsewhere must not use journal prefixes.
+fn journal_stream_is(var: Option<&str>, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = var.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    d.parse() == Ok(dev) && i.parse() == Ok(ino)
+}
+
+/// The style for standard error in this process.
+fn stderr_style() -> Style {
+    let var = std::env::var("JOURNAL_STREAM").ok();
+    let meta = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata());
+    match meta {
+        Ok(m) if journal_stream_is(var.as_deref(), m.dev(), m.ino()) => Style::Journal,
+        _ => Style::Plain,
+    }
+}
+
+/// How often a lost syslog connection is retried.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Before the driver's first `tick`, a lost connection is retried once per
+/// this many lines instead.
+const RETRY_LINES: u32 = 100;
+
+type Connection = syslog::Logger<LoggerBackend, Formatter3164>;
+
+/// The syslog sink, with standard error (or any writer) as its fallback.
+struct SyslogSink<W: Write> {
+    formatter: Formatter3164,
+    /// The socket to use; `None` for the usual `/dev/log` and friends.
+    path: Option<PathBuf>,
+    conn: Option<Connection>,
+    fallback: W,
+    style: Style,
+    /// The newest time the driver gave.
+    clock: Option<Instant>,
+    last_attempt: Option<Instant>,
+    lines_since_attempt: u32,
+    /// The connection was lost (not merely never made).
+    lost: bool,
+    /// Lines written to the fallback since it was lost.
+    lines_lost: u64,
+}
+
+/// Whether a lost connection may be retried now.
+fn may_retry(clock: Option<Instant>, last_attempt: Option<Instant>, lines_since: u32) -> bool {
+    match (clock, last_attempt) {
+        (Some(now), Some(last)) => now.saturating_duration_since(last) >= RETRY_INTERVAL,
+        (Some(_), None) => true,
+        (None, _) => lines_since >= RETRY_LINES,
+    }
+}
+
+impl<W: Write> SyslogSink<W> {
+    fn new(ident: &str, path: Option<PathBuf>, fallback: W, style: Style) -> SyslogSink<W> {
+        SyslogSink {
+            formatter: Formatter3164 {
+                facility: Facility::LOG_DAEMON,
+                hostname: None,
+                process: ident.to_string(),
+                pid: std::process::id(),
+            },
+            path,
+            conn: None,
+            fallback,
+            style,
+            clock: None,
+            last_attempt: None,
+            lines_since_attempt: 0,
+            lost: false,
+            lines_lost: 0,
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        self.last_attempt = self.clock;
+        self.lines_since_attempt = 0;
+        let conn = match &self.path {
+            None => syslog::unix(self.formatter.clone()),
+            Some(p) => syslog::unix_custom(self.formatter.clone(), p),
+        }
+        .map_err(|e| e.to_string())?;
+        // A full syslog socket must not stall the event loop.
+        let r = match &conn.backend {
+            LoggerBackend::Unix(sock) => sock.set_nonblocking(true),
+            LoggerBackend::UnixStream(w) => w
+                .get_ref()
+                .set_write_timeout(Some(Duration::from_millis(50))),
+            _ => Ok(()),
+        };
+        r.map_err(|e| e.to_string())?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    fn write_fallback(&mut self, level: Level, target: &str, line: &str) {
+        let l = format_line(self.style, level, target, line);
+        let _ = writeln!(self.fallback, "{l}");
+    }
+
+    fn write(&mut self, level: Level, target: &str, line: &str) {
+        if self.conn.is_none() {
+            self.lines_since_attempt = self.lines_since_attempt.saturating_add(1);
+            if may_retry(self.clock, self.last_attempt, self.lines_since_attempt)
+                && self.connect().is_ok()
+                && std::mem::take(&mut self.lost)
+            {
+                let lost = std::mem::take(&mut self.lines_lost);
+                self.send(
+                    Level::Warn,
+                    "regent",
+                    &format!("syslog is back; {lost} lines went to standard error meanwhile"),
+                );
+            }
+        }
+        if self.conn.is_none() || !self.send(level, target, line) {
+            if self.lost {
+                self.lines_lost += 1;
+            }
+            self.write_fallback(level, target, line);
+        }
+    }
+
+    /// Sends one line to syslog; false if it did not go out.
+    fn send(&mut self, level: Level, target: &str, line: &str) -> bool {
+        let Some(conn) = &mut self.conn else {
+            return false;
+        };
+        let message = text(target, line);
+        let r = match level {
+            Level::Error => conn.err(message),
+            Level::Warn => conn.warning(message),
+            Level::Info => conn.info(message),
+            Level::Debug | Level::Trace => conn.debug(message),
+        };
+        match r {
+            Ok(()) => true,
+            Err(syslog::Error::Write(e) | syslog::Error::Io(e))
+                if e.kind() == io::ErrorKind::WouldBlock =>
+            {
+                false
+            }
+            Err(e) => {
+                self.conn = None;
+                self.lost = true;
+                self.last_attempt = self.clock;
+                self.lines_since_attempt = 0;
+                self.write_fallback(
+                    Level::Warn,
+                    "regent",
+                    &format!("lost syslog ({e}); writing to standard error until it is back"),
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Where records go.
+enum Sink {
+    Stderr(Style),
+    Syslog(Box<SyslogSink<io::Stderr>>),
+}
+
+struct Logger {
+    sink: Mutex<Sink>,
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        // A panic while the lock was held poisons it; logging goes on.
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *sink {
+            Sink::Stderr(style) => {
+                let mut err = io::stderr().lock();
+                for line in lines(&message) {
+                    let l = format_line(*style, record.level(), record.target(), line);
+                    let _ = writeln!(err, "{l}");
+                }
+            }
+            Sink::Syslog(s) => {
+                for line in lines(&message) {
+                    s.write(record.level(), record.target(), line);
+                }
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let _ = io::stderr().flush();
+    }
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Installs the logger for the process, at `level`.
+///
+/// With `LogTarget::Syslog`, an unreachable syslog does not fail: the lines
+/// go to standard error until it answers, since a failover daemon must not
+/// stay down for want of a log daemon. Fails only if a logger is installed.
+pub fn init(target: LogTarget, level: LevelFilter, ident: &str) -> Result<(), String> {
+    let style = stderr_style();
+    let mut unreachable = None;
+    let sink = match target {
+        LogTarget::Stderr => Sink::Stderr(style),
+        LogTarget::Syslog => {
+            let mut s = SyslogSink::new(ident, None, io::stderr(), style);
+            if let Err(e) = s.connect() {
+                // Counted as lost, so that its return is logged.
+                s.lost = true;
+                unreachable = Some(e);
+            }
+            Sink::Syslog(Box::new(s))
+        }
+    };
+    let mut fresh = false;
+    let logger = LOGGER.get_or_init(|| {
+        fresh = true;
+        Logger {
+            sink: Mutex::new(sink),
+        }
+    });
+    if !fresh {
+        return Err("a logger is already installed".to_string());
+    }
+    log::set_logger(logger).map_err(|e| format!("cannot install the logger: {e}"))?;
+    log::set_max_level(level);
+    if let Some(e) = unreachable {
+        log::warn!("cannot reach syslog ({e}); logging to standard error until it answers");
+    }
+    Ok(())
+}
+
+/// Changes the most verbose level logged (on reload).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// Gives the logger the driver's clock, so that a lost syslog connection is
+/// retried at most once a second. Cheap; call it once per loop turn.
+pub fn tick(now: Instant) {
+    if let Some(logger) = LOGGER.get() {
+        let mut sink = logger.sink.lock().unwrap_or_else(|p| p.into_inner());
+        if let Sink::Syslog(s) = &mut *sink {
+            s.clock = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn line_formats() {
+        let cases = [
+            (Style::Journal, Level::Error, "regentd::driver", "x", "<3>x"),
+            (Style::Journal, Level::Warn, "regentd::net", "x", "<4>x"),
+            (Style::Journal, Level::Info, "regent", "x", "<6>x"),
+            (Style::Journal, Level::Debug, "regentd", "x", "<7>x"),
+            (Style::Journal, Level::Trace, "regentd", "x", "<7>x"),
+            (Style::Plain, Level::Error, "regentd", "x", "ERROR x"),
+            (Style::Plain, Level::Warn, "regentd", "x", "WARN  x"),
+            (
+                Style::Plain,
+                Level::Info,
+                "regentd",
+                "node 3 leads",
+                "INFO  node 3 leads",
+            ),
+            (Style::Plain, Level::Debug, "regentd", "x", "DEBUG x"),
+            (Style::Plain, Level::Trace, "regentd", "x", "TRACE x"),
+            (
+                Style::Journal,
+                Level::Info,
+                "mio::poll",
+                "x",
+                "<6>mio::poll: x",
+            ),
+            (Style::Plain, Level::Warn, "other", "x", "WARN  other: x"),
+        ];
+        for (style, level, target, line, want) in cases {
+            assert_eq!(format_line(style, level, target, line), want);
+        }
+    }
+
+    #[test]
+    fn multi_line_messages_become_lines() {
+        assert_eq!(lines("a\nb\r\nc").collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(lines("").collect::<Vec<_>>(), [""]);
+        assert_eq!(lines("one").collect::<Vec<_>>(), ["one"]);
+    }
+
+    #[test]
+    fn journal_stream_must_match_stderr() {
+        assert!(journal_stream_is(Some("8:12345"), 8, 12345));
+        assert!(!journal_stream_is(Some("8:12345"), 8, 12346));
+        assert!(!journal_stream_is(Some("8:12345"), 9, 12345));
+        assert!(!journal_stream_is(Some("garbage"), 8, 12345));
+        assert!(!journal_stream_is(None, 8, 12345));
+    }
+
+    #[test]
+    fn retry_gate() {
+        #[allow(clippy::disallowed_methods)] // the test's own clock
+        let t = Instant::now();
+        let s = Duration::from_millis;
+        assert!(may_retry(Some(t), None, 0));
+        assert!(!may_retry(Some(t + s(999)), Some(t), 500));
+        assert!(may_retry(Some(t + s(1000)), Some(t), 0));
+        assert!(!may_retry(None, None, RETRY_LINES - 1));
+        assert!(may_retry(None, Some(t), RETRY_LINES));
+    }
+
+    fn recv(sock: &UnixDatagram) -> String {
+        let mut buf = [0u8; 2048];
+        let n = sock.recv(&mut buf).expect("a syslog datagram");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// A syslog daemon that goes away and comes back.
+    #[test]
+    fn syslog_reconnects_and_falls_back_to_stderr() {
+        let dir = std::env::temp_dir().join(format!("regent-syslog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("log");
+        let _ = std::fs::remove_file(&path);
+        let daemon = UnixDatagram::bind(&path).expect("bind");
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+
+        let mut sink = SyslogSink::new("regent-test", Some(path.clone()), Vec::new(), Style::Plain);
+        #[allow(clippy::disallowed_methods)] // the test's own clock
+        let t0 = Instant::now();
+        sink.clock = Some(t0);
+        sink.write(Level::Info, "regentd", "hello");
+        let got = recv(&daemon);
+        let pid = std::process::id();
+        // LOG_DAEMON (3) * 8 + info (6) = 30.
+        assert!(got.starts_with("<30>"), "{got}");
+        assert!(
+            got.ends_with(&format!(" regent-test[{pid}]: hello")),
+            "{got}"
+        );
+        sink.write(Level::Error, "regentd", "bad");
+        assert!(recv(&daemon).starts_with("<27>"));
+
+        // The daemon goes away: lines go to the fallback.
+        drop(daemon);
+        std::fs::remove_file(&path).expect("rm");
+        sink.write(Level::Warn, "regentd", "lost one");
+        sink.write(Level::Warn, "regentd", "lost two");
+        let fallback = String::from_utf8_lossy(&sink.fallback).into_owned();
+        assert!(fallback.contains("WARN  lost syslog ("), "{fallback}");
+        assert!(fallback.contains("WARN  lost one\n"), "{fallback}");
+        assert!(fallback.contains("WARN  lost two\n"), "{fallback}");
+
+        // It comes back, but no retry before a second has passed.
+        let daemon = UnixDatagram::bind(&path).expect("bind again");
+        daemon.set_nonblocking(true).expect("nonblocking");
+        sink.clock = Some(t0 + Duration::from_millis(500));
+        sink.write(Level::Info, "regentd", "still on stderr");
+        assert!(daemon.recv(&mut [0u8; 64]).is_err());
+        assert!(String::from_utf8_lossy(&sink.fallback).contains("INFO  still on stderr\n"));
+
+        sink.clock = Some(t0 + Duration::from_millis(1500));
+        sink.write(Level::Info, "regentd", "back");
+        daemon.set_nonblocking(false).expect("blocking");
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let notice = recv(&daemon);
+        assert!(
+            notice.ends_with("syslog is back; 3 lines went to standard error meanwhile"),
+            "{notice}"
+        );
+        assert!(recv(&daemon).ends_with(": back"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
