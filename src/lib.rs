@@ -9,3 +9,6 @@ pub mod net;
 pub mod notify;
 pub mod state;
 pub mod wire;
+
+pub mod demo;
+pub mod driver;

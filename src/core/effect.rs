@@ -19,6 +19,12 @@ pub enum Input {
         /// The check passes.
         ok: bool,
     },
+    /// Whether the state directory can be written. A node that cannot
+    /// persist a promise must not lead: it resigns and stays ineligible.
+    Storage {
+        /// The last write (or probe) succeeded.
+        ok: bool,
+    },
     /// The operator asks the leader to hand over, to `to` or the next-ranked node.
     StepDown {
         /// The preferred successor.

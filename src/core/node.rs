@@ -45,6 +45,7 @@ pub struct Node {
     /// before it crashed.
     quiet_until: Time,
     healthy: bool,
+    storage_ok: bool,
     holdoff_until: Time,
     /// A claim this node would ack once its promise to another ends.
     pending: Option<PendingClaim>,
@@ -237,6 +238,7 @@ impl Node {
             sticky: None,
             quiet_until,
             healthy: true,
+            storage_ok: true,
             holdoff_until: Time::ZERO,
             pending: None,
             handover: None,
@@ -303,6 +305,12 @@ impl Node {
             Input::Health { ok } => {
                 if self.healthy != ok {
                     self.healthy = ok;
+                    self.send_heartbeat(now);
+                }
+            }
+            Input::Storage { ok } => {
+                if self.storage_ok != ok {
+                    self.storage_ok = ok;
                     self.send_heartbeat(now);
                 }
             }
@@ -758,6 +766,8 @@ impl Node {
                     self.step_down(now, "lease-expired", None, false);
                 } else if !self.healthy {
                     self.step_down(now, "health-check-failed", None, false);
+                } else if !self.storage_ok {
+                    self.step_down(now, "state-unwritable", None, false);
                 } else if let Some(h) = self.preemptor(now) {
                     self.step_down(now, "preempted", Some(h), false);
                 }
@@ -1068,9 +1078,9 @@ impl Node {
         1 + self.peers.values().filter(|p| self.alive(p, now)).count()
     }
 
-    /// Healthy, out of hold-off and not stopping.
+    /// Healthy, able to persist, out of hold-off and not stopping.
     fn eligible(&self, now: Time) -> bool {
-        self.healthy && now >= self.holdoff_until && !self.shutting_down
+        self.healthy && self.storage_ok && now >= self.holdoff_until && !self.shutting_down
     }
 
     /// Eligible and sees a quorum alive.
@@ -1089,8 +1099,10 @@ impl Node {
         self.cfg.timing.heartbeat * 2
     }
 
+    /// How long the leader waits for an alive follower's ack before sending
+    /// again. Short, so a lease survives heavy loss: ten tries per heartbeat.
     fn ack_timeout(&self) -> Duration {
-        (self.cfg.timing.heartbeat / 4).max(Duration::from_millis(1))
+        (self.cfg.timing.heartbeat / 10).max(Duration::from_millis(1))
     }
 
     /// Role, epoch and leader as this node reports them.

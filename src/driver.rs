@@ -1,0 +1,803 @@
+//! The event loop: the one place that reads the clock and does I/O for the core.
+//!
+//! It owns the heartbeat socket, the signals, the hook runner, the state file,
+//! the control socket and the systemd notifications, feeds everything into
+//! `core::Node` as inputs with `now`, and carries out the node's effects in
+//! order.
+//!
+//! Architecture Invariant: effects are carried out strictly in the order the
+//! core returns them, and a `Send` of a claim or ack is dropped unless the
+//! `Persist` before it reached the disk.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::{Config, Transport};
+use crate::control::{self, ClientId, ControlServer, Counters, MetricsHttp, Request, Snapshot};
+use crate::core::{Body, Effect, Epoch, Input, Message, Node, NodeId, Persisted, Role, Time};
+use crate::hooks::{HookConfig, HookRunner};
+use crate::net::Endpoint;
+use crate::notify::Notifier;
+use crate::state::{next_incarnation, StateFile, Stored};
+use crate::wire::{Codec, Drop, DropCounters, DropLog, Filter, MAX_DATAGRAM};
+
+const SOCKET: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const CONTROL_BASE: usize = 100;
+const METRICS_BASE: usize = 500;
+const HOOKS_BASE: usize = 1000;
+
+/// How often the state directory is probed while it fails, or while leading.
+const STATE_PROBE: Duration = Duration::from_secs(2);
+
+/// Runs the daemon until it is stopped. An `Err` is a reason to exit 1.
+pub fn run(config_path: &Path) -> Result<(), String> {
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let mut driver = Driver::start(config_path.to_path_buf(), cfg)?;
+    driver.run()
+}
+
+/// The running daemon.
+struct Driver {
+    config_path: PathBuf,
+    cfg: Config,
+    start: Instant,
+    poll: Poll,
+    node: Node,
+    codec: Codec,
+    filter: Filter,
+    endpoint: Endpoint,
+    drops: DropCounters,
+    drop_log: DropLog,
+    state: StateFile,
+    incarnation: u64,
+    /// Set when a write of the state failed; cleared by a successful probe.
+    storage_failed: bool,
+    next_state_probe: Instant,
+    hooks: HookRunner,
+    signals: Signals,
+    control: Option<ControlServer>,
+    metrics_http: Option<MetricsHttp>,
+    /// The control client waiting for a step-down answer.
+    step_down_client: Option<ClientId>,
+    notifier: Option<Notifier>,
+    watchdog: Option<Duration>,
+    next_watchdog: Option<Instant>,
+    counters: Counters,
+    /// Last source address and incarnation per sender, to spot two hosts with one id.
+    sources: HashMap<NodeId, (IpAddr, u64, Instant)>,
+    last_leader: Option<(NodeId, Epoch)>,
+    role_since: Instant,
+    stopping: bool,
+    exit: bool,
+}
+
+impl Driver {
+    #[allow(clippy::disallowed_methods)] // the driver is the clock's one reader
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn start(config_path: PathBuf, cfg: Config) -> Result<Driver, String> {
+        let start = Self::now();
+        let (mut state, stored) =
+            StateFile::open(&cfg.state.dir, &cfg.cluster, cfg.node).map_err(|e| e.to_string())?;
+        let incarnation = next_incarnation(stored.incarnation, unix_seconds());
+        state
+            .store(Stored {
+                promised: stored.promised,
+                incarnation,
+            })
+            .map_err(|e| format!("cannot record the new incarnation: {e}"))?;
+        info!(
+            "starting node {} of cluster {}: promised epoch {}, incarnation {}",
+            cfg.node, cfg.cluster, stored.promised, incarnation
+        );
+
+        let peers = unicast_peers(&cfg);
+        let mut endpoint = Endpoint::open(&cfg.network.transport, &peers)
+            .map_err(|e| format!("cannot open the heartbeat socket: {e}"))?;
+        let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        poll.registry()
+            .register(&mut endpoint.socket, SOCKET, Interest::READABLE)
+            .map_err(|e| format!("cannot watch the heartbeat socket: {e}"))?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+
+        let control = ControlServer::bind(
+            &cfg.control.socket,
+            cfg.control.group.as_deref(),
+            poll.registry(),
+            CONTROL_BASE,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot open the control socket {}: {e}",
+                cfg.control.socket.display()
+            )
+        })?;
+        let metrics_http = match cfg.control.metrics_listen {
+            Some(addr) => Some(
+                MetricsHttp::bind(addr, poll.registry(), METRICS_BASE)
+                    .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+
+        let codec = Codec::new(&cfg.cluster, cfg.auth.key.as_deref());
+        if codec.is_insecure() {
+            warn!("auth.insecure = true: anyone on the network can forge heartbeats");
+        }
+        let members: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
+        let filter = Filter::new(cfg.node, &members);
+        let hooks = HookRunner::new(hook_config(&cfg), HOOKS_BASE, start);
+        let seed = incarnation ^ u64::from(std::process::id()).rotate_left(32);
+        let node = Node::new(
+            cfg.core(),
+            Persisted {
+                promised: stored.promised,
+            },
+            incarnation,
+            seed,
+            Time::ZERO,
+        );
+        let notifier = Notifier::from_env();
+        let watchdog = crate::notify::watchdog_interval();
+        let mut driver = Driver {
+            config_path,
+            start,
+            poll,
+            node,
+            codec,
+            filter,
+            endpoint,
+            drops: DropCounters::new(),
+            drop_log: DropLog::new(),
+            state,
+            incarnation,
+            storage_failed: false,
+            next_state_probe: start + STATE_PROBE,
+            hooks,
+            signals,
+            control: Some(control),
+            metrics_http,
+            step_down_client: None,
+            notifier,
+            watchdog,
+            next_watchdog: watchdog.map(|_| start),
+            counters: Counters::default(),
+            sources: HashMap::new(),
+            last_leader: None,
+            role_since: start,
+            stopping: false,
+            exit: false,
+            cfg,
+        };
+        info!("{}", driver.cfg.summary());
+        driver.drain(start);
+        if let Some(n) = driver.notifier.as_mut() {
+            n.ready();
+            n.status("starting: running the start-up demote hook");
+        }
+        Ok(driver)
+    }
+
+    fn time(&self, at: Instant) -> Time {
+        Time::from_duration(at.saturating_duration_since(self.start))
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.start + t.as_duration()
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let mut events = Events::with_capacity(256);
+        while !self.exit {
+            let now = Self::now();
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("event loop failed: {e}")),
+            }
+            let now = Self::now();
+            for event in events.iter() {
+                match event.token() {
+                    SOCKET => self.receive(now),
+                    SIGNALS => self.on_signals(now),
+                    t if self.hooks.owns_token(t) => {
+                        self.hooks.on_readable(t, self.poll.registry(), now)
+                    }
+                    t if self.control.as_ref().is_some_and(|c| c.owns_token(t)) => {
+                        self.on_control(t, now)
+                    }
+                    t if self.metrics_http.as_ref().is_some_and(|m| m.owns_token(t)) => {
+                        self.on_metrics_http(t, now)
+                    }
+                    _ => {}
+                }
+            }
+            self.on_timers(now);
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.node.next_timeout().map(|t| self.instant(t)),
+            self.hooks.next_timeout(),
+            self.next_watchdog,
+            Some(self.next_state_probe),
+            self.control.as_ref().and_then(|c| c.next_timeout()),
+            self.metrics_http.as_ref().and_then(|m| m.next_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.hooks.next_timeout().is_some_and(|t| t <= now) {
+            self.hooks.on_timeout(self.poll.registry(), now);
+        }
+        if let Some(c) = self.control.as_mut() {
+            if c.next_timeout().is_some_and(|t| t <= now) {
+                c.on_timeout(now, self.poll.registry());
+            }
+        }
+        if let Some(m) = self.metrics_http.as_mut() {
+            if m.next_timeout().is_some_and(|t| t <= now) {
+                m.on_timeout(now, self.poll.registry());
+            }
+        }
+        if self
+            .node
+            .next_timeout()
+            .is_some_and(|t| self.instant(t) <= now)
+        {
+            let t = self.time(now);
+            self.node.handle_timeout(t);
+        }
+        if now >= self.next_state_probe {
+            self.next_state_probe = now + STATE_PROBE;
+            self.probe_state(now);
+        }
+        self.drain(now);
+        if let (Some(interval), Some(due)) = (self.watchdog, self.next_watchdog) {
+            if now >= due {
+                if let Some(n) = self.notifier.as_mut() {
+                    n.watchdog();
+                }
+                self.next_watchdog = Some(now + interval);
+            }
+        }
+    }
+
+    // ----- the heartbeat socket -----
+
+    fn receive(&mut self, now: Instant) {
+        let mut buf = [0u8; MAX_DATAGRAM + 1];
+        loop {
+            let (len, from) = match self.endpoint.recv(&mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.drop_packet(Drop::Oversized, now, &"an unknown sender");
+                    continue;
+                }
+                Err(e) => {
+                    warn!("receive failed: {e}");
+                    break;
+                }
+            };
+            self.counters.packets_received += 1;
+            self.counters.bytes_received += len as u64;
+            let msg = match self.codec.decode(&buf[..len]) {
+                Ok(m) => m,
+                Err(d) => {
+                    self.drop_packet(d, now, &from);
+                    continue;
+                }
+            };
+            if msg.from == self.cfg.node && msg.incarnation == self.incarnation {
+                // Our own datagram looped back (local demos): not a peer's.
+                continue;
+            }
+            self.watch_identity(&msg, from, now);
+            if let Err(d) = self.filter.admit(&msg) {
+                self.drop_packet(d, now, &from);
+                continue;
+            }
+            let t = self.time(now);
+            self.node.handle(t, Input::Message(msg));
+            self.drain(now);
+        }
+    }
+
+    fn drop_packet(&mut self, d: Drop, now: Instant, source: &dyn std::fmt::Display) {
+        self.drops.count(d);
+        let t = self.time(now);
+        self.drop_log.log(d, t, source);
+    }
+
+    /// Two hosts sending as one node id break every guarantee: say so loudly.
+    fn watch_identity(&mut self, msg: &Message, from: SocketAddr, now: Instant) {
+        if msg.from == self.cfg.node {
+            self.counters.duplicate_id += 1;
+            error!(
+                "DUPLICATE NODE ID: {} sends as node {} (this node's id, incarnation {} vs ours {}); \
+                 give every host its own `node` id",
+                from.ip(),
+                msg.from,
+                msg.incarnation,
+                self.incarnation
+            );
+            return;
+        }
+        let window = self.cfg.timing.dead_after * 10;
+        match self.sources.get(&msg.from) {
+            Some(&(ip, inc, seen))
+                if ip != from.ip()
+                    && inc != msg.incarnation
+                    && now.duration_since(seen) < window =>
+            {
+                self.counters.duplicate_id += 1;
+                error!(
+                    "DUPLICATE NODE ID: node {} is sent by both {} and {}; \
+                     give every host its own `node` id",
+                    msg.from,
+                    ip,
+                    from.ip()
+                );
+            }
+            _ => {}
+        }
+        self.sources
+            .insert(msg.from, (from.ip(), msg.incarnation, now));
+    }
+
+    fn send(&mut self, msg: &Message) {
+        let bytes = match self.codec.encode(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                error!("cannot encode {:?}: {e}", msg.body);
+                return;
+            }
+        };
+        match self.endpoint.send(&bytes) {
+            Ok(n) => {
+                self.counters.packets_sent += n as u64;
+                self.counters.bytes_sent += (n * bytes.len()) as u64;
+            }
+            Err(e) => {
+                self.counters.send_errors += 1;
+                if self.counters.send_errors.is_power_of_two() {
+                    warn!(
+                        "send failed ({} failures so far): {e}",
+                        self.counters.send_errors
+                    );
+                }
+            }
+        }
+    }
+
+    // ----- effects -----
+
+    /// Carries out the node's effects and feeds back hook results until quiet.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut unpersisted: Option<Epoch> = None;
+            let mut storage_failed_now = false;
+            while let Some(effect) = self.node.poll_effect() {
+                match effect {
+                    Effect::Persist(p) => {
+                        if let Err(e) = self.persist(p) {
+                            error!("cannot persist promised epoch {}: {e}", p.promised);
+                            unpersisted =
+                                Some(unpersisted.map_or(p.promised, |u| u.min(p.promised)));
+                            storage_failed_now = true;
+                        }
+                    }
+                    Effect::Send(msg) => {
+                        let blocked = match (&msg.body, unpersisted) {
+                            (Body::Claim { epoch }, Some(u))
+                            | (Body::Ack { epoch, .. }, Some(u)) => *epoch >= u,
+                            _ => false,
+                        };
+                        if blocked {
+                            warn!("not sending {:?}: its epoch is not on disk", msg.body);
+                        } else {
+                            self.send(&msg);
+                        }
+                    }
+                    Effect::RunHook(req) => {
+                        self.hooks.request(req, self.poll.registry(), now);
+                    }
+                    Effect::Transition(t) => self.on_transition(&t, now),
+                    Effect::StepDownResult(r) => {
+                        let registry = self.poll.registry();
+                        if let (Some(c), Some(client)) =
+                            (self.control.as_mut(), self.step_down_client.take())
+                        {
+                            match r {
+                                Ok(to) => c.reply(
+                                    client,
+                                    format!("handing over to node {to}\n"),
+                                    registry,
+                                    now,
+                                ),
+                                Err(e) => {
+                                    warn!("step-down refused: {e}");
+                                    c.reply_error(client, &e, registry, now)
+                                }
+                            }
+                        }
+                    }
+                    Effect::Exit => self.exit = true,
+                }
+            }
+            let t = self.time(now);
+            let mut fed = false;
+            if storage_failed_now && !self.storage_failed {
+                self.storage_failed = true;
+                self.next_state_probe = now + STATE_PROBE;
+                self.node.handle(t, Input::Storage { ok: false });
+                fed = true;
+            }
+            while let Some(done) = self.hooks.poll_done() {
+                self.node.handle(t, Input::HookDone(done));
+                fed = true;
+            }
+            while let Some(ok) = self.hooks.poll_health() {
+                if ok {
+                    info!("health check passes: eligible to lead");
+                } else {
+                    warn!("health check fails: not eligible to lead");
+                }
+                self.node.handle(t, Input::Health { ok });
+                fed = true;
+            }
+            if !fed {
+                break;
+            }
+        }
+    }
+
+    fn persist(&mut self, p: Persisted) -> Result<(), String> {
+        let current = self.state.stored();
+        if p.promised <= current.promised {
+            return Ok(());
+        }
+        self.state
+            .store(Stored {
+                promised: p.promised,
+                incarnation: self.incarnation,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// While the state directory fails, retry the write; while leading,
+    /// check it is still writable, so a leader that could not persist its
+    /// next promise steps down instead of leading on.
+    fn probe_state(&mut self, now: Instant) {
+        let t = self.time(now);
+        let status = self.node.status(t);
+        if self.storage_failed {
+            let result = self.persist(Persisted {
+                promised: status.promised,
+            });
+            if result.is_ok() && probe_dir(&self.cfg.state.dir).is_ok() {
+                info!(
+                    "state directory {} is writable again",
+                    self.cfg.state.dir.display()
+                );
+                self.storage_failed = false;
+                self.node.handle(t, Input::Storage { ok: true });
+            }
+        } else if status.role == Role::Leader {
+            if let Err(e) = probe_dir(&self.cfg.state.dir) {
+                error!(
+                    "state directory {} is not writable: {e}",
+                    self.cfg.state.dir.display()
+                );
+                self.storage_failed = true;
+                self.node.handle(t, Input::Storage { ok: false });
+            }
+        }
+    }
+
+    fn on_transition(&mut self, t: &crate::core::Transition, now: Instant) {
+        self.counters.transitions += 1;
+        let held = now.duration_since(self.role_since);
+        self.role_since = now;
+        let leader = t.leader.map_or("none".to_string(), |l| l.to_string());
+        info!(
+            "transition: {} epoch {} leader {} reason {} (previous state held {:.3}s)",
+            t.role,
+            t.epoch,
+            leader,
+            t.reason,
+            held.as_secs_f64()
+        );
+        if t.role == Role::Leader {
+            self.counters.elections_won += 1;
+        }
+        let current = t.leader.map(|l| (l, t.epoch));
+        if current.is_some() && current != self.last_leader {
+            self.counters.leader_changes += 1;
+            self.last_leader = current;
+        }
+        if let Some(n) = self.notifier.as_mut() {
+            n.status(&format!("{} epoch {} leader {}", t.role, t.epoch, leader));
+        }
+        self.hooks.notify(t, self.poll.registry(), now);
+    }
+
+    // ----- signals -----
+
+    fn on_signals(&mut self, now: Instant) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM | SIGINT => {
+                    if self.stopping {
+                        warn!("second stop signal: exiting without waiting for hooks");
+                        self.exit = true;
+                        return;
+                    }
+                    info!("stop requested: resigning and exiting");
+                    self.stopping = true;
+                    if let Some(n) = self.notifier.as_mut() {
+                        n.stopping();
+                    }
+                    let t = self.time(now);
+                    self.node.handle(t, Input::Shutdown);
+                    self.drain(now);
+                }
+                SIGHUP => self.reload(now),
+                SIGCHLD => self.hooks.on_sigchld(self.poll.registry(), now),
+                _ => {}
+            }
+        }
+    }
+
+    /// Re-reads the configuration; a bad one is logged and the running one kept.
+    fn reload(&mut self, now: Instant) {
+        if let Some(n) = self.notifier.as_mut() {
+            n.reloading();
+        }
+        match Config::load(&self.config_path) {
+            Err(errors) => {
+                error!("reload refused, keeping the running configuration:");
+                for e in &errors.0 {
+                    error!("  {e}");
+                }
+            }
+            Ok(new) => match restart_only_changes(&self.cfg, &new) {
+                Some(what) => error!(
+                    "reload refused: {what} changed, which needs a restart; keeping the running configuration"
+                ),
+                None => {
+                    let t = self.time(now);
+                    self.node.reconfigure(new.core(), t);
+                    self.hooks.set_config(hook_config(&new));
+                    self.codec = Codec::new(&new.cluster, new.auth.key.as_deref());
+                    crate::logging::set_level(new.log.level);
+                    info!("configuration reloaded: {}", new.summary());
+                    self.cfg = new;
+                    self.drain(now);
+                }
+            },
+        }
+        if let Some(n) = self.notifier.as_mut() {
+            n.ready();
+        }
+    }
+
+    // ----- control -----
+
+    fn on_control(&mut self, token: Token, now: Instant) {
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        let requests = c.on_event(token, self.poll.registry(), now);
+        self.counters.control_denied = c.denied();
+        for (client, request) in requests {
+            let reply = match request {
+                Request::Status { json: true } => Ok(self.render(now, control::render_status_json)),
+                Request::Status { json: false } => Ok(self.render(now, control::render_status)),
+                Request::Metrics => Ok(self.render(now, control::render_metrics)),
+                Request::StepDown { to } => {
+                    if self.step_down_client.is_some() {
+                        Err("a step-down is already under way".to_string())
+                    } else {
+                        info!(
+                            "step-down requested{}",
+                            to.map_or(String::new(), |t| format!(" to node {t}"))
+                        );
+                        self.step_down_client = Some(client);
+                        let t = self.time(now);
+                        self.node.handle(t, Input::StepDown { to });
+                        self.drain(now);
+                        continue;
+                    }
+                }
+            };
+            let registry = self.poll.registry();
+            if let Some(c) = self.control.as_mut() {
+                match reply {
+                    Ok(text) => c.reply(client, text, registry, now),
+                    Err(e) => c.reply_error(client, &e, registry, now),
+                }
+            }
+        }
+    }
+
+    fn on_metrics_http(&mut self, token: Token, now: Instant) {
+        let Some(m) = self.metrics_http.as_mut() else {
+            return;
+        };
+        let clients = m.on_event(token, self.poll.registry(), now);
+        if clients.is_empty() {
+            return;
+        }
+        let text = self.render(now, control::render_metrics);
+        let registry = self.poll.registry();
+        if let Some(m) = self.metrics_http.as_mut() {
+            for client in clients {
+                m.reply(client, &text, registry, now);
+            }
+        }
+    }
+
+    fn render(&self, now: Instant, f: impl Fn(&Snapshot) -> String) -> String {
+        let status = self.node.status(self.time(now));
+        let snap = Snapshot {
+            cluster: &self.cfg.cluster,
+            rank: self.node.rank(),
+            status: &status,
+            dead_after: self.cfg.timing.dead_after,
+            counters: &self.counters,
+            drops: &self.drops,
+            hooks: hook_figures(self.hooks.stats()),
+            uptime: now.duration_since(self.start),
+        };
+        f(&snap)
+    }
+
+    fn shutdown(&mut self) {
+        self.hooks.shutdown();
+        if let Some(mut c) = self.control.take() {
+            c.close_all(self.poll.registry());
+        }
+        if let Some(mut m) = self.metrics_http.take() {
+            m.close_all(self.poll.registry());
+        }
+        info!("stopped");
+    }
+}
+
+/// The peers' addresses in unicast mode (empty with multicast).
+fn unicast_peers(cfg: &Config) -> Vec<SocketAddr> {
+    match &cfg.network.transport {
+        Transport::Multicast { .. } => Vec::new(),
+        Transport::Unicast { port, .. } => cfg
+            .members
+            .iter()
+            .filter(|m| m.id != cfg.node)
+            .filter_map(|m| {
+                m.address
+                    .map(|a| SocketAddr::new(a, m.port.unwrap_or(*port)))
+            })
+            .collect(),
+    }
+}
+
+fn hook_config(cfg: &Config) -> HookConfig {
+    let h = &cfg.hooks;
+    HookConfig {
+        promote: h.promote.clone(),
+        demote: h.demote.clone(),
+        notify: h.notify.clone(),
+        check: h.check.clone(),
+        timeout: h.timeout,
+        kill_grace: h.kill_grace,
+        refresh_interval: h.refresh_interval,
+        output_max_bytes: h.output_max_bytes,
+        check_interval: h.check_interval,
+        check_timeout: h.check_timeout,
+        check_fall: h.check_fall,
+        check_rise: h.check_rise,
+        node: cfg.node,
+        cluster: cfg.cluster.clone(),
+    }
+}
+
+fn hook_figures(stats: &crate::hooks::HookStats) -> control::HookFigures {
+    let counts = |k: &crate::hooks::KindStats| control::HookCounts {
+        runs: k.runs,
+        failures: k.failures,
+        timeouts: k.timeouts,
+        skipped: k.skipped,
+        cancelled: k.cancelled,
+        last_duration: k.last_duration,
+    };
+    control::HookFigures {
+        promote: counts(&stats.promote),
+        demote: counts(&stats.demote),
+        refresh: counts(&stats.refresh),
+        notify: counts(&stats.notify),
+        check: counts(&stats.check),
+    }
+}
+
+/// What a reload cannot change without a restart, if anything.
+fn restart_only_changes(old: &Config, new: &Config) -> Option<&'static str> {
+    if old.cluster != new.cluster {
+        Some("cluster")
+    } else if old.node != new.node {
+        Some("node")
+    } else if old.members != new.members {
+        Some("the [[member]] list")
+    } else if old.network != new.network {
+        Some("[network]")
+    } else if old.state != new.state {
+        Some("state.dir")
+    } else if old.control != new.control {
+        Some("[control]")
+    } else if old.log.target != new.log.target {
+        Some("log.target")
+    } else {
+        None
+    }
+}
+
+/// Writes, syncs and removes a small file in `dir`.
+fn probe_dir(dir: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".regent-probe");
+    let mut f = std::fs::File::create(&path)?;
+    f.write_all(b"probe\n")?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::remove_file(&path)
+}
+
+/// Seconds since the Unix epoch: only a floor for the incarnation, never a
+/// protocol time.
+fn unix_seconds() -> u64 {
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_dir_fails_where_a_file_blocks_the_path() {
+        let base = std::env::temp_dir().join(format!("regent-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&base).expect("temp dir");
+        assert!(probe_dir(&base).is_ok());
+        let file = base.join("file");
+        std::fs::write(&file, b"x").expect("file");
+        assert!(probe_dir(&file.join("sub")).is_err());
+        std::fs::remove_dir_all(&base).expect("cleanup");
+    }
+}

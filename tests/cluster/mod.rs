@@ -1,0 +1,405 @@
+//! Real `regent run` daemons on an emulated LAN, with a shared hook log.
+//!
+//! Every host's promote/demote hook appends `REALTIME_NS EPOCH KIND NODE` to
+//! one file, so the test can check across hosts that no two leadership
+//! intervals overlap and that no epoch repeats. All hosts share this
+//! machine's clock, which makes the times comparable.
+
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::netns::Lan;
+
+/// How the cluster is set up.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub heartbeat_ms: u64,
+    pub dead_after_ms: u64,
+    pub priorities: Vec<u32>,
+    pub unicast: bool,
+    pub ipv6: bool,
+    pub preempt: bool,
+    pub preempt_delay_ms: u64,
+    /// Extra TOML appended to the [hooks] table.
+    pub hooks_extra: String,
+    /// Use this hook script instead of the logging one.
+    pub hook: Option<PathBuf>,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            heartbeat_ms: 100,
+            dead_after_ms: 300,
+            priorities: Vec::new(),
+            unicast: false,
+            ipv6: false,
+            preempt: true,
+            preempt_delay_ms: 2000,
+            hooks_extra: String::new(),
+            hook: None,
+        }
+    }
+}
+
+/// One line of the shared hook log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookEvent {
+    pub at_ns: u128,
+    pub epoch: u64,
+    pub kind: String,
+    pub node: usize,
+}
+
+pub struct Cluster {
+    pub lan: Lan,
+    pub dir: PathBuf,
+    pub opts: Opts,
+    children: Vec<Option<Child>>,
+}
+
+pub fn realtime_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+pub fn regent_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_regent")
+}
+
+impl Cluster {
+    pub fn new(lan: Lan, opts: Opts) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("regent-test-{}", lan.prefix()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let n = lan.hosts();
+        let c = Cluster {
+            lan,
+            dir,
+            opts,
+            children: (0..n).map(|_| None).collect(),
+        };
+        c.write_files();
+        c
+    }
+
+    pub fn hosts(&self) -> usize {
+        self.lan.hosts()
+    }
+
+    fn write_files(&self) {
+        let key = self.dir.join("key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let hook = self.dir.join("hook");
+        let log = self.hook_log();
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = refresh ] && exit 0\n\
+                 echo \"$(date +%s%N) $2 $1 $REGENT_NODE\" >> {}\n",
+                log.display()
+            ),
+        )
+        .expect("hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for host in 1..=self.hosts() {
+            std::fs::write(self.config_path(host), self.config(host)).expect("config");
+        }
+    }
+
+    pub fn config_path(&self, host: usize) -> PathBuf {
+        self.dir.join(format!("h{host}.toml"))
+    }
+
+    pub fn socket(&self, host: usize) -> PathBuf {
+        self.dir.join(format!("h{host}.sock"))
+    }
+
+    pub fn hook_log(&self) -> PathBuf {
+        self.dir.join("hooks.log")
+    }
+
+    pub fn daemon_log(&self, host: usize) -> PathBuf {
+        self.dir.join(format!("h{host}.log"))
+    }
+
+    /// The configuration text for `host`.
+    pub fn config(&self, host: usize) -> String {
+        let o = &self.opts;
+        let prio = o.priorities.get(host - 1).copied().unwrap_or(100);
+        let mut s = format!("cluster = \"test\"\nnode = {host}\npriority = {prio}\n");
+        for h in 1..=self.hosts() {
+            let addr = if o.ipv6 {
+                self.lan.addr6(h).to_string()
+            } else {
+                self.lan.addr4(h).to_string()
+            };
+            let _ = write!(s, "\n[[member]]\nid = {h}\naddress = \"{addr}\"\n");
+        }
+        if o.unicast {
+            s.push_str("\n[network]\nport = 7475\n");
+        } else if o.ipv6 {
+            s.push_str("\n[network]\ninterface = \"eth0\"\nmulticast = \"[ff02::4242]:7475\"\n");
+        } else {
+            s.push_str("\n[network]\ninterface = \"eth0\"\nmulticast = \"239.255.42.1:7475\"\n");
+        }
+        let hook = o.hook.clone().unwrap_or_else(|| self.dir.join("hook"));
+        let _ = write!(
+            s,
+            "\n[timing]\nheartbeat_ms = {}\ndead_after_ms = {}\n\n\
+             [election]\npreempt = {}\npreempt_delay_ms = {}\nholdoff_ms = 3000\n\n\
+             [hooks]\npromote = \"{h}\"\ndemote = \"{h}\"\ntimeout_ms = 5000\n{}\n\n\
+             [auth]\nkey_file = \"{}\"\n\n[state]\ndir = \"{}\"\n\n[control]\nsocket = \"{}\"\n\n[log]\nlevel = \"debug\"\n",
+            o.heartbeat_ms,
+            o.dead_after_ms,
+            o.preempt,
+            o.preempt_delay_ms,
+            o.hooks_extra,
+            self.dir.join("key").display(),
+            self.dir.join(format!("state{host}")).display(),
+            self.socket(host).display(),
+            h = hook.display(),
+        );
+        s
+    }
+
+    /// Starts `regent run` in host's namespace, logging to its file.
+    pub fn start(&mut self, host: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.daemon_log(host))
+            .expect("log file");
+        let mut cmd = Command::new(regent_bin());
+        cmd.arg("run")
+            .arg("-c")
+            .arg(self.config_path(host))
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = self.lan.spawn(host, &mut cmd);
+        self.children[host - 1] = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for h in 1..=self.hosts() {
+            self.start(h);
+        }
+    }
+
+    pub fn running(&mut self, host: usize) -> bool {
+        match self.children[host - 1].as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Sends `signal` to host's daemon; returns the realtime instant.
+    pub fn signal(&mut self, host: usize, signal: i32) -> u128 {
+        let at = realtime_ns();
+        if let Some(c) = &self.children[host - 1] {
+            // SAFETY: kill(2) on our own child; no memory is involved.
+            unsafe {
+                libc::kill(c.id() as i32, signal);
+            }
+        }
+        at
+    }
+
+    /// Waits for host's daemon to exit; returns its exit code.
+    pub fn wait_exit(&mut self, host: usize, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.children[host - 1].as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children[host - 1] = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn kill(&mut self, host: usize) -> u128 {
+        let at = self.signal(host, libc::SIGKILL);
+        if let Some(mut c) = self.children[host - 1].take() {
+            let _ = c.wait();
+        }
+        at
+    }
+
+    /// Every line of the shared hook log, in time order.
+    pub fn hook_events(&self) -> Vec<HookEvent> {
+        let text = std::fs::read_to_string(self.hook_log()).unwrap_or_default();
+        let mut events: Vec<HookEvent> = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some(HookEvent {
+                    at_ns: w.next()?.parse().ok()?,
+                    epoch: w.next()?.parse().ok()?,
+                    kind: w.next()?.to_string(),
+                    node: w.next()?.parse().ok()?,
+                })
+            })
+            .collect();
+        events.sort_by_key(|e| e.at_ns);
+        events
+    }
+
+    /// Waits for a promote after `since_ns` by a node not in `not`.
+    pub fn wait_promote(
+        &self,
+        since_ns: u128,
+        not: &[usize],
+        limit: Duration,
+    ) -> Option<HookEvent> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(e) = self
+                .hook_events()
+                .into_iter()
+                .find(|e| e.kind == "promote" && e.at_ns >= since_ns && !not.contains(&e.node))
+            {
+                return Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// The node holding leadership according to the hook log, if any.
+    pub fn holder(&self) -> Option<(usize, u64)> {
+        let mut holding: Vec<Option<u64>> = vec![None; self.hosts() + 1];
+        for e in self.hook_events() {
+            match e.kind.as_str() {
+                "promote" => holding[e.node] = Some(e.epoch),
+                "demote" => holding[e.node] = None,
+                _ => {}
+            }
+        }
+        let holders: Vec<(usize, u64)> = holding
+            .iter()
+            .enumerate()
+            .filter_map(|(n, h)| h.map(|e| (n, e)))
+            .collect();
+        assert!(
+            holders.len() <= 1,
+            "more than one holder: {holders:?}\n{}",
+            self.dump()
+        );
+        holders.first().copied()
+    }
+
+    /// Across all hosts: no two leadership intervals overlap, no epoch is
+    /// promoted twice, and each node's epochs increase. A crashed node's
+    /// interval ends at `crashes` (node, realtime) entries.
+    pub fn check_history(&self, crashes: &[(usize, u128)]) {
+        let events = self.hook_events();
+        let mut holding: Vec<Option<(u64, u128)>> = vec![None; self.hosts() + 1];
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last_epoch = vec![0u64; self.hosts() + 1];
+        let mut all: Vec<(u128, usize, String, u64)> = events
+            .iter()
+            .map(|e| (e.at_ns, e.node, e.kind.clone(), e.epoch))
+            .collect();
+        all.extend(crashes.iter().map(|&(n, t)| (t, n, "crash".to_string(), 0)));
+        all.sort_by_key(|e| e.0);
+        for (at, node, kind, epoch) in all {
+            match kind.as_str() {
+                "promote" => {
+                    for (other, h) in holding.iter().enumerate() {
+                        if let Some((e, since)) = h {
+                            assert!(
+                                other == node,
+                                "overlap: node {node} promoted epoch {epoch} at {at} while node {other} \
+                                 held epoch {e} since {since}\n{}",
+                                self.dump()
+                            );
+                        }
+                    }
+                    assert!(
+                        seen.insert(epoch),
+                        "epoch {epoch} promoted twice\n{}",
+                        self.dump()
+                    );
+                    assert!(
+                        epoch > last_epoch[node],
+                        "node {node} epochs went back\n{}",
+                        self.dump()
+                    );
+                    last_epoch[node] = epoch;
+                    holding[node] = Some((epoch, at));
+                }
+                _ => holding[node] = None,
+            }
+        }
+    }
+
+    /// Runs `regent REQUEST` against host's control socket.
+    pub fn ctl(&self, host: usize, args: &[&str]) -> (bool, String) {
+        let out = Command::new(regent_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket(host))
+            .output()
+            .expect("run regent");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// Hook log and daemon logs, for failure messages.
+    pub fn dump(&self) -> String {
+        let mut s = String::from("--- hook log ---\n");
+        s += &std::fs::read_to_string(self.hook_log()).unwrap_or_default();
+        for h in 1..=self.hosts() {
+            let log = std::fs::read_to_string(self.daemon_log(h)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let _ = writeln!(s, "--- host {h} (last 40 lines) ---");
+            for l in tail.into_iter().rev() {
+                s += l;
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("test files kept in {}", self.dir.display());
+        }
+    }
+}
+
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
