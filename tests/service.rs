@@ -1,0 +1,324 @@
+//! The daemon as systemd sees it: READY after bind, WATCHDOG at the
+//! configured rate, STATUS on becoming leader, RELOADING/READY around a
+//! reload, STOPPING and exit 0 on SIGTERM; a bad reload keeps the old
+//! configuration; `regent check` and the control socket commands.
+//!
+//! A one-member cluster on loopback: no root, no namespaces.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Solo {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_regent")
+}
+
+fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+impl Solo {
+    fn new(name: &str) -> Solo {
+        let dir = std::env::temp_dir().join(format!("regent-svc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = dir.join("key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let hook = dir.join("hook");
+        std::fs::write(
+            &hook,
+            format!("#!/bin/sh\necho \"$1 $2\" >> {}/hooks.log\n", dir.display()),
+        )
+        .expect("hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let solo = Solo { dir, child: None };
+        std::fs::write(solo.config(), solo.config_text(100, free_port())).expect("config");
+        solo
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("regent.toml")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    fn config_text(&self, heartbeat_ms: u64, port: u16) -> String {
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "cluster = \"solo\"\nnode = 1\n\n[[member]]\nid = 1\naddress = \"127.0.0.1\"\n\n\
+             [network]\nport = {port}\nbind = \"127.0.0.1\"\n\n[timing]\nheartbeat_ms = {heartbeat_ms}\n\
+             dead_after_ms = 300\n\n[hooks]\npromote = \"{h}\"\ndemote = \"{h}\"\n\n\
+             [auth]\nkey_file = \"{k}\"\n\n[state]\ndir = \"{st}\"\n\n[control]\nsocket = \"{so}\"\n",
+            h = self.dir.join("hook").display(),
+            k = self.dir.join("key").display(),
+            st = self.dir.join("state").display(),
+            so = self.socket().display(),
+        );
+        s
+    }
+
+    fn start(&mut self, notify: &Path, watchdog_usec: u64) {
+        let log = std::fs::File::create(self.dir.join("daemon.log")).expect("log");
+        let child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(self.config())
+            .env("NOTIFY_SOCKET", notify)
+            .env("WATCHDOG_USEC", watchdog_usec.to_string())
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start regent");
+        self.child = Some(child);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("regent");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+impl Drop for Solo {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Collects notify datagrams until `until` says stop or the time runs out.
+fn collect(
+    sock: &UnixDatagram,
+    limit: Duration,
+    mut until: impl FnMut(&[(Instant, String)]) -> bool,
+) -> Vec<(Instant, String)> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).to_string(),
+            ));
+            if until(&got) {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn notify_watchdog_status_reload_and_stop() {
+    let mut solo = Solo::new("notify");
+    let notify_path = solo.dir.join("notify.sock");
+    let manager = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    solo.start(&notify_path, 200_000);
+
+    // READY comes first, once the sockets are bound and the state is loaded.
+    let got = collect(&manager, Duration::from_secs(5), |g| {
+        g.iter().any(|(_, m)| m == "READY=1")
+    });
+    let first_ready = got.iter().position(|(_, m)| m == "READY=1");
+    assert!(first_ready.is_some(), "no READY=1: {got:?}\n{}", solo.log());
+    assert!(
+        solo.socket().exists(),
+        "READY before the control socket was bound"
+    );
+
+    // STATUS says leader once this one-member cluster elects itself.
+    let got = collect(&manager, Duration::from_secs(5), |g| {
+        g.iter().any(|(_, m)| m.starts_with("STATUS=leader"))
+    });
+    assert!(
+        got.iter()
+            .any(|(_, m)| m.starts_with("STATUS=leader epoch 1")),
+        "{got:?}\n{}",
+        solo.log()
+    );
+
+    // WATCHDOG every half of WATCHDOG_USEC (100 ms): about 10 in a second.
+    let began = Instant::now();
+    let got = collect(&manager, Duration::from_millis(1500), |_| false);
+    let pings: Vec<Instant> = got
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect();
+    let secs = began.elapsed().as_secs_f64();
+    let rate = pings.len() as f64 / secs;
+    println!(
+        "watchdog: {} pings in {secs:.2} s ({rate:.1}/s, expected 10/s)",
+        pings.len()
+    );
+    assert!(
+        (6.0..=14.0).contains(&rate),
+        "watchdog rate {rate:.1}/s: {got:?}"
+    );
+
+    // A broken config on reload is refused and the old one keeps running.
+    std::fs::write(solo.config(), "cluster = \"solo\"\nnode = 9\nbogus = 1\n").expect("write");
+    solo.signal(libc::SIGHUP);
+    let got = collect(&manager, Duration::from_secs(3), |g| {
+        let reloading = g.iter().position(|(_, m)| m == "RELOADING=1");
+        reloading.is_some_and(|r| g[r..].iter().any(|(_, m)| m == "READY=1"))
+    });
+    assert!(got.iter().any(|(_, m)| m == "RELOADING=1"), "{got:?}");
+    assert!(solo.log().contains("reload refused"), "{}", solo.log());
+    let (ok, status) = solo.ctl(&["status", "--json"]);
+    assert!(
+        ok && status.contains("\"role\":\"leader\""),
+        "still leading after a bad reload: {status}"
+    );
+
+    // SIGTERM: STOPPING, the demote hook, exit 0.
+    solo.signal(libc::SIGTERM);
+    let got = collect(&manager, Duration::from_secs(5), |g| {
+        g.iter().any(|(_, m)| m == "STOPPING=1")
+    });
+    assert!(got.iter().any(|(_, m)| m == "STOPPING=1"), "{got:?}");
+    let mut child = solo.child.take().expect("child");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "regent did not exit on SIGTERM\n{}",
+            solo.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", solo.log());
+    let hooks = std::fs::read_to_string(solo.dir.join("hooks.log")).unwrap_or_default();
+    assert_eq!(
+        hooks.lines().collect::<Vec<_>>(),
+        ["demote 0", "promote 1", "demote 1"],
+        "{hooks}"
+    );
+    assert!(!solo.socket().exists(), "control socket left behind");
+}
+
+#[test]
+fn reload_with_new_timing_keeps_the_leader() {
+    let mut solo = Solo::new("reload");
+    let notify_path = solo.dir.join("notify.sock");
+    let manager = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    let text = std::fs::read_to_string(solo.config()).expect("config");
+    solo.start(&notify_path, 0);
+    let got = collect(&manager, Duration::from_secs(5), |g| {
+        g.iter().any(|(_, m)| m.starts_with("STATUS=leader"))
+    });
+    assert!(
+        got.iter().any(|(_, m)| m.starts_with("STATUS=leader")),
+        "{}",
+        solo.log()
+    );
+    std::fs::write(
+        solo.config(),
+        text.replace("heartbeat_ms = 100", "heartbeat_ms = 50"),
+    )
+    .expect("write");
+    solo.signal(libc::SIGHUP);
+    let got = collect(&manager, Duration::from_secs(3), |g| {
+        g.iter().filter(|(_, m)| m == "READY=1").count() >= 1
+    });
+    assert!(got.iter().any(|(_, m)| m == "READY=1"), "{got:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        solo.log().contains("configuration reloaded"),
+        "{}",
+        solo.log()
+    );
+    let hooks = std::fs::read_to_string(solo.dir.join("hooks.log")).unwrap_or_default();
+    assert_eq!(
+        hooks.lines().collect::<Vec<_>>(),
+        ["demote 0", "promote 1"],
+        "leadership changed: {hooks}"
+    );
+    let (ok, status) = solo.ctl(&["status", "--json"]);
+    assert!(ok && status.contains("\"epoch\":1"), "{status}");
+}
+
+#[test]
+fn check_command_reports_errors_with_lines() {
+    let solo = Solo::new("check");
+    let ok = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(solo.config())
+        .output()
+        .expect("regent");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: "));
+    let bad = solo.dir.join("bad.toml");
+    std::fs::write(&bad, "cluster = \"x\"\nnode = 4\n\n[[member]]\nid = 1\n\n[timing]\nheartbeat_ms = 100\ndead_after_ms = 150\n").expect("write");
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("regent");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("bad.toml:2:") && text.contains("node 4"),
+        "{text}"
+    );
+    assert!(text.contains("dead_after"), "{text}");
+}
+
+#[test]
+fn control_commands_fail_clearly_without_a_daemon() {
+    let solo = Solo::new("nodaemon");
+    let (ok, text) = solo.ctl(&["status"]);
+    assert!(!ok);
+    assert!(text.contains("is `regent run` running"), "{text}");
+}
