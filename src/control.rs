@@ -482,6 +482,7 @@ pub fn request(path: &Path, req: &str, timeout: Duration) -> Result<String, Stri
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream as StdStream;
+    use std::process::Command;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread;
 
@@ -739,6 +740,47 @@ mod tests {
         )
         .expect_err("no such group");
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    /// A real peer of another uid, run with /usr/bin/python3 as `nobody`
+    /// when we are root; skipped otherwise.
+    #[test]
+    fn other_users_are_refused() {
+        use std::os::unix::process::CommandExt;
+        let python = Path::new("/usr/bin/python3");
+        if peer::own_euid() != 0 || !python.exists() {
+            eprintln!("skipped: needs root and /usr/bin/python3");
+            return;
+        }
+        let mut h = Harness::new("denied", None);
+        // Let the file mode through, so that the credential check decides.
+        fs::set_permissions(h.path(), fs::Permissions::from_mode(0o666)).expect("chmod");
+        let script = "import socket,sys\n\
+            s=socket.socket(socket.AF_UNIX)\n\
+            s.connect(sys.argv[1])\n\
+            s.sendall(b'status\\n')\n\
+            s.shutdown(socket.SHUT_WR)\n\
+            sys.stdout.write(s.makefile('rb').read().decode())\n";
+        let (out, seen) = h.round_trip(
+            move |path| {
+                Command::new(python)
+                    .args(["-c", script])
+                    .arg(&path)
+                    .uid(65534)
+                    .gid(65534)
+                    .output()
+                    .expect("python3")
+            },
+            |r| panic!("the driver saw {r:?}"),
+        );
+        assert!(seen.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "error: permission denied\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(h.server.denied(), 1);
     }
 
     #[test]
