@@ -199,6 +199,12 @@ impl ControlServer {
                     .recursive(true)
                     .mode(0o755)
                     .create(dir)
+                    .and_then(|()| {
+                        // The mode asked for is masked by the umask (0077
+                        // under the shipped unit); members of control.group
+                        // must be able to reach the socket.
+                        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+                    })
                     .map_err(|e| at(e, "cannot create the directory of"))?;
             }
         }
@@ -609,7 +615,7 @@ mod tests {
         let path = h.path();
         let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
         assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().expect("parent")) & 0o022, 0);
+        assert_eq!(mode(path.parent().expect("parent")), 0o755);
         let (got, seen) = h.round_trip(ask("status"), |_| Ok("node 3 leads\n".into()));
         assert_eq!(got, Ok("node 3 leads\n".to_string()));
         assert_eq!(seen, [Request::Status { json: false }]);
@@ -753,7 +759,8 @@ mod tests {
             return;
         }
         let mut h = Harness::new("denied", None);
-        // Let the file mode through, so that the credential check decides.
+        // Let the file modes through, so that the credential check decides.
+        fs::set_permissions(&h.dir, fs::Permissions::from_mode(0o755)).expect("chmod");
         fs::set_permissions(h.path(), fs::Permissions::from_mode(0o666)).expect("chmod");
         let script = "import socket,sys\n\
             s=socket.socket(socket.AF_UNIX)\n\
