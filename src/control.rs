@@ -199,6 +199,12 @@ impl ControlServer {
                     .recursive(true)
                     .mode(0o755)
                     .create(dir)
+                    .and_then(|()| {
+                        // The mode asked for is masked by the umask (0077
+                        // under the shipped unit); members of control.group
+                        // must be able to reach the socket.
+                        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+                    })
                     .map_err(|e| at(e, "cannot create the directory of"))?;
             }
         }
@@ -482,6 +488,7 @@ pub fn request(path: &Path, req: &str, timeout: Duration) -> Result<String, Stri
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream as StdStream;
+    use std::process::Command;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread;
 
@@ -608,7 +615,7 @@ mod tests {
         let path = h.path();
         let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
         assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().expect("parent")) & 0o022, 0);
+        assert_eq!(mode(path.parent().expect("parent")), 0o755);
         let (got, seen) = h.round_trip(ask("status"), |_| Ok("node 3 leads\n".into()));
         assert_eq!(got, Ok("node 3 leads\n".to_string()));
         assert_eq!(seen, [Request::Status { json: false }]);
@@ -739,6 +746,48 @@ mod tests {
         )
         .expect_err("no such group");
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    /// A real peer of another uid, run with /usr/bin/python3 as `nobody`
+    /// when we are root; skipped otherwise.
+    #[test]
+    fn other_users_are_refused() {
+        use std::os::unix::process::CommandExt;
+        let python = Path::new("/usr/bin/python3");
+        if peer::own_euid() != 0 || !python.exists() {
+            eprintln!("skipped: needs root and /usr/bin/python3");
+            return;
+        }
+        let mut h = Harness::new("denied", None);
+        // Let the file modes through, so that the credential check decides.
+        fs::set_permissions(&h.dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(h.path(), fs::Permissions::from_mode(0o666)).expect("chmod");
+        let script = "import socket,sys\n\
+            s=socket.socket(socket.AF_UNIX)\n\
+            s.connect(sys.argv[1])\n\
+            s.sendall(b'status\\n')\n\
+            s.shutdown(socket.SHUT_WR)\n\
+            sys.stdout.write(s.makefile('rb').read().decode())\n";
+        let (out, seen) = h.round_trip(
+            move |path| {
+                Command::new(python)
+                    .args(["-c", script])
+                    .arg(&path)
+                    .uid(65534)
+                    .gid(65534)
+                    .output()
+                    .expect("python3")
+            },
+            |r| panic!("the driver saw {r:?}"),
+        );
+        assert!(seen.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "error: permission denied\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(h.server.denied(), 1);
     }
 
     #[test]

@@ -174,7 +174,7 @@ where
         now: Instant,
     ) -> Result<ClientId, S> {
         let id = self.insert(stream, registry, now)?;
-        self.reply(id, answer, registry, now);
+        self.answer(id.slot, answer, registry, now);
         Ok(id)
     }
 
@@ -256,11 +256,20 @@ where
             log::debug!("control: {id} left before its answer");
             return;
         }
+        self.answer(id.slot, answer, registry, now);
+    }
+
+    /// Starts writing `answer` on the connection in `slot`, whatever it was
+    /// doing: a request it is still sending is never read.
+    fn answer(&mut self, slot: usize, answer: Vec<u8>, registry: &Registry, now: Instant) {
+        let Some(Some(conn)) = self.slots.get_mut(slot) else {
+            return;
+        };
         conn.output = answer;
         conn.written = 0;
         conn.phase = Phase::Writing;
         conn.deadline = Some(now + self.io_timeout);
-        self.flush(id.slot, registry);
+        self.flush(slot, registry);
     }
 
     /// Writes what the socket takes; once all is written, shuts down the
@@ -363,5 +372,90 @@ impl<S: Read> Conn<S> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::net::UnixStream;
+
+    #[allow(clippy::disallowed_methods)] // the test's own clock
+    fn clock() -> Instant {
+        Instant::now()
+    }
+
+    /// Frames one line.
+    fn line(input: &[u8], _eof: bool) -> Frame<Vec<u8>> {
+        match input.iter().position(|&b| b == b'\n') {
+            Some(end) => Frame::Request(input[..end].to_vec()),
+            None => Frame::Incomplete,
+        }
+    }
+
+    fn read_all(peer: &mut UnixStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return got,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// A refused peer gets its answer, and whatever it sends is never
+    /// framed into a request.
+    #[test]
+    fn an_answered_connection_yields_no_request() {
+        let poll = mio::Poll::new().expect("poll");
+        let mut conns: Conns<UnixStream> = Conns::new(1, 2, 64, Duration::from_secs(5));
+        let (ours, mut peer) = UnixStream::pair().expect("pair");
+        peer.write_all(b"status\n").expect("write");
+        let id = conns
+            .insert_answered(
+                ours,
+                b"error: permission denied\n".to_vec(),
+                poll.registry(),
+                clock(),
+            )
+            .expect("room");
+        let token = Token(1 + id.slot);
+        assert_eq!(conns.on_event(token, poll.registry(), line), None);
+        assert_eq!(read_all(&mut peer), b"error: permission denied\n");
+        // It lingers until the peer closes, then goes.
+        drop(peer);
+        assert_eq!(conns.on_event(token, poll.registry(), line), None);
+        assert_eq!(conns.len(), 0);
+    }
+
+    #[test]
+    fn a_request_then_its_answer() {
+        let poll = mio::Poll::new().expect("poll");
+        let mut conns: Conns<UnixStream> = Conns::new(1, 2, 64, Duration::from_secs(5));
+        let (ours, mut peer) = UnixStream::pair().expect("pair");
+        let id = conns.insert(ours, poll.registry(), clock()).expect("room");
+        let token = Token(1 + id.slot);
+        assert_eq!(conns.on_event(token, poll.registry(), line), None);
+        peer.write_all(b"status\nand more").expect("write");
+        let (got, req) = conns
+            .on_event(token, poll.registry(), line)
+            .expect("a request");
+        assert_eq!((got, req.as_slice()), (id, &b"status"[..]));
+        assert_eq!(
+            conns.next_timeout(),
+            None,
+            "no deadline while the driver works"
+        );
+        conns.reply(id, b"ok\n".to_vec(), poll.registry(), clock());
+        assert_eq!(read_all(&mut peer), b"ok\n");
+        // A second reply, or one to a stale id, does nothing.
+        conns.reply(id, b"again\n".to_vec(), poll.registry(), clock());
+        drop(peer);
+        conns.on_event(token, poll.registry(), line);
+        assert_eq!(conns.len(), 0);
+        conns.reply(id, b"late\n".to_vec(), poll.registry(), clock());
     }
 }
