@@ -214,6 +214,7 @@ impl Driver {
                 Err(e) => return Err(format!("event loop failed: {e}")),
             }
             let now = Self::now();
+            crate::logging::tick(now);
             for event in events.iter() {
                 match event.token() {
                     SOCKET => self.receive(now),
