@@ -35,6 +35,9 @@ fn many_seeds() {
                 if seed >= start + count || failed.load(Ordering::Relaxed) {
                     break;
                 }
+                if seed > start && (seed - start) % 10_000 == 0 {
+                    eprintln!("... seed {seed}");
+                }
                 if std::panic::catch_unwind(|| sim::run_seed(seed)).is_err() {
                     failed.store(true, Ordering::Relaxed);
                     eprintln!("seed {seed} failed; replay with SIM_SEED={seed}");

@@ -41,7 +41,9 @@ pub enum Effect {
     Persist(Persisted),
     /// Send to every member (multicast group, or each member in unicast mode).
     Send(Message),
-    /// Queue this hook behind any running one.
+    /// Run this hook after the ones asked for before it, one at a time. A
+    /// demote asked for while a promote runs ends that promote at once
+    /// (SIGKILL to its process group), so leadership ends promptly.
     RunHook(HookRequest),
     /// The node's role changed; for logs, status and the notify hook.
     Transition(Transition),

@@ -53,6 +53,8 @@ pub struct Node {
     handover: Option<(NodeId, Time)>,
     /// Do not claim before this (back-off after a lost claim).
     retry_at: Time,
+    /// Claims lost in a row; the back-off doubles with each, up to 32 times.
+    failed_claims: u32,
     shutting_down: bool,
     last_sent: Time,
     timers: [Option<Time>; Timer::COUNT],
@@ -88,6 +90,9 @@ struct Sticky {
     leader: NodeId,
     epoch: Epoch,
     until: Time,
+    /// The promise length in force when it was last renewed: what our
+    /// heartbeats report, so a reload never inflates an ack already given.
+    promise: Duration,
     /// A leader heartbeat was heard, not only a claim acked.
     confirmed: bool,
 }
@@ -243,6 +248,7 @@ impl Node {
             pending: None,
             handover: None,
             retry_at: Time::ZERO,
+            failed_claims: 0,
             shutting_down: false,
             last_sent: now,
             timers: [None; Timer::COUNT],
@@ -504,6 +510,11 @@ impl Node {
             }
             State::Follower => {}
         }
+        // A restarted node may have promised another leader before it
+        // crashed: it renews no lease until its quiet period is over.
+        if now < self.quiet_until {
+            return;
+        }
         let follow = match self.sticky {
             Some(s) if s.leader == from => epoch >= s.epoch,
             Some(s) if now < s.until => epoch > s.epoch,
@@ -513,13 +524,20 @@ impl Node {
             return;
         }
         let before = self.sticky;
+        // A promise already given keeps its end, even if a reload shortened
+        // dead_after since.
+        let until = before
+            .filter(|s| s.leader == from)
+            .map_or(now + dead_after, |s| s.until.max(now + dead_after));
         self.sticky = Some(Sticky {
             leader: from,
             epoch,
-            until: now + dead_after,
+            until,
+            promise: dead_after,
             confirmed: true,
         });
         self.pending = None;
+        self.failed_claims = 0;
         if before.map(|s| (s.leader, s.epoch, s.confirmed)) != Some((from, epoch, true)) {
             self.transition(Role::Follower, epoch, Some(from), "following");
         }
@@ -530,6 +548,9 @@ impl Node {
     }
 
     fn on_election(&mut self, now: Time, from: NodeId) {
+        if matches!(self.state, State::Starting) {
+            return;
+        }
         if matches!(self.state, State::Leader(_)) {
             self.send_heartbeat(now);
             return;
@@ -671,7 +692,7 @@ impl Node {
     }
 
     fn on_step_down(&mut self, now: Time, to: Option<NodeId>) {
-        let State::Leader(l) = &self.state else {
+        if !matches!(self.state, State::Leader(_)) {
             let (_, _, leader) = self.reported_role(now);
             let msg = match leader {
                 Some(id) => format!("this node does not lead; node {id} does"),
@@ -679,13 +700,13 @@ impl Node {
             };
             self.out.push_back(Effect::StepDownResult(Err(msg)));
             return;
-        };
-        let epoch = l.epoch;
-        let others_alive = self.alive_count(now) - 1;
-        if others_alive < self.quorum {
+        }
+        // This node keeps voting after it steps down, so the successor can
+        // be elected as long as a quorum, this node included, is alive.
+        let alive = self.alive_count(now);
+        if alive < self.quorum {
             self.out.push_back(Effect::StepDownResult(Err(format!(
-                "only {others_alive} other members are alive and a quorum is {}: \
-                 without this node no quorum would remain",
+                "only {alive} members are alive and a quorum is {}: no successor could be elected",
                 self.quorum
             ))));
             return;
@@ -710,7 +731,6 @@ impl Node {
                 self.out.push_back(Effect::StepDownResult(Ok(s)));
                 self.holdoff_until = now + self.cfg.holdoff;
                 self.step_down(now, "step-down", Some(s), false);
-                let _ = epoch;
             }
             Err(e) => self.out.push_back(Effect::StepDownResult(Err(e))),
         }
@@ -761,7 +781,6 @@ impl Node {
             State::Starting | State::Demoting(_) => {}
             State::Leader(l) => {
                 let lease_end = l.lease_end;
-                let epoch = l.epoch;
                 if now >= lease_end {
                     self.step_down(now, "lease-expired", None, false);
                 } else if !self.healthy {
@@ -771,7 +790,6 @@ impl Node {
                 } else if let Some(h) = self.preemptor(now) {
                     self.step_down(now, "preempted", Some(h), false);
                 }
-                let _ = epoch;
             }
             State::Candidate(c) => {
                 if now >= c.deadline {
@@ -840,20 +858,44 @@ impl Node {
         match tally(self.cfg.members.len(), c.acks.len() + 1, c.nacks.len()) {
             VoteResult::Pending => {}
             VoteResult::Lost => self.lose_claim(now),
+            // Acks that arrive after the lease they back has run out, or a
+            // candidate that lost its health meanwhile, win nothing.
+            VoteResult::Won if !self.eligible(now) || self.claim_lease_end(now) <= now => {
+                self.lose_claim(now)
+            }
             VoteResult::Won => self.become_leader(now),
         }
     }
 
-    /// The claim failed: back off for a random while, then try again with a
-    /// higher epoch. Our own promise of the claimed epoch stands.
+    /// The lease a won claim would hold: the quorum-th latest promise end,
+    /// counted from the claim's send.
+    fn claim_lease_end(&self, _now: Time) -> Time {
+        let State::Candidate(c) = &self.state else {
+            return Time::ZERO;
+        };
+        let t = &self.cfg.timing;
+        let mut ends: Vec<Time> = c
+            .acks
+            .values()
+            .map(|&d| c.sent + lease_len(d, t.max_drift_ppm, t.lease_margin))
+            .collect();
+        ends.push(c.sent + lease_len(t.dead_after, t.max_drift_ppm, t.lease_margin));
+        lease_end(&mut ends, self.quorum).unwrap_or(Time::ZERO)
+    }
+
+    /// The claim failed: back off for a random while, longer after each
+    /// failure in a row, then try again with a higher epoch. Our own promise
+    /// of the claimed epoch stands.
     fn lose_claim(&mut self, now: Time) {
         let State::Candidate(c) = &self.state else {
             return;
         };
         let epoch = c.epoch;
         self.state = State::Follower;
+        self.failed_claims = self.failed_claims.saturating_add(1);
         let hb = self.cfg.timing.heartbeat.as_nanos() as u64;
-        let backoff = self.rng.range(hb / 2, hb + hb / 2);
+        let scale = 1u64 << self.failed_claims.min(6).saturating_sub(1);
+        let backoff = self.rng.range(hb / 2, hb + hb / 2).saturating_mul(scale);
         self.retry_at = now + Duration::from_nanos(backoff);
         self.transition(Role::Follower, epoch, None, "claim-lost");
     }
@@ -883,6 +925,7 @@ impl Node {
         self.sticky = None;
         self.pending = None;
         self.handover = None;
+        self.failed_claims = 0;
         self.transition(Role::Leader, epoch, Some(self.cfg.id), "elected");
         self.out.push_back(Effect::RunHook(HookRequest {
             kind: HookKind::Promote,
@@ -986,7 +1029,11 @@ impl Node {
         if matches!(self.state, State::Leader(_) | State::Demoting(_)) {
             return Verdict::Nack(NackReason::LiveLeader);
         }
-        if matches!(self.state, State::Starting) || now < self.quiet_until {
+        if matches!(self.state, State::Starting) {
+            // Silent until the start-up demote has run.
+            return Verdict::Defer(wait_limit);
+        }
+        if now < self.quiet_until {
             return if self.quiet_until <= wait_limit {
                 Verdict::Defer(wait_limit)
             } else {
@@ -1030,6 +1077,7 @@ impl Node {
             leader: from,
             epoch,
             until: now + self.cfg.timing.dead_after,
+            promise: self.cfg.timing.dead_after,
             confirmed: false,
         });
         let dead_after_ms =
@@ -1126,9 +1174,10 @@ impl Node {
             return false;
         };
         let newest = l.sent.back().map_or(0, |&(s, _)| s);
+        let us = Some((self.cfg.id, l.epoch));
         self.peers
             .values()
-            .any(|p| self.alive(p, now) && p.acked < newest)
+            .any(|p| self.alive(p, now) && p.leader == us && p.acked < newest)
     }
 
     // ----- output -----
@@ -1153,12 +1202,17 @@ impl Node {
             return;
         }
         let (role, epoch, leader) = self.reported_role(now);
+        // While following, report the promise that backs our ack of the
+        // leader's newest heartbeat, not a dead_after reloaded since.
+        let promise = match self.sticky {
+            Some(s) if s.confirmed && leader == Some(s.leader) => s.promise,
+            _ => self.cfg.timing.dead_after,
+        };
         let heartbeat = Heartbeat {
             role,
             leader: leader.zip(epoch),
             can_lead: self.can_lead(now),
-            dead_after_ms: u32::try_from(self.cfg.timing.dead_after.as_millis())
-                .unwrap_or(u32::MAX),
+            dead_after_ms: u32::try_from(promise.as_millis()).unwrap_or(u32::MAX),
             heard: self
                 .peers
                 .values()
@@ -1288,4 +1342,436 @@ enum Verdict {
     Nack(NackReason),
     /// Ack later if still valid: our promise to another ends before this.
     Defer(Time),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Timing;
+
+    const MS: u64 = 1_000_000;
+
+    fn cfg(id: u32, priority: u32) -> CoreConfig {
+        CoreConfig {
+            id: NodeId(id),
+            members: vec![NodeId(1), NodeId(2), NodeId(3)],
+            priority,
+            timing: Timing {
+                heartbeat: Duration::from_millis(100),
+                dead_after: Duration::from_millis(300),
+                lease_margin: Duration::from_millis(20),
+                max_drift_ppm: 10_000,
+            },
+            preempt: true,
+            preempt_delay: Duration::from_millis(1000),
+            holdoff: Duration::from_millis(5000),
+        }
+    }
+
+    /// A test peer's message stream.
+    struct Peer {
+        id: u32,
+        priority: u32,
+        seq: u64,
+    }
+
+    impl Peer {
+        fn new(id: u32, priority: u32) -> Peer {
+            Peer {
+                id,
+                priority,
+                seq: 0,
+            }
+        }
+
+        fn msg(&mut self, body: Body) -> Input {
+            self.seq += 1;
+            Input::Message(Message {
+                from: NodeId(self.id),
+                incarnation: 1,
+                seq: self.seq,
+                priority: self.priority,
+                known_epoch: Epoch(0),
+                body,
+            })
+        }
+
+        fn heartbeat(&mut self, role: Role, leader: Option<(u32, u64)>, can_lead: bool) -> Input {
+            self.msg(Body::Heartbeat(Heartbeat {
+                role,
+                leader: leader.map(|(l, e)| (NodeId(l), Epoch(e))),
+                can_lead,
+                dead_after_ms: 300,
+                heard: Vec::new(),
+            }))
+        }
+    }
+
+    /// Node 1 (priority 100), started and past its quiet period, with peers
+    /// 2 and 3 heard as followers that cannot lead (so node 1 would claim
+    /// itself only if it could; we keep it unhealthy to stay a pure voter).
+    fn voter(promised: u64) -> (Node, Peer, Peer, Time) {
+        let mut n = Node::new(
+            cfg(1, 100),
+            Persisted {
+                promised: Epoch(promised),
+            },
+            1,
+            7,
+            Time::ZERO,
+        );
+        let t = Time(0);
+        n.handle(
+            t,
+            Input::HookDone(HookDone {
+                kind: HookKind::Demote,
+                epoch: Epoch(promised),
+                outcome: HookOutcome::Ok,
+            }),
+        );
+        n.handle(t, Input::Health { ok: false });
+        let mut p2 = Peer::new(2, 100);
+        let mut p3 = Peer::new(3, 100);
+        let t = Time(400 * MS);
+        n.handle(t, p2.heartbeat(Role::Follower, None, true));
+        n.handle(t, p3.heartbeat(Role::Follower, None, true));
+        while n.poll_effect().is_some() {}
+        (n, p2, p3, t)
+    }
+
+    /// What node `n` answered to the last input: Ack, Nack(reason) or nothing.
+    fn answer(n: &mut Node) -> Option<Result<Epoch, NackReason>> {
+        let mut persisted = None;
+        let mut out = None;
+        while let Some(e) = n.poll_effect() {
+            match e {
+                Effect::Persist(p) => persisted = Some(p.promised),
+                Effect::Send(Message {
+                    body: Body::Ack { epoch, .. },
+                    ..
+                }) => {
+                    assert_eq!(
+                        persisted,
+                        Some(epoch),
+                        "an ack must follow the persist of its epoch"
+                    );
+                    out = Some(Ok(epoch));
+                }
+                Effect::Send(Message {
+                    body: Body::Nack { reason, .. },
+                    ..
+                }) => out = Some(Err(reason)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ack_rules_table() {
+        type Setup = fn(&mut Node, &mut Peer, &mut Peer, Time) -> Time;
+        type Answer = Option<Result<Epoch, NackReason>>;
+        // what, promised before, setup, claimant, claimed epoch, answer
+        type Case = (&'static str, u64, Setup, u32, u64, Answer);
+        let nothing: Setup = |_, _, _, t| t;
+        let cases: Vec<Case> = vec![
+            (
+                "a fresh claim above every promise is acked",
+                0,
+                nothing,
+                3,
+                1,
+                Some(Ok(Epoch(1))),
+            ),
+            (
+                "an epoch at or below a promise is refused",
+                5,
+                nothing,
+                3,
+                5,
+                Some(Err(NackReason::StaleEpoch)),
+            ),
+            (
+                "one ack per epoch",
+                0,
+                |n, _, p3, t| {
+                    n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+                    t
+                },
+                2,
+                1,
+                Some(Err(NackReason::StaleEpoch)),
+            ),
+            (
+                "a live leader keeps its followers",
+                0,
+                |n, _, p3, t| {
+                    n.handle(t, p3.heartbeat(Role::Leader, Some((3, 1)), true));
+                    t
+                },
+                2,
+                2,
+                Some(Err(NackReason::LiveLeader)),
+            ),
+            (
+                "the live leader itself may claim again",
+                0,
+                |n, _, p3, t| {
+                    n.handle(t, p3.heartbeat(Role::Leader, Some((3, 1)), true));
+                    t
+                },
+                3,
+                2,
+                Some(Ok(Epoch(2))),
+            ),
+            (
+                "after the leader's resign the promise ends",
+                0,
+                |n, _, p3, t| {
+                    n.handle(t, p3.heartbeat(Role::Leader, Some((3, 1)), true));
+                    n.handle(
+                        t,
+                        p3.msg(Body::Resign {
+                            epoch: Epoch(1),
+                            successor: None,
+                            leaving: false,
+                        }),
+                    );
+                    t
+                },
+                2,
+                2,
+                Some(Ok(Epoch(2))),
+            ),
+            (
+                "a promise near its end defers the ack",
+                0,
+                |n, p2, _, t| {
+                    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+                    t + Duration::from_millis(250)
+                },
+                3,
+                2,
+                None,
+            ),
+            (
+                "a higher-ranked node that can lead is preferred",
+                0,
+                |n, p2, _, t| {
+                    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+                    t
+                },
+                3,
+                1,
+                Some(Ok(Epoch(1))),
+            ),
+            (
+                "a restarted node acks nothing during its quiet period",
+                0,
+                |_, _, _, _| Time(100 * MS),
+                3,
+                1,
+                None,
+            ),
+        ];
+        for (what, promised, setup, claimant, epoch, want) in cases {
+            let (mut n, mut p2, mut p3, t) = voter(promised);
+            let t = setup(&mut n, &mut p2, &mut p3, t);
+            while n.poll_effect().is_some() {}
+            let claim = if claimant == 2 {
+                p2.msg(Body::Claim {
+                    epoch: Epoch(epoch),
+                })
+            } else {
+                p3.msg(Body::Claim {
+                    epoch: Epoch(epoch),
+                })
+            };
+            n.handle(t, claim);
+            assert_eq!(answer(&mut n), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn lower_ranked_claimant_is_refused_while_a_higher_can_lead() {
+        let (mut n, mut p2, mut p3, t) = voter(0);
+        p2.priority = 200;
+        n.handle(t, p2.heartbeat(Role::Follower, None, true));
+        while n.poll_effect().is_some() {}
+        n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+        assert_eq!(answer(&mut n), Some(Err(NackReason::HigherRank)));
+        // Unless the leader named the claimant as its successor.
+        n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+        n.handle(
+            t,
+            p2.msg(Body::Resign {
+                epoch: Epoch(1),
+                successor: Some(NodeId(3)),
+                leaving: false,
+            }),
+        );
+        while n.poll_effect().is_some() {}
+        n.handle(t, p3.msg(Body::Claim { epoch: Epoch(2) }));
+        assert_eq!(answer(&mut n), Some(Ok(Epoch(2))));
+    }
+
+    #[test]
+    fn a_restarted_node_renews_no_lease_in_its_quiet_period() {
+        let mut n = Node::new(cfg(1, 100), Persisted::default(), 2, 7, Time::ZERO);
+        n.handle(
+            Time::ZERO,
+            Input::HookDone(HookDone {
+                kind: HookKind::Demote,
+                epoch: Epoch(0),
+                outcome: HookOutcome::Ok,
+            }),
+        );
+        n.handle(Time::ZERO, Input::Health { ok: false });
+        let mut p2 = Peer::new(2, 100);
+        let mut p3 = Peer::new(3, 100);
+        // Before crashing, this node may have promised node 3; now node 2's
+        // old lease asks for renewal during the quiet period.
+        n.handle(
+            Time(100 * MS),
+            p2.heartbeat(Role::Leader, Some((2, 1)), true),
+        );
+        let (_, _, leader) = n.reported_role(Time(100 * MS));
+        assert_eq!(leader, None, "no lease renewed during the quiet period");
+        while n.poll_effect().is_some() {}
+        n.handle(Time(350 * MS), p3.msg(Body::Claim { epoch: Epoch(2) }));
+        assert_eq!(answer(&mut n), Some(Ok(Epoch(2))));
+    }
+
+    #[test]
+    fn a_deferred_ack_is_sent_when_the_promise_ends() {
+        let (mut n, mut p2, mut p3, t) = voter(0);
+        n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+        let t = t + Duration::from_millis(250);
+        while n.poll_effect().is_some() {}
+        n.handle(t, p3.msg(Body::Claim { epoch: Epoch(2) }));
+        assert_eq!(answer(&mut n), None);
+        // The ack leaves exactly when the promise to node 2 ends.
+        loop {
+            let wake = n.next_timeout().expect("a timer for the promise's end");
+            n.handle_timeout(wake);
+            if let Some(a) = answer(&mut n) {
+                assert_eq!(a, Ok(Epoch(2)));
+                assert_eq!(wake, Time(400 * MS) + Duration::from_millis(300));
+                break;
+            }
+            assert!(wake < Time(700 * MS), "no ack by the promise's end");
+        }
+    }
+
+    #[test]
+    fn claim_persists_before_it_is_sent_and_a_quorum_makes_a_leader() {
+        let mut n = Node::new(cfg(1, 100), Persisted::default(), 1, 7, Time::ZERO);
+        n.handle(
+            Time::ZERO,
+            Input::HookDone(HookDone {
+                kind: HookKind::Demote,
+                epoch: Epoch(0),
+                outcome: HookOutcome::Ok,
+            }),
+        );
+        let mut p2 = Peer::new(2, 50);
+        let t = Time(300 * MS);
+        n.handle(t, p2.heartbeat(Role::Follower, None, true));
+        let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+        let persist = effects
+            .iter()
+            .position(|e| matches!(e, Effect::Persist(p) if p.promised == Epoch(1)));
+        let claim = effects.iter().position(|e| {
+            matches!(
+                e,
+                Effect::Send(Message {
+                    body: Body::Claim { .. },
+                    ..
+                })
+            )
+        });
+        assert!(
+            persist.is_some() && claim.is_some() && persist < claim,
+            "{effects:?}"
+        );
+        n.handle(
+            t,
+            p2.msg(Body::Ack {
+                to: NodeId(1),
+                epoch: Epoch(1),
+                dead_after_ms: 300,
+            }),
+        );
+        assert_eq!(n.leading(), Some(Epoch(1)));
+        let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+        assert!(effects.iter().any(|e| matches!(
+            e,
+            Effect::RunHook(HookRequest {
+                kind: HookKind::Promote,
+                epoch: Epoch(1),
+                ..
+            })
+        )));
+        // The lease ends at the claim's send plus the drift-bounded promise.
+        let lease = n.status(t).lease_remaining.expect("leading");
+        assert!(
+            lease
+                <= lease_len(
+                    Duration::from_millis(300),
+                    10_000,
+                    Duration::from_millis(20)
+                )
+        );
+        assert!(lease > Duration::from_millis(250), "{lease:?}");
+    }
+
+    #[test]
+    fn a_leader_without_acks_demotes_when_its_lease_ends() {
+        let mut n = Node::new(cfg(1, 100), Persisted::default(), 1, 7, Time::ZERO);
+        n.handle(
+            Time::ZERO,
+            Input::HookDone(HookDone {
+                kind: HookKind::Demote,
+                epoch: Epoch(0),
+                outcome: HookOutcome::Ok,
+            }),
+        );
+        let mut p2 = Peer::new(2, 50);
+        let t = Time(300 * MS);
+        n.handle(t, p2.heartbeat(Role::Follower, None, true));
+        n.handle(
+            t,
+            p2.msg(Body::Ack {
+                to: NodeId(1),
+                epoch: Epoch(1),
+                dead_after_ms: 300,
+            }),
+        );
+        assert_eq!(n.leading(), Some(Epoch(1)));
+        while n.poll_effect().is_some() {}
+        // No more acks: fire timers until the lease ends.
+        let mut now = t;
+        while n.leading().is_some() {
+            now = n.next_timeout().expect("timers while leading");
+            n.handle_timeout(now);
+        }
+        let demote = std::iter::from_fn(|| n.poll_effect()).any(|e| {
+            matches!(
+                e,
+                Effect::RunHook(HookRequest {
+                    kind: HookKind::Demote,
+                    reason: "lease-expired",
+                    ..
+                })
+            )
+        });
+        assert!(demote);
+        assert!(
+            now <= t + lease_len(
+                Duration::from_millis(300),
+                10_000,
+                Duration::from_millis(20)
+            )
+        );
+    }
 }
