@@ -342,3 +342,52 @@ fn status_agrees_on_every_host() {
     assert!(agreed, "hosts disagree on the leader\n{}", c.dump());
     let _ = Instant::now();
 }
+
+#[test]
+fn step_down_hands_over_to_the_next_ranked_or_the_named_node() {
+    if !require_root() {
+        return;
+    }
+    let c = three(Opts {
+        priorities: vec![100, 200, 300],
+        preempt: false,
+        ..Opts::default()
+    });
+    let (leader, epoch) = first_leader(&c, Duration::from_secs(3));
+    assert_eq!(leader, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    // A follower cannot step down.
+    let (ok, text) = c.ctl(1, &["step-down"]);
+    assert!(!ok && text.contains("does not lead"), "{text}");
+    let asked = realtime_ns();
+    let (ok, text) = c.ctl(3, &["step-down"]);
+    assert!(ok, "{text}\n{}", c.dump());
+    let next = c
+        .wait_promote(asked, &[3], Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("no leader after step-down\n{}", c.dump()));
+    println!(
+        "step-down: node {} promoted epoch {} {:.1} ms after the request",
+        next.node,
+        next.epoch,
+        ms(next.at_ns - asked)
+    );
+    assert_eq!(next.node, 2, "the next-ranked node leads\n{}", c.dump());
+    assert!(next.epoch > epoch);
+    std::thread::sleep(Duration::from_millis(300));
+    // Now hand over to a named, lower-ranked node.
+    let asked = realtime_ns();
+    let (ok, text) = c.ctl(2, &["step-down", "--to", "1"]);
+    assert!(ok, "{text}\n{}", c.dump());
+    let named = c
+        .wait_promote(asked, &[2], Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("no leader after step-down --to 1\n{}", c.dump()));
+    assert_eq!(named.node, 1, "{}", c.dump());
+    println!(
+        "step-down --to 1: promoted epoch {} {:.1} ms after the request",
+        named.epoch,
+        ms(named.at_ns - asked)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.holder().map(|h| h.0), Some(1));
+    c.check_history(&[]);
+}
