@@ -76,6 +76,7 @@ struct Driver {
     sources: HashMap<NodeId, (IpAddr, u64, Instant)>,
     last_leader: Option<(NodeId, Epoch)>,
     role_since: Instant,
+    last_lateness_warning: Option<Instant>,
     stopping: bool,
     exit: bool,
 }
@@ -180,6 +181,7 @@ impl Driver {
             sources: HashMap::new(),
             last_leader: None,
             role_since: start,
+            last_lateness_warning: None,
             stopping: false,
             exit: false,
             cfg,
@@ -265,13 +267,12 @@ impl Driver {
                 m.on_timeout(now, self.poll.registry());
             }
         }
-        if self
-            .node
-            .next_timeout()
-            .is_some_and(|t| self.instant(t) <= now)
-        {
-            let t = self.time(now);
-            self.node.handle_timeout(t);
+        if let Some(due) = self.node.next_timeout().map(|t| self.instant(t)) {
+            if due <= now {
+                self.watch_lateness(now.duration_since(due), now);
+                let t = self.time(now);
+                self.node.handle_timeout(t);
+            }
         }
         if now >= self.next_state_probe {
             self.next_state_probe = now + STATE_PROBE;
@@ -286,6 +287,27 @@ impl Driver {
                 self.next_watchdog = Some(now + interval);
             }
         }
+    }
+
+    /// The lease margin covers timer lateness; a loop that wakes later than
+    /// half of it means the host is too busy for the configured timing.
+    fn watch_lateness(&mut self, late: Duration, now: Instant) {
+        if late <= self.cfg.timing.lease_margin / 2 {
+            return;
+        }
+        if self
+            .last_lateness_warning
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_lateness_warning = Some(now);
+        warn!(
+            "the event loop woke {:.1} ms late (lease_margin_ms is {}): this host is too busy \
+             for the timing; raise timing.lease_margin_ms or give regent more CPU priority",
+            late.as_secs_f64() * 1000.0,
+            self.cfg.timing.lease_margin.as_millis()
+        );
     }
 
     // ----- the heartbeat socket -----
