@@ -606,6 +606,7 @@ fn after_a_partition_heals_the_client_reaches_the_one_leader_within_a_refresh() 
     std::thread::sleep(Duration::from_millis(500));
 
     let healed = Instant::now();
+    let healed_ns = realtime_ns();
     c.lan.heal_partition();
     let slack = Duration::from_millis(500);
     // A refresh run of the vip hook lasts about ARP_COUNT seconds (arping
@@ -615,12 +616,24 @@ fn after_a_partition_heals_the_client_reaches_the_one_leader_within_a_refresh() 
     let run = Duration::from_secs(u64::from(arp_count));
     let bound = refresh + run + slack;
     std::thread::sleep(bound + Duration::from_millis(300));
-    let (leader, _) = c
+    let (leader, epoch) = c
         .holder()
         .unwrap_or_else(|| panic!("no leader after healing\n{}", c.dump()));
-    assert_eq!(leader, new, "{}", c.dump());
+    // Without preemption the majority's leader stays; only a machine so
+    // loaded that a daemon misses its lease moves it. Then convergence is
+    // timed from the new leader's promote.
+    let mut since = healed;
+    if leader != new {
+        let promoted = c
+            .hook_events()
+            .iter()
+            .find(|e| e.kind == "promote" && e.epoch == epoch)
+            .map_or(healed_ns, |e| e.at_ns);
+        since += Duration::from_nanos(promoted.saturating_sub(healed_ns) as u64);
+        println!("leadership moved after the heal: node {new} to node {leader} (epoch {epoch})");
+    }
     for (name, probes) in [("IPv4", &v4), ("IPv6", &v6)] {
-        let after = converged_after(&snapshot(probes), leader, healed, Instant::now());
+        let after = converged_after(&snapshot(probes), leader, since, Instant::now());
         println!(
             "partition healed, {name}: the client is answered only by leader {leader} from {} after the heal",
             shown(after)
@@ -634,8 +647,9 @@ fn after_a_partition_heals_the_client_reaches_the_one_leader_within_a_refresh() 
     }
 
     // A client that missed every announcement: its cache entry points at
-    // the old leader's MAC. The next refresh of the leader corrects it.
-    let stale = mac_of(&c.lan, old).to_string();
+    // the old leader's MAC (another host's, should the old one lead). The next refresh of the leader corrects it.
+    let wrong = if leader == old { others[0] } else { old };
+    let stale = mac_of(&c.lan, wrong).to_string();
     let poisoned = Instant::now();
     for vip in [c.lan.vip4().to_string(), c.lan.vip6().to_string()] {
         let out = c.lan.exec(
@@ -711,13 +725,37 @@ fn hooks_stay_ordered_and_exclusive_under_a_flapping_health_check() {
     for node in 1..=3 {
         std::fs::write(flag(node), "").expect("flag");
     }
+    // Once everyone is healthy again: one leader, its promote finished,
+    // and the addresses on it alone, however many promotes were cut short.
+    let settled = wait_until(Duration::from_secs(10), || {
+        let Some((leader, epoch)) = c.holder() else {
+            return false;
+        };
+        let promoted = runs(&c, leader)
+            .iter()
+            .any(|r| r.what == "end" && r.kind == "promote" && r.epoch == epoch);
+        promoted && vip_holders(&c) == [leader]
+    });
     assert!(
-        wait_until(Duration::from_secs(8), || c.holder().is_some()),
-        "no leader once every node is healthy\n{}",
+        settled,
+        "no leader holding the VIP alone once every node is healthy: leader {:?}, VIP on {:?}\n{}",
+        c.holder(),
+        vip_holders(&c),
         c.dump()
     );
-    // Let every hook that is still running end.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Stop every daemon (the leader demotes first), so that no hook is
+    // still running while the logs are read.
+    for node in 1..=3 {
+        c.signal(node, libc::SIGTERM);
+    }
+    for node in 1..=3 {
+        assert_eq!(
+            c.wait_exit(node, Duration::from_secs(10)),
+            Some(0),
+            "node {node} did not stop\n{}",
+            c.dump()
+        );
+    }
 
     let mut promotes = 0;
     let mut killed = 0;
@@ -747,12 +785,21 @@ fn hooks_stay_ordered_and_exclusive_under_a_flapping_health_check() {
         }
         // A start without an end is a run regent killed (a promote cut
         // short by a demote); its process was gone when the next started,
-        // or the wrapper would have logged OVERLAP.
-        killed += lines
+        // or the wrapper would have logged OVERLAP. Every daemon has
+        // exited, so no run is still going.
+        let cut_short: Vec<&RunLine> = lines
             .iter()
             .filter(|s| s.what == "start")
             .filter(|s| !lines.iter().any(|e| e.what == "end" && e.pid == s.pid))
-            .count();
+            .collect();
+        // Only a promote or a refresh is ever cut short; a demote runs to
+        // its end.
+        assert!(
+            cut_short.iter().all(|r| r.kind != "demote"),
+            "node {node}: a demote was killed: {cut_short:?}\n{}",
+            c.dump()
+        );
+        killed += cut_short.len();
     }
     println!(
         "flapping health check: {toggles} toggles, {promotes} promotes, {killed} runs killed mid-way, \
@@ -820,25 +867,32 @@ fi"#,
         .unwrap_or_else(|| panic!("node 3 did not demote\n{}", c.dump()));
     let killed_after = Duration::from_nanos((demote.at_ns - hung.at_ns) as u64);
     println!(
-        "hung promote: node 3 epoch {} demoted {:.0} ms after its promote started (timeout 1000 ms); node {} promoted epoch {} {:.0} ms after that",
+        "hung promote: node 3 epoch {} demoted {:.0} ms after its wrapper logged the promote (timeout 1000 ms); node {} promoted epoch {} {:.0} ms after that",
         hung.epoch,
         ms(killed_after),
         next.node,
         next.epoch,
         (next.at_ns - demote.at_ns) as f64 / 1e6
     );
-    assert!(
-        killed_after >= Duration::from_millis(900) && killed_after < Duration::from_secs(5),
-        "{}",
-        c.dump()
-    );
+    // The wrapper logs a little after regent starts it (later still on a
+    // loaded machine), so the deadline is checked in the daemon's own log.
+    assert!(killed_after < Duration::from_secs(5), "{}", c.dump());
     assert!(next.epoch > hung.epoch);
     assert!(demote.at_ns <= next.at_ns);
     let log = daemon_log(&c, 3);
-    assert!(
-        log.contains("deadline passed") && log.contains("timed out"),
-        "no timeout in node 3's log\n{log}"
-    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("hook promote[") && l.contains("timed out"))
+        .unwrap_or_else(|| panic!("no timeout in node 3's log\n{log}"));
+    println!("node 3's log: {line}");
+    let ran: f64 = line
+        .rsplit_once(" after ")
+        .and_then(|(_, d)| d.trim().strip_suffix('s'))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {line:?}"));
+    // Killed at the deadline by SIGTERM: the kill grace (2 s) was not needed.
+    assert!((1.0..2.5).contains(&ran), "{line}");
+    assert!(line.contains("signal 15"), "{line}");
     let sleeper: i32 = std::fs::read_to_string(c.dir.join("sleeper"))
         .expect("sleeper pid")
         .trim()
