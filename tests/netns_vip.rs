@@ -1318,3 +1318,109 @@ fn announce_sends_gratuitous_arp_and_neighbour_advertisements_on_the_wire() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("eth9"), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// The vip hook on its own.
+
+#[test]
+fn vip_hook_is_idempotent_and_fails_clearly() {
+    if !require_root() {
+        return;
+    }
+    let lan = Lan::new(1);
+    let dir = cluster_dir(&lan);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (vip4, vip6) = (lan.vip4(), lan.vip6());
+    let env_file = dir.join("vip.env");
+    let settings = |extra: &str| {
+        std::fs::write(
+            &env_file,
+            format!(
+                "VIP=\"{vip4}/24 {vip6}/64\"\nDEV=eth0\nARP_COUNT=1\nREGENT={}\n{extra}\n",
+                regent_bin()
+            ),
+        )
+        .expect("env file");
+    };
+    let vip = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/hooks/vip");
+    let vip = vip.display().to_string();
+    let env_arg = format!("REGENT_VIP_ENV={}", env_file.display());
+    let path_arg = format!("PATH={}", regentd::hooks::HOOK_PATH);
+    // As regent runs it: a clean environment (and the wrapper's variable).
+    let hook = |args: &[&str]| {
+        let mut cmd = vec!["env", "-i", &path_arg, &env_arg, &vip];
+        cmd.extend_from_slice(args);
+        let out = lan.exec(1, &cmd);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let held = || {
+        let out = lan.exec(1, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            text.contains(&format!(" {vip4}/24 ")),
+            text.contains(&format!(" {vip6}/64 ")),
+        )
+    };
+
+    settings("ARP_TOOL=regent");
+    let (code, text) = hook(&["demote", "0"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("nothing to remove"), "{text}");
+    assert_eq!(held(), (false, false));
+
+    let (code, text) = hook(&["promote", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(held(), (true, true), "{text}");
+    assert!(text.contains(&format!("announced {vip6}")), "{text}");
+    assert!(text.contains(&format!("announced {vip4}")), "{text}");
+    println!("vip promote:\n{text}");
+
+    // Again: still one of each, nothing fails.
+    let (code, text) = hook(&["promote", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("already on eth0"), "{text}");
+
+    // An address that went missing comes back at the next refresh.
+    let out = lan.exec(
+        1,
+        &["ip", "addr", "del", &format!("{vip4}/24"), "dev", "eth0"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let (code, text) = hook(&["refresh", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("was missing"), "{text}");
+    assert_eq!(held(), (true, true), "{text}");
+
+    // With arping (if installed) as the IPv4 announcer.
+    settings("ARP_TOOL=arping");
+    let (code, text) = hook(&["refresh", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("failed"), "{text}");
+
+    let (code, text) = hook(&["demote", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(held(), (false, false), "{text}");
+    let (code, text) = hook(&["demote", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    // Real failures: exit 1 and say why.
+    settings("DEV=eth9");
+    let (code, text) = hook(&["promote", "2"]);
+    println!(
+        "vip promote with a missing interface: exit {code:?}: {}",
+        text.trim()
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("interface eth9 does not exist"), "{text}");
+    settings("VIP=10.255.255.1");
+    let (code, text) = hook(&["promote", "2"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no prefix length"), "{text}");
+    settings("");
+    let (code, text) = hook(&["promote", "not-a-number"]);
+    assert_eq!(code, Some(1), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
