@@ -89,34 +89,37 @@ fn vip_cluster(lan: Lan, mut opts: Opts, settings: &str, wrapper: Wrapper) -> Cl
     c
 }
 
-/// The wrapper hook. Per node it keeps `runs.N.log` (start and end of every
-/// run, and OVERLAP if the previous run's process still lives when the next
-/// starts: a run killed by regent logs no end, so the marker's pid is how
-/// exclusivity is checked) and appends the cluster harness's line to
-/// `hooks.log` at the start of promote and demote.
+/// The wrapper hook. It appends the cluster harness's line to `hooks.log`
+/// at the start of promote and demote, and per node keeps `runs.N.log`:
+/// start and end of every run, and OVERLAP if the previous run's process
+/// still lives when the next starts (a run killed by regent logs no end, so
+/// the marker's pid is how exclusivity is checked).
 const WRAPPER: &str = r#"#!/bin/sh
+# The time first, and the harness's line at once: the cluster checks
+# compare these times across hosts, so they must lag regent's own start of
+# the run as little as possible.
+t=$(date +%s%N)
 DIR='@DIR@'
+if [ "$1" != refresh ]; then
+    echo "$t $2 $1 $REGENT_NODE" >> "$DIR/hooks.log"
+fi
 @FIRST@
-now() { date +%s%N; }
 runs="$DIR/runs.$REGENT_NODE.log"
 marker="$DIR/running.$REGENT_NODE"
 if [ -f "$marker" ]; then
     prev=$(cat "$marker")
     if kill -0 "${prev%% *}" 2>/dev/null; then
-        echo "$(now) OVERLAP $1 $2 $$ while $prev runs" >> "$runs"
+        echo "$t OVERLAP $1 $2 $$ while $prev runs" >> "$runs"
     fi
 fi
 echo "$$ $1 $2" > "$marker"
-echo "$(now) start $1 $2 $$" >> "$runs"
-if [ "$1" != refresh ]; then
-    echo "$(now) $2 $1 $REGENT_NODE" >> "$DIR/hooks.log"
-fi
+echo "$t start $1 $2 $$" >> "$runs"
 @BEFORE_VIP@
 REGENT_VIP_ENV="$DIR/vip.env"
 export REGENT_VIP_ENV
 '@VIP@' "$@"
 rc=$?
-echo "$(now) end $1 $2 $$ $rc" >> "$runs"
+echo "$(date +%s%N) end $1 $2 $$ $rc" >> "$runs"
 rm -f "$marker"
 exit $rc
 "#;
@@ -832,30 +835,31 @@ fn a_hung_promote_is_killed_at_its_deadline_and_the_next_node_leads() {
     if !require_root() {
         return;
     }
+    // Node 3 ranks highest and, with preemption, leads as soon as it is
+    // up. Its first promote hangs; only its hooks have the 1 s deadline
+    // (the others keep 5 s, so that a loaded machine cannot time them out).
     let opts = Opts {
         priorities: vec![100, 200, 300],
-        preempt: false,
+        preempt: true,
+        preempt_delay_ms: 200,
         ..Opts::default()
     };
     let wrapper = Wrapper {
         first: "",
-        // Node 3's promote hangs, in a child that must die with it.
-        before_vip: r#"if [ "$1" = promote ] && [ "$REGENT_NODE" = 3 ]; then
+        // Node 3's first promote hangs, in a child that must die with it.
+        before_vip: r#"if [ "$1" = promote ] && [ "$REGENT_NODE" = 3 ] && mkdir "$DIR/hung" 2>/dev/null; then
     sleep 100000 &
     echo $! > "$DIR/sleeper"
     wait
 fi"#,
     };
-    // arping would take a second, the whole deadline, on every node.
     let mut c = vip_cluster(Lan::new(3), opts, "ARP_COUNT=1\nARP_TOOL=regent", wrapper);
-    for h in 1..=3 {
-        edit_config(&c, h, |t| {
-            t.replace("timeout_ms = 5000", "timeout_ms = 1000")
-        });
-    }
+    edit_config(&c, 3, |t| {
+        t.replace("timeout_ms = 5000", "timeout_ms = 1000")
+    });
     c.start_all();
     let hung = c
-        .wait_promote(0, &[1, 2], Duration::from_secs(5))
+        .wait_promote(0, &[1, 2], Duration::from_secs(10))
         .unwrap_or_else(|| panic!("node 3 never promoted\n{}", c.dump()));
     let next = c
         .wait_promote(hung.at_ns, &[3], Duration::from_secs(10))
