@@ -1,5 +1,6 @@
 //! regent: one leader per LAN group, fenced by epochs.
 
+pub mod announce;
 pub mod config;
 pub mod control;
 pub mod core;

@@ -1,5 +1,6 @@
 //! The `regent` command line.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,6 +54,22 @@ enum Command {
     },
     /// Run three local nodes on loopback and watch a failover (no root needed).
     Demo,
+    /// Tell the neighbours on DEV that addresses it holds are here: gratuitous
+    /// ARP for IPv4, unsolicited neighbour advertisements for IPv6 (needs root).
+    Announce {
+        /// The interface the addresses are on, and the announcements go out of.
+        #[arg(long)]
+        dev: String,
+        /// Announcements per address.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        count: u32,
+        /// Time between two rounds of announcements.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// The addresses, each optionally with its prefix length (10.0.0.100/24).
+        #[arg(required = true, value_parser = parse_address)]
+        addrs: Vec<IpAddr>,
+    },
 }
 
 /// Which daemon to talk to.
@@ -87,6 +104,26 @@ fn main() -> ExitCode {
             None => ask(&target, "step-down"),
         },
         Command::Metrics { target } => ask(&target, "metrics"),
+        Command::Announce {
+            dev,
+            count,
+            interval_ms,
+            addrs,
+        } => {
+            let interval = Duration::from_millis(interval_ms);
+            match regentd::announce::announce(&dev, &addrs, count, interval) {
+                Ok(link) => {
+                    for addr in &addrs {
+                        println!("announced {addr} at {} on {dev}, {count} time(s)", link.mac);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("regent announce: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo => match regentd::demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -95,6 +132,25 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// An address as the vip hook writes it, with or without `/PREFIX`.
+fn parse_address(text: &str) -> Result<IpAddr, String> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 or IPv6 address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if let Some(prefix) = prefix {
+        match prefix.parse::<u8>() {
+            Ok(n) if n <= max => {}
+            _ => return Err(format!("{prefix:?} is not a prefix length (0 to {max})")),
+        }
+    }
+    Ok(addr)
 }
 
 fn run(config: &Path) -> ExitCode {

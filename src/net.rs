@@ -173,6 +173,17 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
 /// The first IPv4 address of interface `name`, `None` if it has none.
 /// An interface that does not exist is a `NotFound` error.
 pub fn interface_ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
+    Ok(interface_addresses(name)?
+        .into_iter()
+        .find_map(|a| match a {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }))
+}
+
+/// Every IPv4 and IPv6 address of interface `name`, in the kernel's order.
+/// An interface that does not exist is a `NotFound` error.
+pub fn interface_addresses(name: &str) -> io::Result<Vec<IpAddr>> {
     let c_name = interface_c_name(name)?;
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `list` is a valid out-pointer; on success the list is freed below.
@@ -181,7 +192,7 @@ pub fn interface_ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
         return Err(annotate(e, format!("list addresses of {name}")));
     }
     let mut seen = false;
-    let mut found = None;
+    let mut found = Vec::new();
     let mut entry = list;
     while !entry.is_null() {
         // SAFETY: `entry` is a non-null node of the list getifaddrs returned,
@@ -202,8 +213,14 @@ pub fn interface_ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
             // SAFETY: an AF_INET address is a sockaddr_in; read_unaligned
             // because the list gives no alignment promise for the cast type.
             let sin = unsafe { std::ptr::read_unaligned(ifa.ifa_addr as *const libc::sockaddr_in) };
-            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            break;
+            found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))));
+        } else if i32::from(family) == libc::AF_INET6 {
+            // SAFETY: an AF_INET6 address is a sockaddr_in6; unaligned as above.
+            let sin6 =
+                unsafe { std::ptr::read_unaligned(ifa.ifa_addr as *const libc::sockaddr_in6) };
+            found.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
         }
     }
     // SAFETY: `list` came from a successful getifaddrs and is freed once.
