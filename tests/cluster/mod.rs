@@ -61,7 +61,12 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub opts: Opts,
     children: Vec<Option<Child>>,
+    /// Clusters of one test binary run one at a time: timing-sensitive
+    /// daemons on a 2-core machine should not compete with each other.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn realtime_ns() -> u128 {
     SystemTime::now()
@@ -75,6 +80,7 @@ pub fn regent_bin() -> &'static str {
 
 impl Cluster {
     pub fn new(lan: Lan, opts: Opts) -> Cluster {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(format!("regent-test-{}", lan.prefix()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
@@ -84,6 +90,7 @@ impl Cluster {
             dir,
             opts,
             children: (0..n).map(|_| None).collect(),
+            _serial: serial,
         };
         c.write_files();
         c
