@@ -24,6 +24,9 @@ use super::rng::Rng;
 use super::types::{Epoch, NodeId, Rank, Time};
 use super::CoreConfig;
 
+/// Lost claims in a row double the back-off at most this many times (8x).
+const MAX_BACKOFF_DOUBLINGS: u32 = 3;
+
 /// How many of its own recent heartbeat send times a leader remembers.
 const SENT_HISTORY: usize = 256;
 
@@ -53,7 +56,7 @@ pub struct Node {
     handover: Option<(NodeId, Time)>,
     /// Do not claim before this (back-off after a lost claim).
     retry_at: Time,
-    /// Claims lost in a row; the back-off doubles with each, up to 32 times.
+    /// Claims lost in a row; the back-off doubles with each, up to 8 times.
     failed_claims: u32,
     shutting_down: bool,
     last_sent: Time,
@@ -560,6 +563,9 @@ impl Node {
         };
         if self.rank() > peer.rank() && self.can_lead(now) {
             self.send(now, Body::Answer { to: from });
+            // Bully: the answering node runs its own election now, back-off
+            // or not, since a lower-ranked one is waiting for it.
+            self.retry_at = now;
         }
     }
 
@@ -894,7 +900,11 @@ impl Node {
         self.state = State::Follower;
         self.failed_claims = self.failed_claims.saturating_add(1);
         let hb = self.cfg.timing.heartbeat.as_nanos() as u64;
-        let scale = 1u64 << self.failed_claims.min(6).saturating_sub(1);
+        let scale = 1u64
+            << self
+                .failed_claims
+                .min(MAX_BACKOFF_DOUBLINGS + 1)
+                .saturating_sub(1);
         let backoff = self.rng.range(hb / 2, hb + hb / 2).saturating_mul(scale);
         self.retry_at = now + Duration::from_nanos(backoff);
         self.transition(Role::Follower, epoch, None, "claim-lost");

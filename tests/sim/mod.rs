@@ -894,6 +894,8 @@ pub fn liveness_bound(plan: &Plan) -> Duration {
         + plan.preempt_delay
         + t.dead_after * 4
         + t.heartbeat * 20
+        // the longest back-off after lost claims: 1.5 heartbeats, doubled 3 times
+        + t.heartbeat * 12
 }
 
 /// Runs one seed to completion; panics with the trace on a violation.
