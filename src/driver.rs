@@ -349,6 +349,12 @@ impl Driver {
             );
             return;
         }
+        if !self.cfg.members.iter().any(|m| m.id == msg.from) {
+            // The filter drops it as `unknown_node`. Remembering its source
+            // would let anyone with the key grow `sources` by one entry per
+            // id they make up.
+            return;
+        }
         let window = self.cfg.timing.dead_after * 10;
         match self.sources.get(&msg.from) {
             Some(&(ip, inc, seen))
