@@ -38,6 +38,11 @@ const HOOKS_BASE: usize = 1000;
 /// How often the state directory is probed while it fails, or while leading.
 const STATE_PROBE: Duration = Duration::from_secs(2);
 
+/// Datagrams read from the heartbeat socket per turn of the event loop. A
+/// flood that arrives faster than it is read must not keep the loop from its
+/// timers: a leader that stops sending heartbeats loses its lease.
+const RECEIVE_BUDGET: usize = 256;
+
 /// Runs the daemon until it is stopped. An `Err` is a reason to exit 1.
 pub fn run(config_path: &Path) -> Result<(), String> {
     let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
@@ -74,6 +79,10 @@ struct Driver {
     counters: Counters,
     /// Last source address and incarnation per sender, to spot two hosts with one id.
     sources: HashMap<NodeId, (IpAddr, u64, Instant)>,
+    /// The last read from the heartbeat socket stopped at its budget, so
+    /// datagrams may be waiting that no readiness event will announce again
+    /// (mio is edge-triggered).
+    socket_backlog: bool,
     last_leader: Option<(NodeId, Epoch)>,
     role_since: Instant,
     stopping: bool,
@@ -178,6 +187,7 @@ impl Driver {
             next_watchdog: watchdog.map(|_| start),
             counters: Counters::default(),
             sources: HashMap::new(),
+            socket_backlog: false,
             last_leader: None,
             role_since: start,
             stopping: false,
@@ -205,9 +215,12 @@ impl Driver {
         let mut events = Events::with_capacity(256);
         while !self.exit {
             let now = Self::now();
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now));
+            let timeout = if self.socket_backlog {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -215,9 +228,10 @@ impl Driver {
             }
             let now = Self::now();
             crate::logging::tick(now);
+            let mut socket_ready = false;
             for event in events.iter() {
                 match event.token() {
-                    SOCKET => self.receive(now),
+                    SOCKET => socket_ready = true,
                     SIGNALS => self.on_signals(now),
                     t if self.hooks.owns_token(t) => {
                         self.hooks.on_readable(t, self.poll.registry(), now)
@@ -230,6 +244,9 @@ impl Driver {
                     }
                     _ => {}
                 }
+            }
+            if socket_ready || self.socket_backlog {
+                self.socket_backlog = self.receive(now);
             }
             self.on_timers(now);
         }
@@ -290,19 +307,21 @@ impl Driver {
 
     // ----- the heartbeat socket -----
 
-    fn receive(&mut self, now: Instant) {
+    /// Reads and handles up to `RECEIVE_BUDGET` datagrams; true if it
+    /// stopped at the budget, so more may be waiting.
+    fn receive(&mut self, now: Instant) -> bool {
         let mut buf = [0u8; MAX_DATAGRAM + 1];
-        loop {
+        for _ in 0..RECEIVE_BUDGET {
             let (len, from) = match self.endpoint.recv(&mut buf) {
                 Ok(Some(r)) => r,
-                Ok(None) => break,
+                Ok(None) => return false,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     self.drop_packet(Drop::Oversized, now, &"an unknown sender");
                     continue;
                 }
                 Err(e) => {
                     warn!("receive failed: {e}");
-                    break;
+                    return false;
                 }
             };
             self.counters.packets_received += 1;
@@ -327,6 +346,7 @@ impl Driver {
             self.node.handle(t, Input::Message(msg));
             self.drain(now);
         }
+        true
     }
 
     fn drop_packet(&mut self, d: Drop, now: Instant, source: &dyn std::fmt::Display) {
