@@ -65,6 +65,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub opts: Opts,
     children: Vec<Option<Child>>,
+    /// Extra environment for every daemon started from now on.
+    env: Vec<(String, String)>,
 }
 
 pub fn realtime_ns() -> u128 {
@@ -88,6 +90,7 @@ impl Cluster {
             dir,
             opts,
             children: (0..n).map(|_| None).collect(),
+            env: Vec::new(),
         };
         c.write_files();
         c
@@ -183,6 +186,14 @@ impl Cluster {
         s
     }
 
+    /// Sets extra environment variables for every daemon started from now on.
+    pub fn set_env(&mut self, vars: &[(&str, String)]) {
+        self.env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+    }
+
     /// Starts `regent run` in host's namespace, logging to its file.
     pub fn start(&mut self, host: usize) {
         let log = std::fs::OpenOptions::new()
@@ -196,6 +207,7 @@ impl Cluster {
             .arg(self.config_path(host))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
