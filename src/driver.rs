@@ -38,6 +38,16 @@ const HOOKS_BASE: usize = 1000;
 /// How often the state directory is probed while it fails, or while leading.
 const STATE_PROBE: Duration = Duration::from_secs(2);
 
+/// How many of its own datagrams a node remembers (sequence number and the
+/// start of the tag), to tell its own datagrams coming back (multicast
+/// loopback, a replay) from another host's that carry its id.
+const SENT_MEMORY: usize = 512;
+
+/// Datagrams read from the heartbeat socket per turn of the event loop. A
+/// flood that arrives faster than it is read must not keep the loop from its
+/// timers: a leader that stops sending heartbeats loses its lease.
+const RECEIVE_BUDGET: usize = 256;
+
 /// Runs the daemon until it is stopped. An `Err` is a reason to exit 1.
 pub fn run(config_path: &Path) -> Result<(), String> {
     let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
@@ -74,6 +84,18 @@ struct Driver {
     counters: Counters,
     /// Last source address and incarnation per sender, to spot two hosts with one id.
     sources: HashMap<NodeId, (IpAddr, u64, Instant)>,
+    /// This node's recent datagrams, oldest first.
+    sent: SentMemory,
+    /// Another host sends with this node's id: until then, this node neither
+    /// leads, claims nor acks (see `watch_identity`).
+    duplicate_until: Option<Instant>,
+    /// When a DUPLICATE NODE ID line was last logged: a flood of them is
+    /// counted, not logged one by one.
+    duplicate_logged: Option<Instant>,
+    /// The last read from the heartbeat socket stopped at its budget, so
+    /// datagrams may be waiting that no readiness event will announce again
+    /// (mio is edge-triggered).
+    socket_backlog: bool,
     last_leader: Option<(NodeId, Epoch)>,
     role_since: Instant,
     last_lateness_warning: Option<Instant>,
@@ -179,6 +201,10 @@ impl Driver {
             next_watchdog: watchdog.map(|_| start),
             counters: Counters::default(),
             sources: HashMap::new(),
+            sent: SentMemory::default(),
+            duplicate_until: None,
+            duplicate_logged: None,
+            socket_backlog: false,
             last_leader: None,
             role_since: start,
             last_lateness_warning: None,
@@ -203,13 +229,22 @@ impl Driver {
         self.start + t.as_duration()
     }
 
+    /// How long after the last datagram of a second host with the same id
+    /// it still counts as present.
+    fn duplicate_window(&self) -> Duration {
+        self.cfg.timing.dead_after * 10
+    }
+
     fn run(&mut self) -> Result<(), String> {
         let mut events = Events::with_capacity(256);
         while !self.exit {
             let now = Self::now();
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now));
+            let timeout = if self.socket_backlog {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -217,9 +252,10 @@ impl Driver {
             }
             let now = Self::now();
             crate::logging::tick(now);
+            let mut socket_ready = false;
             for event in events.iter() {
                 match event.token() {
-                    SOCKET => self.receive(now),
+                    SOCKET => socket_ready = true,
                     SIGNALS => self.on_signals(now),
                     t if self.hooks.owns_token(t) => {
                         self.hooks.on_readable(t, self.poll.registry(), now)
@@ -233,6 +269,9 @@ impl Driver {
                     _ => {}
                 }
             }
+            if socket_ready || self.socket_backlog {
+                self.socket_backlog = self.receive(now);
+            }
             self.on_timers(now);
         }
         self.shutdown();
@@ -244,6 +283,7 @@ impl Driver {
             self.node.next_timeout().map(|t| self.instant(t)),
             self.hooks.next_timeout(),
             self.next_watchdog,
+            self.duplicate_until,
             Some(self.next_state_probe),
             self.control.as_ref().and_then(|c| c.next_timeout()),
             self.metrics_http.as_ref().and_then(|m| m.next_timeout()),
@@ -273,6 +313,16 @@ impl Driver {
                 let t = self.time(now);
                 self.node.handle_timeout(t);
             }
+        }
+        if self.duplicate_until.is_some_and(|t| t <= now) {
+            self.duplicate_until = None;
+            info!(
+                "no datagram from another host with this node's id for {:?}: eligible again",
+                self.duplicate_window()
+            );
+            let t = self.time(now);
+            let ok = self.hooks.healthy();
+            self.node.handle(t, Input::Health { ok });
         }
         if now >= self.next_state_probe {
             self.next_state_probe = now + STATE_PROBE;
@@ -312,19 +362,21 @@ impl Driver {
 
     // ----- the heartbeat socket -----
 
-    fn receive(&mut self, now: Instant) {
+    /// Reads and handles up to `RECEIVE_BUDGET` datagrams; true if it
+    /// stopped at the budget, so more may be waiting.
+    fn receive(&mut self, now: Instant) -> bool {
         let mut buf = [0u8; MAX_DATAGRAM + 1];
-        loop {
+        for _ in 0..RECEIVE_BUDGET {
             let (len, from) = match self.endpoint.recv(&mut buf) {
                 Ok(Some(r)) => r,
-                Ok(None) => break,
+                Ok(None) => return false,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     self.drop_packet(Drop::Oversized, now, &"an unknown sender");
                     continue;
                 }
                 Err(e) => {
                     warn!("receive failed: {e}");
-                    break;
+                    return false;
                 }
             };
             self.counters.packets_received += 1;
@@ -336,8 +388,12 @@ impl Driver {
                     continue;
                 }
             };
-            if msg.from == self.cfg.node && msg.incarnation == self.incarnation {
-                // Our own datagram looped back (local demos): not a peer's.
+            if msg.from == self.cfg.node
+                && msg.incarnation == self.incarnation
+                && !self.sent.foreign(msg.seq, &buf[..len])
+            {
+                // Our own datagram looped back (local demos) or replayed.
+                self.drop_packet(Drop::OwnId, now, &from);
                 continue;
             }
             self.watch_identity(&msg, from, now);
@@ -349,6 +405,7 @@ impl Driver {
             self.node.handle(t, Input::Message(msg));
             self.drain(now);
         }
+        true
     }
 
     fn drop_packet(&mut self, d: Drop, now: Instant, source: &dyn std::fmt::Display) {
@@ -358,20 +415,57 @@ impl Driver {
     }
 
     /// Two hosts sending as one node id break every guarantee: say so loudly.
+    ///
+    /// A datagram with this node's id that this node did not send (a higher
+    /// incarnation, or this incarnation with a sequence number or tag it
+    /// never sent) proves a second host with this id: from then until
+    /// `duplicate_window` after the last such datagram this node is not
+    /// eligible (a leader resigns) and sends no Claim or Ack, so the two can
+    /// never lead together or vote twice. A lower incarnation may be a replay
+    /// of this node's own earlier run, which anyone can send: it is reported
+    /// but changes nothing; the other host, seeing this node's higher
+    /// incarnation, stands aside.
     fn watch_identity(&mut self, msg: &Message, from: SocketAddr, now: Instant) {
         if msg.from == self.cfg.node {
             self.counters.duplicate_id += 1;
-            error!(
-                "DUPLICATE NODE ID: {} sends as node {} (this node's id, incarnation {} vs ours {}); \
-                 give every host its own `node` id",
-                from.ip(),
-                msg.from,
-                msg.incarnation,
-                self.incarnation
-            );
+            let proven = msg.incarnation >= self.incarnation;
+            let due = self.duplicate_logged.map_or(true, |t| {
+                now.duration_since(t) >= crate::wire::DropLog::INTERVAL
+            });
+            if due {
+                self.duplicate_logged = Some(now);
+                error!(
+                    "DUPLICATE NODE ID: {} sends as node {} (this node's id, incarnation {} vs ours {}); \
+                     give every host its own `node` id{}",
+                    from.ip(),
+                    msg.from,
+                    msg.incarnation,
+                    self.incarnation,
+                    if proven {
+                        "; not eligible to lead or vote while it lasts"
+                    } else {
+                        " (or a replay of this node's earlier run)"
+                    }
+                );
+            }
+            if proven {
+                let first = self.duplicate_until.is_none();
+                self.duplicate_until = Some(now + self.duplicate_window());
+                if first {
+                    let t = self.time(now);
+                    self.node.handle(t, Input::Health { ok: false });
+                    self.drain(now);
+                }
+            }
             return;
         }
-        let window = self.cfg.timing.dead_after * 10;
+        if !self.cfg.members.iter().any(|m| m.id == msg.from) {
+            // The filter drops it as `unknown_node`. Remembering its source
+            // would let anyone with the key grow `sources` by one entry per
+            // id they make up.
+            return;
+        }
+        let window = self.duplicate_window();
         match self.sources.get(&msg.from) {
             Some(&(ip, inc, seen))
                 if ip != from.ip()
@@ -401,6 +495,7 @@ impl Driver {
                 return;
             }
         };
+        self.sent.remember(msg.seq, &bytes);
         match self.endpoint.send(&bytes) {
             Ok(n) => {
                 self.counters.packets_sent += n as u64;
@@ -441,8 +536,14 @@ impl Driver {
                             | (Body::Ack { epoch, .. }, Some(u)) => *epoch >= u,
                             _ => false,
                         };
+                        let vote = matches!(msg.body, Body::Claim { .. } | Body::Ack { .. });
                         if blocked {
                             warn!("not sending {:?}: its epoch is not on disk", msg.body);
+                        } else if vote && self.duplicate_until.is_some() {
+                            warn!(
+                                "not sending {:?}: another host uses this node's id",
+                                msg.body
+                            );
                         } else {
                             self.send(&msg);
                         }
@@ -491,6 +592,8 @@ impl Driver {
                 } else {
                     warn!("health check fails: not eligible to lead");
                 }
+                // A duplicate node id keeps the node ineligible whatever the check says.
+                let ok = ok && self.duplicate_until.is_none();
                 self.node.handle(t, Input::Health { ok });
                 fed = true;
             }
@@ -714,6 +817,51 @@ impl Driver {
     }
 }
 
+/// The sequence numbers and tag starts of this node's last `SENT_MEMORY`
+/// datagrams. A tag is an HMAC: no one without the key makes one, and no two
+/// different datagrams share one.
+#[derive(Debug, Default)]
+struct SentMemory {
+    /// `(seq, last 8 bytes of the datagram)`, oldest first, seqs increasing.
+    recent: std::collections::VecDeque<(u64, [u8; 8])>,
+}
+
+impl SentMemory {
+    /// Remembers a datagram about to be sent.
+    fn remember(&mut self, seq: u64, datagram: &[u8]) {
+        if self.recent.len() == SENT_MEMORY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((seq, tag_end(datagram)));
+    }
+
+    /// Whether a received datagram of this node's id and incarnation was
+    /// surely sent by someone else: its seq was never sent yet, or a
+    /// different datagram was sent with it. One older than the memory may be
+    /// an old datagram of ours replayed, so it is not.
+    fn foreign(&self, seq: u64, datagram: &[u8]) -> bool {
+        let Some(&(newest, _)) = self.recent.back() else {
+            return true;
+        };
+        if seq > newest {
+            return true;
+        }
+        match self.recent.binary_search_by_key(&seq, |&(s, _)| s) {
+            Ok(i) => self.recent[i].1 != tag_end(datagram),
+            // Inside the remembered range but never sent: someone else's.
+            Err(i) => i > 0,
+        }
+    }
+}
+
+/// The last 8 bytes of a datagram: the end of its tag.
+fn tag_end(datagram: &[u8]) -> [u8; 8] {
+    let mut end = [0u8; 8];
+    let n = datagram.len().min(8);
+    end[8 - n..].copy_from_slice(&datagram[datagram.len() - n..]);
+    end
+}
+
 /// The peers' addresses in unicast mode (empty with multicast).
 fn unicast_peers(cfg: &Config) -> Vec<SocketAddr> {
     match &cfg.network.transport {
@@ -812,6 +960,39 @@ fn unix_seconds() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_memory_tells_own_datagrams_from_a_duplicates() {
+        let datagram = |seq: u64, who: u8| {
+            let mut d = vec![1, who];
+            d.extend_from_slice(&seq.to_be_bytes());
+            d.extend_from_slice(&[who; 32]);
+            d[40] = seq as u8; // the "tag" differs per datagram
+            d
+        };
+        let mut m = SentMemory::default();
+        assert!(m.foreign(1, &datagram(1, 0)), "nothing sent yet");
+        for seq in [1, 2, 3, 5] {
+            m.remember(seq, &datagram(seq, 0));
+        }
+        assert!(!m.foreign(2, &datagram(2, 0)), "our own, looped back");
+        assert!(!m.foreign(5, &datagram(5, 0)), "our newest");
+        assert!(m.foreign(2, &datagram(2, 9)), "same seq, another tag");
+        assert!(
+            m.foreign(4, &datagram(4, 0)),
+            "a seq never sent inside the range"
+        );
+        assert!(m.foreign(6, &datagram(6, 0)), "a seq not sent yet");
+        assert!(
+            !m.foreign(0, &datagram(0, 9)),
+            "older than memory: maybe a replay"
+        );
+        for seq in 6..6 + SENT_MEMORY as u64 {
+            m.remember(seq, &datagram(seq, 0));
+        }
+        assert_eq!(m.recent.len(), SENT_MEMORY);
+        assert!(!m.foreign(3, &datagram(3, 9)), "forgotten: maybe a replay");
+    }
 
     #[test]
     fn probe_dir_fails_where_a_file_blocks_the_path() {

@@ -29,6 +29,9 @@ pub struct Opts {
     pub hooks_extra: String,
     /// Use this hook script instead of the logging one.
     pub hook: Option<PathBuf>,
+    /// How many hosts are `[[member]]`s (hosts `1..=members`); `None` for
+    /// all. Hosts beyond get no configuration: a test writes its own.
+    pub members: Option<usize>,
 }
 
 impl Default for Opts {
@@ -43,6 +46,7 @@ impl Default for Opts {
             preempt_delay_ms: 2000,
             hooks_extra: String::new(),
             hook: None,
+            members: None,
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Cluster {
     /// Clusters of one test binary run one at a time: timing-sensitive
     /// daemons on a 2-core machine should not compete with each other.
     _serial: std::sync::MutexGuard<'static, ()>,
+    /// Extra environment for every daemon started from now on.
+    env: Vec<(String, String)>,
 }
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -91,6 +97,7 @@ impl Cluster {
             opts,
             children: (0..n).map(|_| None).collect(),
             _serial: serial,
+            env: Vec::new(),
         };
         c.write_files();
         c
@@ -104,21 +111,30 @@ impl Cluster {
         let key = self.dir.join("key");
         std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let hook = self.dir.join("hook");
-        let log = self.hook_log();
+        self.write_hook(&self.dir.join("hook"), "$REGENT_NODE");
+        for host in 1..=self.members() {
+            std::fs::write(self.config_path(host), self.config(host)).expect("config");
+        }
+    }
+
+    /// Writes the logging hook to `path`, logging `node` (a literal host
+    /// number, or `$REGENT_NODE`) as the node that ran it.
+    pub fn write_hook(&self, path: &Path, node: &str) {
         std::fs::write(
-            &hook,
+            path,
             format!(
                 "#!/bin/sh\n[ \"$1\" = refresh ] && exit 0\n\
-                 echo \"$(date +%s%N) $2 $1 $REGENT_NODE\" >> {}\n",
-                log.display()
+                 echo \"$(date +%s%N) $2 $1 {node}\" >> {}\n",
+                self.hook_log().display()
             ),
         )
         .expect("hook");
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        for host in 1..=self.hosts() {
-            std::fs::write(self.config_path(host), self.config(host)).expect("config");
-        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// How many hosts are members.
+    pub fn members(&self) -> usize {
+        self.opts.members.unwrap_or(self.hosts())
     }
 
     pub fn config_path(&self, host: usize) -> PathBuf {
@@ -142,7 +158,7 @@ impl Cluster {
         let o = &self.opts;
         let prio = o.priorities.get(host - 1).copied().unwrap_or(100);
         let mut s = format!("cluster = \"test\"\nnode = {host}\npriority = {prio}\n");
-        for h in 1..=self.hosts() {
+        for h in 1..=self.members() {
             let addr = if o.ipv6 {
                 self.lan.addr6(h).to_string()
             } else {
@@ -177,6 +193,14 @@ impl Cluster {
         s
     }
 
+    /// Sets extra environment variables for every daemon started from now on.
+    pub fn set_env(&mut self, vars: &[(&str, String)]) {
+        self.env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+    }
+
     /// Starts `regent run` in host's namespace, logging to its file.
     pub fn start(&mut self, host: usize) {
         let log = std::fs::OpenOptions::new()
@@ -190,6 +214,7 @@ impl Cluster {
             .arg(self.config_path(host))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -198,7 +223,7 @@ impl Cluster {
     }
 
     pub fn start_all(&mut self) {
-        for h in 1..=self.hosts() {
+        for h in 1..=self.members() {
             self.start(h);
         }
     }
@@ -234,6 +259,49 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(10));
         }
         None
+    }
+
+    /// The pid of host's daemon, while it runs.
+    pub fn pid(&self, host: usize) -> Option<u32> {
+        self.children[host - 1].as_ref().map(|c| c.id())
+    }
+
+    /// The resident memory of host's daemon in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self, host: usize) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(host)?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// One sample of host's metrics: `name`, with the label `key="value"`
+    /// among its labels if `label` is given. `None` if the daemon does not answer or has no such sample.
+    pub fn metric(&self, host: usize, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+        let (ok, text) = self.ctl(host, &["metrics"]);
+        if !ok {
+            return None;
+        }
+        let label = label.map(|(k, v)| format!("{k}=\"{v}\""));
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .find(|l| {
+                label
+                    .as_ref()
+                    .map_or(true, |want| l.contains(want.as_str()))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// host's count of datagrams dropped for `reason` (0 if it cannot say).
+    pub fn dropped(&self, host: usize, reason: &str) -> f64 {
+        self.metric(
+            host,
+            "regent_packets_dropped_total",
+            Some(("reason", reason)),
+        )
+        .unwrap_or(0.0)
     }
 
     pub fn kill(&mut self, host: usize) -> u128 {

@@ -1,0 +1,8 @@
+//! Fuzz target `config`: see `bodies::config` for what it checks.
+
+#![no_main]
+
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::config(data));

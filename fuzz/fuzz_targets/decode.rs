@@ -1,0 +1,8 @@
+//! Fuzz target `decode`: see `bodies::decode` for what it checks.
+
+#![no_main]
+
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::decode(data));
