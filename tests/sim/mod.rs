@@ -12,6 +12,13 @@
 //! the faults heal, L1 (a leader emerges, the right one) is checked, and in
 //! runs whose only fault is loss that cannot cut a quorum off, L2 (no
 //! leadership change). A failure panics with the seed and the event trace.
+//!
+//! Scripted runs (`tests/sim_scenarios.rs`) build a `Plan::fixed`, pin what
+//! the seed would otherwise draw (clock rates, per-link delays, hook
+//! durations) and schedule faults at given instants (`start_at`, `crash_at`,
+//! `restart_at`, `block_at`, `unblock_at`, `health_at`, `reload_at`) before
+//! running. The pinned knobs are unset in seeded runs, which then draw
+//! exactly what they drew before: a seed still replays the same run.
 
 #![allow(dead_code)]
 
@@ -22,7 +29,7 @@ use std::time::Duration;
 
 use regentd::core::{
     CoreConfig, Effect, Epoch, HookDone, HookKind, HookOutcome, HookRequest, Input, Message, Node,
-    NodeId, Persisted, Rng, Role, Time, Timing,
+    NodeId, Persisted, Rng, Role, Time, Timing, Transition,
 };
 
 /// What kind of run a seed makes.
@@ -49,9 +56,31 @@ pub struct Plan {
     pub chaos: Duration,
     /// Loss percentage in `Lossy` runs.
     pub loss_percent: u32,
+    /// A scripted run (`Plan::fixed`): the seed does not replay it.
+    pub scripted: bool,
 }
 
 impl Plan {
+    /// A plan for a scripted run: `nodes` members with `timing`, priority
+    /// 100 each, the daemon's election defaults (preemption on after 5 s,
+    /// 10 s hold-off), and no faults of its own. Adjust the fields, build a
+    /// `Sim`, pin its clocks and links and schedule its faults.
+    pub fn fixed(nodes: usize, timing: Timing) -> Plan {
+        Plan {
+            seed: 0,
+            scenario: Scenario::Chaos,
+            nodes,
+            timing,
+            preempt: true,
+            preempt_delay: Duration::from_millis(5_000),
+            holdoff: Duration::from_millis(10_000),
+            priorities: vec![100; nodes],
+            chaos: Duration::ZERO,
+            loss_percent: 0,
+            scripted: true,
+        }
+    }
+
     /// Derives a plan from a seed.
     pub fn from_seed(seed: u64) -> Plan {
         let mut rng = Rng::new(seed ^ 0x5eed_0fc0_ffee);
@@ -89,6 +118,7 @@ impl Plan {
             priorities,
             chaos: Duration::from_millis(rng.range(3_000, 12_000)),
             loss_percent: rng.range(5, 20) as u32,
+            scripted: false,
         }
     }
 }
@@ -109,6 +139,8 @@ enum Fault {
     Stop(usize),
     Partition(Vec<usize>),
     OneWay { from: usize, to: usize },
+    // Lifts a one-way block (from a partition, too).
+    Unblock { from: usize, to: usize },
     HealNetwork,
     Loss(u32),
     Delay(u64),
@@ -118,6 +150,23 @@ enum Fault {
     SlowHooks { node: usize, slow: bool },
     StepDown { to: Option<usize> },
     HealAll,
+    // Node::reconfigure(cfg) on node .0; later restarts use cfg too.
+    Reload(usize, Box<CoreConfig>),
+}
+
+/// Something a scripted test may look at after (or during) the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// A node's `Effect::Transition`.
+    Transition { node: usize, transition: Transition },
+    /// A promote hook was requested: the node holds from here.
+    Promote { node: usize, epoch: Epoch },
+    /// A demote hook was requested (not the start-up one): the hold ends.
+    Demote {
+        node: usize,
+        epoch: Epoch,
+        reason: &'static str,
+    },
 }
 
 /// One simulated host: the core, its clock, its durable state and its hooks.
@@ -158,7 +207,13 @@ pub struct Sim {
     loss: u32,
     duplicate: u32,
     max_delay_us: u64,
+    /// Fixed one-way delay per link (ns), overriding the random one.
+    link_delay: Vec<Vec<Option<u64>>>,
+    /// Fixed hook run time (ns), overriding the random one.
+    hook_duration: Option<u64>,
     led: BTreeMap<Epoch, NodeId>,
+    /// Transitions, promotes and demotes, with their real instants.
+    observed: Vec<(u64, Observed)>,
     trace: VecDeque<(u64, TraceLine)>,
     full_trace: bool,
     /// Promote effects seen (count) after the last check point.
@@ -224,7 +279,10 @@ impl Sim {
             loss: 0,
             duplicate: 0,
             max_delay_us: 2_000,
+            link_delay: vec![vec![None; n]; n],
+            hook_duration: None,
             led: BTreeMap::new(),
+            observed: Vec::new(),
             trace: VecDeque::new(),
             full_trace: std::env::var_os("SIM_TRACE").is_some(),
             promotions: 0,
@@ -280,11 +338,15 @@ impl Sim {
     pub fn fail(&self, what: &str) -> ! {
         let mut s = String::new();
         let _ = writeln!(s, "SIMULATION FAILED: {what}");
-        let _ = writeln!(
-            s,
-            "seed {} (replay: SIM_SEED={} cargo test --test simulator -- replay --nocapture)",
-            self.plan.seed, self.plan.seed
-        );
+        if self.plan.scripted {
+            let _ = writeln!(s, "scripted run (SIM_TRACE=1 prints every event)");
+        } else {
+            let _ = writeln!(
+                s,
+                "seed {} (replay: SIM_SEED={} cargo test --test simulator -- replay --nocapture)",
+                self.plan.seed, self.plan.seed
+            );
+        }
         let _ = writeln!(s, "plan {:?}", self.plan);
         let _ = writeln!(s, "last {} events:", self.trace.len());
         for (at, line) in &self.trace {
@@ -397,6 +459,13 @@ impl Sim {
                 Effect::Send(msg) => self.broadcast(i, msg),
                 Effect::RunHook(req) => self.run_hook(i, req),
                 Effect::Transition(t) => {
+                    self.observed.push((
+                        self.now,
+                        Observed::Transition {
+                            node: i,
+                            transition: t.clone(),
+                        },
+                    ));
                     self.log(format!(
                         "n{} -> {} epoch {} leader {:?} ({})",
                         i + 1,
@@ -444,7 +513,10 @@ impl Sim {
                 1
             };
             for _ in 0..copies {
-                let delay = self.rng.range(20, self.max_delay_us.max(20)) * 1000;
+                let delay = match self.link_delay[from][to] {
+                    Some(fixed) => fixed,
+                    None => self.rng.range(20, self.max_delay_us.max(20)) * 1000,
+                };
                 self.schedule(
                     self.now + delay,
                     Event::Deliver {
@@ -499,16 +571,31 @@ impl Sim {
                     }
                 }
                 self.led.insert(req.epoch, self.hosts[i].id);
+                self.observed.push((
+                    self.now,
+                    Observed::Promote {
+                        node: i,
+                        epoch: req.epoch,
+                    },
+                ));
                 let h = &mut self.hosts[i];
                 h.last_led = req.epoch;
                 h.holding = Some((req.epoch, self.now));
                 self.promotions += 1;
             }
             HookKind::Demote => {
-                let h = &mut self.hosts[i];
                 if req.reason != "startup" {
                     self.demotions += 1;
+                    self.observed.push((
+                        self.now,
+                        Observed::Demote {
+                            node: i,
+                            epoch: req.epoch,
+                            reason: req.reason,
+                        },
+                    ));
                 }
+                let h = &mut self.hosts[i];
                 h.holding = None;
                 // A queued promote and this demote cancel out.
                 if let Some(last) = h.hook_queue.back() {
@@ -546,13 +633,13 @@ impl Sim {
         h.hook_generation += 1;
         let generation = h.hook_generation;
         let slow = h.slow_hooks;
-        let ms = if slow {
-            self.rng.range(100, 1000)
-        } else {
-            self.rng.range(1, 30)
+        let ns = match self.hook_duration {
+            Some(fixed) => fixed,
+            None if slow => self.rng.range(100, 1000) * 1_000_000,
+            None => self.rng.range(1, 30) * 1_000_000,
         };
         self.schedule(
-            self.now + ms * 1_000_000,
+            self.now + ns,
             Event::HookDone {
                 node: i,
                 generation,
@@ -645,6 +732,7 @@ impl Sim {
                 }
             }
             Fault::OneWay { from, to } => self.blocked[from][to] = true,
+            Fault::Unblock { from, to } => self.blocked[from][to] = false,
             Fault::HealNetwork => {
                 for row in &mut self.blocked {
                     row.fill(false);
@@ -689,6 +777,14 @@ impl Sim {
                     if self.hosts[i].node.is_none() {
                         self.fault(Fault::Restart(i));
                     }
+                }
+            }
+            Fault::Reload(node, cfg) => {
+                self.hosts[node].cfg = (*cfg).clone();
+                let local = self.local(node, self.now);
+                if let Some(n) = self.hosts[node].node.as_mut() {
+                    n.reconfigure(*cfg, local);
+                    self.drain(node);
                 }
             }
         }
@@ -756,9 +852,103 @@ impl Sim {
         self.schedule(end, Event::Fault(Fault::HealAll));
     }
 
+    // ----- scripted runs: pin what the seed draws, schedule faults -----
+
+    /// Sets node `i`'s clock rate error, in ppm (positive: the clock runs
+    /// fast). Call before the run; it must lie within the plan's drift bound,
+    /// the bound S3 is promised under.
+    pub fn set_rate_ppm(&mut self, i: usize, ppm: i64) {
+        assert!(
+            self.now == 0 && self.hosts[i].node.is_none(),
+            "clock rates are set before the run"
+        );
+        assert!(
+            ppm.unsigned_abs() <= u64::from(self.plan.timing.max_drift_ppm),
+            "rate {ppm} ppm is outside the drift bound {} ppm",
+            self.plan.timing.max_drift_ppm
+        );
+        self.hosts[i].rate_ppm = ppm;
+    }
+
+    /// Every message from `from` to `to` takes exactly `delay` from now on.
+    pub fn set_link_delay(&mut self, from: usize, to: usize, delay: Duration) {
+        self.link_delay[from][to] = Some(delay.as_nanos() as u64);
+    }
+
+    /// Every message on every link takes exactly `delay` from now on.
+    pub fn set_all_delays(&mut self, delay: Duration) {
+        let n = self.hosts.len();
+        for from in 0..n {
+            for to in 0..n {
+                self.set_link_delay(from, to, delay);
+            }
+        }
+    }
+
+    /// Every hook runs exactly `d` and succeeds (unless hook failures are set).
+    pub fn set_hook_duration(&mut self, d: Duration) {
+        self.hook_duration = Some(d.as_nanos() as u64);
+    }
+
+    /// Node `i`'s configuration, to derive a reload from.
+    pub fn config(&self, i: usize) -> &CoreConfig {
+        &self.hosts[i].cfg
+    }
+
+    /// Starts node `i` at virtual time `at` (instead of `start`).
+    pub fn start_at(&mut self, i: usize, at: Duration) {
+        self.restart_at(i, at);
+    }
+
     /// Crashes node `i` at virtual time `at`.
     pub fn crash_at(&mut self, i: usize, at: Duration) {
         self.schedule(at.as_nanos() as u64, Event::Fault(Fault::Crash(i)));
+    }
+
+    /// Restarts node `i` at `at`: a new incarnation from what it persisted.
+    pub fn restart_at(&mut self, i: usize, at: Duration) {
+        self.schedule(at.as_nanos() as u64, Event::Fault(Fault::Restart(i)));
+    }
+
+    /// From `at`, messages from `from` to `to` are lost (one way).
+    pub fn block_at(&mut self, from: usize, to: usize, at: Duration) {
+        self.schedule(
+            at.as_nanos() as u64,
+            Event::Fault(Fault::OneWay { from, to }),
+        );
+    }
+
+    /// From `at`, messages from `from` to `to` get through again.
+    pub fn unblock_at(&mut self, from: usize, to: usize, at: Duration) {
+        self.schedule(
+            at.as_nanos() as u64,
+            Event::Fault(Fault::Unblock { from, to }),
+        );
+    }
+
+    /// From `at`, node `i`'s health check passes (`ok`) or fails; a node
+    /// started later begins with that verdict.
+    pub fn health_at(&mut self, i: usize, at: Duration, ok: bool) {
+        self.schedule(
+            at.as_nanos() as u64,
+            Event::Fault(Fault::Health { node: i, ok }),
+        );
+    }
+
+    /// At `at`, node `i` reloads `cfg` (`Node::reconfigure`); a restart
+    /// after that uses it too.
+    pub fn reload_at(&mut self, i: usize, at: Duration, cfg: CoreConfig) {
+        self.schedule(
+            at.as_nanos() as u64,
+            Event::Fault(Fault::Reload(i, Box::new(cfg))),
+        );
+    }
+
+    /// Transitions, promotes and demotes so far, at their real instants.
+    pub fn observed(&self) -> impl Iterator<Item = (Duration, &Observed)> + '_ {
+        self.observed
+            .iter()
+            .map(|(at, o)| (Duration::from_nanos(*at), o))
     }
 
     pub fn set_loss(&mut self, percent: u32) {

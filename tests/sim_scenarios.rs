@@ -1,0 +1,277 @@
+//! Scripted simulator runs: the S3 (two leaders at once) scenarios found by
+//! review, each replayed as a fixed timeline with pinned clock rates, link
+//! delays and hook durations. The simulator checks S1–S3 after every event
+//! and panics with the trace on a violation; each test also checks that the
+//! run still reaches the point where the scenario bit, so that a change of
+//! timing cannot turn it into a test of nothing.
+//!
+//! `SIM_TRACE=1 cargo test --test sim_scenarios NAME -- --nocapture` prints
+//! every event.
+
+#[path = "sim/mod.rs"]
+mod sim;
+
+use std::time::Duration;
+
+use regentd::core::{Epoch, Role, Timing};
+use sim::{Observed, Plan, Sim};
+
+const N1: usize = 0;
+const N2: usize = 1;
+const N3: usize = 2;
+const N4: usize = 3;
+const N5: usize = 4;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The daemon's default timing.
+fn default_timing() -> Timing {
+    Timing {
+        heartbeat: ms(100),
+        dead_after: ms(300),
+        lease_margin: ms(20),
+        max_drift_ppm: 10_000,
+    }
+}
+
+/// A simulator for `plan` with every clock exact, every link 1 ms and every
+/// hook 1 ms: nothing left to the seed.
+fn pinned(plan: Plan) -> Sim {
+    let n = plan.nodes;
+    let mut sim = Sim::new(plan);
+    for i in 0..n {
+        sim.set_rate_ppm(i, 0);
+    }
+    sim.set_all_delays(ms(1));
+    sim.set_hook_duration(ms(1));
+    sim
+}
+
+/// The first observation matching `pick`, with its real instant.
+fn first(sim: &Sim, pick: impl Fn(&Observed) -> bool) -> Option<Duration> {
+    sim.observed().find(|(_, o)| pick(o)).map(|(at, _)| at)
+}
+
+fn promoted(sim: &Sim, node: usize, epoch: u64) -> Option<Duration> {
+    first(sim, |o| {
+        *o == Observed::Promote {
+            node,
+            epoch: Epoch(epoch),
+        }
+    })
+}
+
+fn demoted(sim: &Sim, node: usize, epoch: u64, reason: &str) -> Option<Duration> {
+    first(sim, |o| {
+        matches!(o, Observed::Demote { node: n, epoch: e, reason: r }
+            if *n == node && *e == Epoch(epoch) && *r == reason)
+    })
+}
+
+fn transition(sim: &Sim, node: usize, epoch: u64, reason: &str) -> Option<Duration> {
+    first(sim, |o| {
+        matches!(o, Observed::Transition { node: n, transition: t }
+            if *n == node && t.epoch == Epoch(epoch) && t.reason == reason)
+    })
+}
+
+/// Asserts `at` lies in `[lo, hi]` ms.
+fn within(what: &str, at: Option<Duration>, lo: u64, hi: u64) -> Duration {
+    let at = at.unwrap_or_else(|| panic!("{what}: never happened"));
+    assert!(
+        at >= ms(lo) && at <= ms(hi),
+        "{what} at {at:?}, expected within {lo}..{hi} ms"
+    );
+    at
+}
+
+/// Scenario 1: a claim won after its lease ran out.
+///
+/// Three nodes, heartbeat 100 ms, dead_after 200 ms, margin 20 ms, drift
+/// bound 5 %: the lease (161 ms) is shorter than the claim window (200 ms).
+/// n1 (priority 200) and n2 (150) cannot reach each other; n3 (100) to n2
+/// takes 195 ms; n3's clock runs 5 % fast, n2's 5 % slow. n2 claims epoch 1
+/// when its quiet period ends (~210 ms) and n3 acks at once; that ack
+/// reaches n2 only at ~407 ms. n3's promise to n2 ends at ~402 ms real, so it
+/// acks n1's claim for epoch 2 (deferred until then) and n1 promotes at
+/// ~403 ms. n2 gets its quorum before its deadline (~421 ms), but the lease
+/// its acks back ended at ~380 ms: it must lose, not promote epoch 1.
+///
+/// n3's health check fails throughout, so it only votes (an unhealthy member
+/// still acks) and does not claim for itself when its own quiet period ends.
+/// n1 starts at 150 ms: its first heartbeat with `can_lead` reaches n3 after
+/// n2's claim (so n3 does not refuse n2 for n1's higher rank), and its claim
+/// (~350 ms) is late enough for its own lease to outlast n3's deferred ack.
+#[test]
+fn claim_won_after_its_lease_ran_out() {
+    let timing = Timing {
+        heartbeat: ms(100),
+        dead_after: ms(200),
+        lease_margin: ms(20),
+        max_drift_ppm: 50_000,
+    };
+    let mut plan = Plan::fixed(3, timing);
+    plan.priorities = vec![200, 150, 100];
+    let mut sim = pinned(plan);
+    sim.set_rate_ppm(N2, -50_000);
+    sim.set_rate_ppm(N3, 50_000);
+    sim.set_link_delay(N3, N2, ms(195));
+    sim.block_at(N1, N2, ms(0));
+    sim.block_at(N2, N1, ms(0));
+    sim.health_at(N3, ms(0), false);
+    sim.start_at(N2, ms(0));
+    sim.start_at(N3, ms(0));
+    sim.start_at(N1, ms(150));
+    sim.run_until(ms(2_000));
+
+    within(
+        "n2 claims epoch 1",
+        transition(&sim, N2, 1, "claim"),
+        205,
+        215,
+    );
+    let n1_leads = within("n1 promotes epoch 2", promoted(&sim, N1, 2), 395, 410);
+    let lost = within(
+        "n2 loses its claim of epoch 1 on n3's late ack",
+        transition(&sim, N2, 1, "claim-lost"),
+        400,
+        415,
+    );
+    assert!(n1_leads < lost, "n1 leads before n2's quorum arrives");
+    assert_eq!(promoted(&sim, N2, 1), None, "n2 never leads epoch 1");
+    assert_eq!(sim.leader(), Some((N1, Epoch(2))));
+}
+
+/// Scenario 2: a restarted node acked a leader's lease during its quiet
+/// period.
+///
+/// Five nodes, default timing, exact clocks; n1 (priority 200) leads epoch 1,
+/// n5 (150) ranks next. Messages from n1 are blocked to n2 at 2000 ms, to n5
+/// at 2010 ms and to n3 at 2160 ms (n1's last heartbeat before the blocks
+/// leaves at 1999 ms, and it re-sends every 10 ms while a follower's ack is
+/// missing). n2's and n5's promises to n1 end at ~2300 ms: n5 claims epoch 2
+/// and n2 acks; n4 still follows n1 and refuses; n3 defers until its promise
+/// to n1 ends at ~2460 ms. n2 crashes at 2302 ms, restarts at 2307 ms; the
+/// block n1 -> n2 is lifted at 2305 ms, so n1's heartbeats reach the
+/// restarted n2 inside its quiet period. Following n1 then would renew n1's
+/// lease to ~2580 ms through n2, while n2's ack of n5's claim still counts:
+/// at ~2461 ms n3's deferred ack makes n5 leader. n1's lease must instead
+/// end at ~2433 ms (last acked by n3 at 2159 ms).
+///
+/// The nodes start at 97 ms, which puts n1's heartbeats at 99 ms past each
+/// 100 ms, as in the original report.
+#[test]
+fn restarted_node_renews_no_lease_in_its_quiet_period() {
+    let mut plan = Plan::fixed(5, default_timing());
+    plan.priorities = vec![200, 100, 100, 100, 150];
+    let mut sim = pinned(plan);
+    for i in 0..5 {
+        sim.start_at(i, ms(97));
+    }
+    sim.block_at(N1, N2, ms(2_000));
+    sim.block_at(N1, N5, ms(2_010));
+    sim.block_at(N1, N3, ms(2_160));
+    sim.crash_at(N2, ms(2_302));
+    sim.unblock_at(N1, N2, ms(2_305));
+    sim.restart_at(N2, ms(2_307));
+    sim.run_until(ms(2_500));
+    assert_eq!(sim.leader(), Some((N5, Epoch(2))));
+
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 395, 405);
+    within(
+        "n5 claims epoch 2",
+        transition(&sim, N5, 2, "claim"),
+        2_295,
+        2_305,
+    );
+    let n1_ends = within(
+        "n1's lease ends",
+        demoted(&sim, N1, 1, "lease-expired"),
+        2_425,
+        2_440,
+    );
+    let n5_leads = within("n5 promotes epoch 2", promoted(&sim, N5, 2), 2_455, 2_470);
+    assert!(n1_ends < n5_leads);
+    // The restarted n2 heard n1 during its quiet period (2307..2607 ms) and
+    // did not follow it.
+    let n2_follows = sim
+        .observed()
+        .find(|(at, o)| {
+            *at > ms(2_307)
+                && matches!(o, Observed::Transition { node, transition: t }
+                    if *node == N2 && t.role == Role::Follower && t.leader.is_some())
+        })
+        .map(|(at, _)| at);
+    assert!(
+        n2_follows.is_none_or(|at| at >= ms(2_607)),
+        "n2 followed a leader at {n2_follows:?}, inside its quiet period"
+    );
+    // n4 still followed n1 and refused n5's claim.
+    within(
+        "n4 drops n1 on its Resign",
+        transition(&sim, N4, 1, "leader-resigned"),
+        2_430,
+        2_440,
+    );
+    // The blocks stay; the invariants keep being checked while the cluster
+    // sorts itself out.
+    sim.run_until(ms(4_000));
+}
+
+/// Scenario 3: a reload that raises dead_after inflated the leader's lease.
+///
+/// Three nodes, default timing, exact clocks; n3 has the highest priority
+/// but preemption is off, and its health check fails until 1000 ms, so n1
+/// (next in rank) is elected to epoch 1 and n3 follows it; its heartbeats
+/// leave at 99 ms past each 100 ms. At 2001 ms n1's messages to
+/// n2 and n3 are blocked and n2 reloads with dead_after 1000 ms. n2's
+/// promise to n1 was made under 300 ms and still ends at ~2300 ms; its next
+/// heartbeat (2100 ms) acks n1's 1999 ms heartbeat and must report 300 ms,
+/// not 1000 ms, or n1 counts a promise to ~2959 ms. At 2300 ms n3's promise
+/// ends, it claims epoch 2, n2 acks, and n3 promotes at ~2302 ms: n1's lease
+/// must have ended (~2273 ms) first.
+#[test]
+fn reload_that_raises_dead_after_does_not_inflate_the_lease() {
+    let mut plan = Plan::fixed(3, default_timing());
+    plan.priorities = vec![150, 100, 200];
+    plan.preempt = false;
+    let mut sim = pinned(plan);
+    sim.health_at(N3, ms(0), false);
+    sim.health_at(N3, ms(1_000), true);
+    for i in 0..3 {
+        sim.start_at(i, ms(97));
+    }
+    let mut longer = sim.config(N2).clone();
+    longer.timing.dead_after = ms(1_000);
+    sim.block_at(N1, N2, ms(2_001));
+    sim.block_at(N1, N3, ms(2_001));
+    sim.reload_at(N2, ms(2_001), longer);
+    sim.run_until(ms(2_310));
+
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 395, 405);
+    within(
+        "n3 follows n1",
+        transition(&sim, N3, 1, "following"),
+        395,
+        405,
+    );
+    let n1_ends = within(
+        "n1's lease ends",
+        demoted(&sim, N1, 1, "lease-expired"),
+        2_265,
+        2_280,
+    );
+    within(
+        "n3 claims epoch 2",
+        transition(&sim, N3, 2, "claim"),
+        2_295,
+        2_305,
+    );
+    let n3_leads = within("n3 promotes epoch 2", promoted(&sim, N3, 2), 2_295, 2_310);
+    assert!(n1_ends < n3_leads);
+    sim.run_until(ms(2_500));
+    assert_eq!(sim.leader(), Some((N3, Epoch(2))));
+    sim.run_until(ms(4_000));
+}
