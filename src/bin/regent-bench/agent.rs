@@ -307,16 +307,24 @@ impl Group {
         pids
     }
 
-    /// A crash of `host`: every process in its namespace (the agent, a hook
-    /// it runs) gets SIGKILL and its cable is pulled, as at a power cut.
+    /// Whether anything besides the agent runs on `host`: a hook (the VIP
+    /// hook's arping runs for a second after a promote or refresh).
+    pub fn busy(&self, host: usize) -> bool {
+        ns_pids(&self.lan.ns(host)).len() > self.pids(host).len()
+    }
+
+    /// A crash of `host`: its cable is pulled, then every process in its
+    /// namespace (the agent, a hook it runs) gets SIGKILL, as at a power
+    /// cut. The cable goes first: the responder is a thread of the bench,
+    /// not a process of the host, and would answer until the cut.
     pub fn crash(&mut self, host: usize) {
+        self.lan.cut(host);
         for pid in ns_pids(&self.lan.ns(host)) {
             if let Ok(pid) = libc::pid_t::try_from(pid) {
                 // SAFETY: kill(2) on a process inside a namespace we made.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        self.lan.cut(host);
         if let Some(mut c) = self.children[host - 1].take() {
             let _ = c.wait();
         }
@@ -564,4 +572,28 @@ fn metric(text: &str, name: &str) -> Option<u64> {
             (n == name).then(|| v.trim().parse::<f64>().ok())?
         })
         .map(|v| v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_number_takes_the_first_numeric_value_of_a_key() {
+        let json = r#"{"alive":3,"leader":2,"peers":[{"alive":true}],"uptime_ms":1200}"#;
+        assert_eq!(json_number(json, "alive"), Some(3));
+        assert_eq!(json_number(json, "leader"), Some(2));
+        assert_eq!(json_number(json, "uptime_ms"), Some(1200));
+        assert_eq!(json_number(r#"{"leader":null}"#, "leader"), None);
+        assert_eq!(json_number(json, "missing"), None);
+    }
+
+    #[test]
+    fn metric_reads_a_sample_labelled_only_with_the_cluster() {
+        let text = "# HELP regent_packets_sent_total Datagrams sent.\n\
+                    regent_packets_sent_total{cluster=\"bench\"} 1234\n\
+                    regent_packets_dropped_total{cluster=\"bench\",reason=\"replay\"} 5\n";
+        assert_eq!(metric(text, "regent_packets_sent_total"), Some(1234));
+        assert_eq!(metric(text, "regent_packets_received_total"), None);
+    }
 }

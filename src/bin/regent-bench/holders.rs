@@ -105,11 +105,21 @@ impl Holders {
 
     /// How long within `[from, to]` more than one host held the VIP.
     pub fn overlap(&self, from: Instant, to: Instant) -> Duration {
+        self.overlap_without(from, to, None)
+    }
+
+    /// Like [`Holders::overlap`], not counting host `without` (a crashed
+    /// host keeps its address, cut off from everyone, until it reboots).
+    pub fn overlap_without(&self, from: Instant, to: Instant, without: Option<usize>) -> Duration {
         let s = self.state();
         let mut present = vec![false; s.present.len()];
         let mut total = Duration::ZERO;
         let mut since: Option<Instant> = None;
-        for c in s.changes.iter().filter(|c| c.at <= to) {
+        for c in s
+            .changes
+            .iter()
+            .filter(|c| c.at <= to && Some(c.host) != without)
+        {
             present[c.host] = c.present;
             let many = present.iter().filter(|&&p| p).count() > 1;
             match (many, since) {
@@ -312,4 +322,55 @@ fn carries(mut attrs: &[u8], vip: [u8; 4]) -> bool {
         attrs = &attrs[advance.min(attrs.len())..];
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RTM_NEWADDR or RTM_DELADDR message for `addr`, as the kernel
+    /// sends it: nlmsghdr, ifaddrmsg, then IFA_ADDRESS and IFA_LOCAL.
+    fn message(kind: u16, addr: [u8; 4]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&[0; 8]); // seq, pid
+        m.extend_from_slice(&[libc::AF_INET as u8, 24, 0, 0, 2, 0, 0, 0]);
+        for attr in [libc::IFA_ADDRESS, libc::IFA_LOCAL] {
+            m.extend_from_slice(&8u16.to_ne_bytes());
+            m.extend_from_slice(&attr.to_ne_bytes());
+            m.extend_from_slice(&addr);
+        }
+        let len = m.len() as u32;
+        m[..4].copy_from_slice(&len.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn new_and_deleted_vip_and_the_end_of_a_dump_are_seen_in_order() {
+        let vip = [10, 1, 2, 250];
+        let mut buf = message(libc::RTM_NEWADDR, [10, 1, 2, 1]);
+        buf.extend(message(libc::RTM_NEWADDR, vip));
+        buf.extend(message(libc::RTM_DELADDR, vip));
+        let mut done = vec![0u8; 20];
+        done[..4].copy_from_slice(&20u32.to_ne_bytes());
+        done[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
+        buf.extend(done);
+        assert_eq!(
+            parse(&buf, vip),
+            vec![
+                (Kind::Address, true),
+                (Kind::Address, false),
+                (Kind::DumpDone, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_messages_end_the_parse() {
+        let vip = [10, 1, 2, 250];
+        let m = message(libc::RTM_NEWADDR, vip);
+        assert!(parse(&m[..m.len() - 1], vip).is_empty());
+    }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use agent::{Agent, Profile, Setup, COMPARISON, FAST};
 use report::{Better, Key, Results};
-use scenarios::Env;
+use scenarios::{Env, Trial};
 
 const USAGE: &str = "\
 usage: regent-bench [OPTIONS]        (as root)
@@ -491,15 +491,25 @@ fn trials(
     env: &mut Env,
     n: usize,
     label: &str,
-    mut trial: impl FnMut(&mut Env) -> Result<f64, String>,
-) -> Result<(Vec<f64>, Vec<String>), String> {
+    mut trial: impl FnMut(&mut Env) -> Result<Trial, String>,
+) -> Result<Series, String> {
     let mut samples = Vec::new();
     let mut failures = Vec::new();
+    let mut overlap = 0.0;
     for i in 1..=n {
         match trial(env) {
-            Ok(v) => {
-                eprintln!("   {label} {i}/{n}: {v:.1} ms");
-                samples.push(v);
+            Ok(t) => {
+                eprintln!(
+                    "   {label} {i}/{n}: {:.1} ms{}",
+                    t.downtime_ms,
+                    if t.overlap_ms > 0.0 {
+                        format!(", {:.1} ms with more than one VIP holder", t.overlap_ms)
+                    } else {
+                        String::new()
+                    }
+                );
+                samples.push(t.downtime_ms);
+                overlap += t.overlap_ms;
             }
             Err(e) => {
                 interrupted()?;
@@ -512,7 +522,35 @@ fn trials(
             }
         }
     }
-    Ok((samples, failures))
+    Ok(Series {
+        samples,
+        failures,
+        overlap,
+    })
+}
+
+/// What a series of trials gave.
+struct Series {
+    samples: Vec<f64>,
+    failures: Vec<String>,
+    /// Total time with more than one VIP holder over all trials.
+    overlap: f64,
+}
+
+impl Series {
+    fn record(self, results: &mut Results, k: &Key<'_>) {
+        results.dist(k, &self.samples, self.failures, false);
+        let figure = "more than one holder, total";
+        results.value(
+            &Key {
+                figure,
+                unit: "ms",
+                ..*k
+            },
+            Better::Lower,
+            self.overlap,
+        );
+    }
 }
 
 fn key<'a>(
@@ -581,8 +619,12 @@ fn crash_series(
             t.own.rx_bps,
         );
     }
-    let (samples, failures) = trials(&mut env, o.trials, "crash", Env::crash_trial)?;
-    results.dist(&k("downtime", "ms"), &samples, failures, false);
+    results.value(
+        &k("leadership changes without a fault", "n"),
+        Better::Lower,
+        t.changes as f64,
+    );
+    trials(&mut env, o.trials, "crash", Env::crash_trial)?.record(results, &k("downtime", "ms"));
     Ok(())
 }
 
@@ -593,12 +635,9 @@ fn graceful(
     profile: Profile,
 ) -> Result<(), String> {
     let mut env = Env::new(agent, profile, 3, &o.setup)?;
-    let (samples, failures) = trials(&mut env, o.trials, "SIGTERM", Env::graceful_trial)?;
-    results.dist(
+    trials(&mut env, o.trials, "SIGTERM", Env::graceful_trial)?.record(
+        results,
         &key("graceful", profile, 3, agent, "downtime", "ms"),
-        &samples,
-        failures,
-        false,
     );
     Ok(())
 }
@@ -618,12 +657,9 @@ fn step_down(
         return Ok(());
     }
     let mut env = Env::new(agent, profile, 3, &o.setup)?;
-    let (samples, failures) = trials(&mut env, o.trials, "step-down", Env::step_down_trial)?;
-    results.dist(
+    trials(&mut env, o.trials, "step-down", Env::step_down_trial)?.record(
+        results,
         &key("step-down", profile, 3, agent, "downtime", "ms"),
-        &samples,
-        failures,
-        false,
     );
     Ok(())
 }
@@ -721,6 +757,7 @@ fn idle(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> R
         let usage = env.idle_run(o.idle)?;
         let mib: Vec<f64> = usage.iter().map(|u| u.rss_kib as f64 / 1024.0).collect();
         let cpu: Vec<f64> = usage.iter().map(|u| u.cpu_percent).collect();
+        let ticks: Vec<f64> = usage.iter().map(|u| u.cpu_percent_ticks).collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
         eprintln!(
@@ -735,6 +772,11 @@ fn idle(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> R
         results.value(&k("RSS per daemon max", "MiB"), Better::Lower, max(&mib));
         results.value(&k("CPU per daemon mean", "%"), Better::Lower, mean(&cpu));
         results.value(&k("CPU per daemon max", "%"), Better::Lower, max(&cpu));
+        results.value(
+            &k("CPU per daemon max (stat ticks)", "%"),
+            Better::Neither,
+            max(&ticks),
+        );
     }
     Ok(())
 }

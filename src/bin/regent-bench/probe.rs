@@ -195,17 +195,22 @@ impl Prober {
     /// resolution is [`INTERVAL`].
     pub fn outage_before(&self, answered: usize) -> Duration {
         let r = self.shared.record();
-        let last = r.answers[..answered.min(r.answers.len())]
-            .iter()
-            .rposition(Option::is_some);
-        let first_lost = last.map_or(0, |l| l + 1);
-        if first_lost >= answered {
-            return Duration::ZERO;
-        }
-        match (r.sent.get(first_lost), r.sent.get(answered)) {
-            (Some(a), Some(b)) => b.saturating_duration_since(*a),
-            _ => Duration::ZERO,
-        }
+        outage(&r.sent, &r.answers, answered)
+    }
+}
+
+/// See [`Prober::outage_before`].
+fn outage(sent: &[Instant], answers: &[Option<Answer>], answered: usize) -> Duration {
+    let last = answers[..answered.min(answers.len())]
+        .iter()
+        .rposition(Option::is_some);
+    let first_lost = last.map_or(0, |l| l + 1);
+    if first_lost >= answered {
+        return Duration::ZERO;
+    }
+    match (sent.get(first_lost), sent.get(answered)) {
+        (Some(a), Some(b)) => b.saturating_duration_since(*a),
+        _ => Duration::ZERO,
     }
 }
 
@@ -264,5 +269,42 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared) {
                 *slot = Some(Answer { host, at });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // a base for synthetic send times
+    fn probes(answered: &[bool]) -> (Vec<Instant>, Vec<Option<Answer>>) {
+        let t0 = Instant::now();
+        let sent: Vec<Instant> = (0..answered.len())
+            .map(|i| t0 + INTERVAL * i as u32)
+            .collect();
+        let answers = answered
+            .iter()
+            .zip(&sent)
+            .map(|(&a, &at)| a.then_some(Answer { host: 1, at }))
+            .collect();
+        (sent, answers)
+    }
+
+    #[test]
+    fn outage_runs_from_the_first_unanswered_probe_to_the_answered_one() {
+        let (sent, answers) = probes(&[true, true, false, false, false, true]);
+        assert_eq!(outage(&sent, &answers, 5), INTERVAL * 3);
+    }
+
+    #[test]
+    fn no_outage_when_the_previous_probe_was_answered() {
+        let (sent, answers) = probes(&[true, true, true]);
+        assert_eq!(outage(&sent, &answers, 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn outage_from_the_first_probe_when_none_was_answered_before() {
+        let (sent, answers) = probes(&[false, false, true]);
+        assert_eq!(outage(&sent, &answers, 2), INTERVAL * 2);
     }
 }

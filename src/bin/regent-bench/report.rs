@@ -289,6 +289,37 @@ pub fn targets(r: &Results) -> Vec<Target> {
             _ => {}
         }
     }
+    // Safety across every scenario, not only the partition.
+    let doubled: Vec<String> = r
+        .rows
+        .iter()
+        .filter(|row| row.figure.starts_with("more than one holder") && row.scenario != "partition")
+        .filter_map(|row| {
+            row.values[0].filter(|&v| v > 0.0).map(|v| {
+                format!(
+                    "{} {} {}h: {} ms",
+                    row.scenario,
+                    row.profile.name,
+                    row.hosts,
+                    fmt(v)
+                )
+            })
+        })
+        .collect();
+    if r.rows
+        .iter()
+        .any(|row| row.figure.starts_with("more than one holder"))
+    {
+        out.push(Target {
+            goal: "no scenario ever shows more than one VIP holder (crashed host aside)".into(),
+            figure: if doubled.is_empty() {
+                "0 ms everywhere".into()
+            } else {
+                doubled.join("; ")
+            },
+            met: doubled.is_empty(),
+        });
+    }
     // Against keepalived: every comparable figure, quorum costs aside.
     let mut worse = Vec::new();
     let mut compared = 0;
@@ -491,4 +522,69 @@ pub fn json(r: &Results, targets: &[Target], machine: &[(&str, String)], command
     s.push_str(&notes.join(", "));
     s.push_str("]\n}\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(10.0));
+        assert_eq!(percentile(&v, 90.0), Some(18.0));
+        assert_eq!(percentile(&v, 99.0), Some(20.0));
+        assert_eq!(percentile(&v, 100.0), Some(20.0));
+        assert_eq!(percentile(&[7.0], 50.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    fn key(agent: Agent) -> Key<'static> {
+        Key {
+            scenario: "crash",
+            profile: COMPARISON,
+            hosts: 3,
+            agent,
+            figure: "downtime",
+            unit: "ms",
+        }
+    }
+
+    #[test]
+    fn crash_targets_are_relative_to_dead_after() {
+        let mut r = Results::default();
+        r.dist(
+            &key(Agent::Regent),
+            &[250.0, 300.0, 330.0],
+            Vec::new(),
+            false,
+        );
+        let t = targets(&r);
+        let p50 = t
+            .iter()
+            .find(|t| t.goal.contains("p50"))
+            .expect("a p50 target");
+        let p99 = t
+            .iter()
+            .find(|t| t.goal.contains("p99"))
+            .expect("a p99 target");
+        assert!(p50.met, "{p50:?}");
+        assert!(p99.met, "{p99:?}");
+    }
+
+    #[test]
+    fn a_figure_worse_than_keepalived_beyond_the_probe_resolution_is_reported() {
+        let mut r = Results::default();
+        r.dist(&key(Agent::Regent), &[300.0], Vec::new(), false);
+        r.dist(&key(Agent::Keepalived), &[299.0], Vec::new(), false);
+        let vs = |r: &Results| {
+            targets(r)
+                .into_iter()
+                .find(|t| t.goal.contains("keepalived"))
+                .expect("a comparison")
+        };
+        assert!(vs(&r).met, "within 2 ms is equal");
+        r.dist(&key(Agent::Keepalived), &[290.0], Vec::new(), false);
+        assert!(!vs(&r).met);
+    }
 }

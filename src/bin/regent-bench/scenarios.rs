@@ -60,10 +60,12 @@ impl Env {
         match self.agent() {
             // The promote hook announces the VIP for a second (arping -c 2).
             Agent::Regent => Duration::from_millis(1200),
-            // keepalived does not: give its gratuitous ARPs time.
-            Agent::Keepalived => {
-                Duration::from_millis((self.profile().heartbeat_ms * 10).max(1000))
-            }
+            // keepalived sends a second burst of gratuitous ARPs 5 s after
+            // it becomes master (vrrp_garp_master_delay). A fault right
+            // after that burst would find the client's ARP entry locked
+            // (neigh locktime, 1 s) against the next master's first burst,
+            // and the outage would last until its own second burst.
+            Agent::Keepalived => Duration::from_millis(5500),
         }
     }
 
@@ -83,7 +85,8 @@ impl Env {
                 let answers = self.prober.last_answer().is_some_and(|(_, a)| {
                     a.host == holder && a.at.elapsed() < Duration::from_millis(100)
                 });
-                if calm && answers && self.group.settled() {
+                let idle = self.agent() == Agent::Keepalived || !self.group.busy(holder);
+                if calm && answers && idle && self.group.settled() {
                     return Ok(holder);
                 }
             }
@@ -146,6 +149,16 @@ impl Env {
         Ok(ms(self.prober.outage_before(seq)))
     }
 
+    /// The outage and the time with two VIP holders (`without` aside) since
+    /// `fault`, once probe `seq` is answered.
+    fn sample(&self, fault: Instant, seq: usize, without: Option<usize>) -> Result<Trial, String> {
+        let downtime_ms = self.outage_ms(seq)?;
+        Ok(Trial {
+            downtime_ms,
+            overlap_ms: ms(self.holders.overlap_without(fault, now(), without)),
+        })
+    }
+
     /// Undoes whatever a failed trial left: partition, loss, stopped agents.
     pub fn recover(&mut self) -> Result<(), String> {
         self.group.lan.heal_partition();
@@ -161,14 +174,15 @@ impl Env {
     }
 
     /// SIGKILL and a pulled cable for the VIP holder; the VIP downtime.
-    pub fn crash_trial(&mut self) -> Result<f64, String> {
+    pub fn crash_trial(&mut self) -> Result<Trial, String> {
         let old = self.wait_ready()?;
         self.jitter()?;
         let from = self.prober.next_seq();
-        self.fault("SIGKILL + cut", old);
+        self.fault("cut + SIGKILL", old);
+        let at = now();
         self.group.crash(old);
         let (seq, _) = self.wait_answer(from, |h| h != old, self.failover_limit())?;
-        let outage = self.outage_ms(seq)?;
+        let outage = self.sample(at, seq, Some(old))?;
         self.group
             .reboot(old)
             .map_err(|e| format!("cannot restart host {old}: {e}"))?;
@@ -176,14 +190,15 @@ impl Env {
     }
 
     /// SIGTERM to the VIP holder's agent; the VIP downtime.
-    pub fn graceful_trial(&mut self) -> Result<f64, String> {
+    pub fn graceful_trial(&mut self) -> Result<Trial, String> {
         let old = self.wait_ready()?;
         self.jitter()?;
         let from = self.prober.next_seq();
         self.fault("SIGTERM", old);
+        let at = now();
         self.group.signal(old, libc::SIGTERM);
         let (seq, _) = self.wait_answer(from, |h| h != old, self.failover_limit())?;
-        let outage = self.outage_ms(seq)?;
+        let outage = self.sample(at, seq, None)?;
         self.group.wait_exit(old, Duration::from_secs(10))?;
         self.group
             .start(old)
@@ -192,16 +207,17 @@ impl Env {
     }
 
     /// `regent step-down` on the VIP holder; the VIP downtime.
-    pub fn step_down_trial(&mut self) -> Result<f64, String> {
+    pub fn step_down_trial(&mut self) -> Result<Trial, String> {
         let old = self.wait_ready()?;
         self.jitter()?;
         let from = self.prober.next_seq();
         self.fault("step-down", old);
+        let at = now();
         self.group
             .step_down(old)
             .map_err(|e| format!("step-down on host {old}: {e}"))?;
         let (seq, _) = self.wait_answer(from, |h| h != old, self.failover_limit())?;
-        self.outage_ms(seq)
+        self.sample(at, seq, None)
     }
 
     /// Cuts the VIP holder and one other host off from the rest for `hold`,
@@ -273,20 +289,22 @@ impl Env {
         self.prober.pause(true);
         let n = self.group.hosts();
         let pids: Vec<Vec<u32>> = (1..=n).map(|h| self.group.pids(h)).collect();
-        let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(p)).collect();
+        let ticks0: Vec<u64> = pids.iter().map(|p| cpu_ticks(p)).collect();
+        let ns0: Vec<u64> = pids.iter().map(|p| cpu_ns(p)).collect();
         let start = now();
         let result = pause(span);
-        let elapsed = start.elapsed();
+        let secs = start.elapsed().as_secs_f64();
         self.prober.pause(false);
         result?;
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         Ok(pids
             .iter()
-            .zip(before)
-            .map(|(p, b)| Usage {
+            .enumerate()
+            .map(|(i, p)| Usage {
                 rss_kib: p.iter().map(|&pid| rss_kib(pid)).sum(),
-                cpu_percent: (cpu_ticks(p).saturating_sub(b)) as f64 / hz / elapsed.as_secs_f64()
+                cpu_percent: cpu_ns(p).saturating_sub(ns0[i]) as f64 / 1e9 / secs * 100.0,
+                cpu_percent_ticks: cpu_ticks(p).saturating_sub(ticks0[i]) as f64 / hz / secs
                     * 100.0,
             })
             .collect())
@@ -311,8 +329,19 @@ impl Env {
         Ok(TrafficSample {
             own: rates(&own0, &own1, secs),
             wire: rates(&wire0, &wire1, secs),
+            changes: self.holders.acquisitions(start, now()),
         })
     }
+}
+
+/// One crash, SIGTERM or step-down trial.
+#[derive(Clone, Copy, Debug)]
+pub struct Trial {
+    /// The client's outage.
+    pub downtime_ms: f64,
+    /// Time with more than one VIP holder from the fault to the new
+    /// holder's first answer (a crashed host not counted).
+    pub overlap_ms: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -337,7 +366,10 @@ pub struct LossSample {
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
     pub rss_kib: u64,
+    /// From the scheduler's nanosecond run time of every thread.
     pub cpu_percent: f64,
+    /// From utime + stime in /proc/PID/stat: clock ticks, 10 ms each.
+    pub cpu_percent_ticks: f64,
 }
 
 /// Mean per-host rates: packets and bytes per second, sent and received.
@@ -356,6 +388,8 @@ pub struct TrafficSample {
     pub own: Rates,
     /// From `eth0`'s counters: frames with their headers.
     pub wire: Rates,
+    /// VIP acquisitions meanwhile, with no fault injected: should be 0.
+    pub changes: usize,
 }
 
 fn rates(before: &[Traffic], after: &[Traffic], secs: f64) -> Rates {
@@ -388,6 +422,24 @@ fn cpu_ticks(pids: &[u32]) -> u64 {
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         })
         .sum()
+}
+
+/// Time on a CPU of every thread of the processes, in nanoseconds
+/// (/proc/PID/task/TID/schedstat, first field).
+fn cpu_ns(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            total += std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// VmRSS of a process in KiB (/proc/PID/status).
