@@ -1,0 +1,830 @@
+//! `regent-bench`: failover measured from a client's point of view, on an
+//! emulated LAN of network namespaces, for regent and (with `--compare
+//! keepalived`) for keepalived in the same topology.
+//!
+//! Runs as root. Every namespace, process and file it makes is removed at
+//! the end, on an error, on a panic, and on Ctrl-C (SIGINT, SIGTERM and
+//! SIGHUP set a flag that every wait checks; the agents run in their own
+//! process groups so the signal reaches only the bench). A bench killed
+//! outright leaves namespaces that the next run sweeps away.
+
+// The bench measures real time: it reads the clock like the tests do.
+#![allow(clippy::disallowed_methods)]
+
+#[path = "../../../tests/netns/mod.rs"]
+mod netns;
+
+mod agent;
+mod holders;
+mod probe;
+mod report;
+mod scenarios;
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use agent::{Agent, Profile, Setup, COMPARISON, FAST};
+use report::{Better, Key, Results};
+use scenarios::{Env, Trial};
+
+const USAGE: &str = "\
+usage: regent-bench [OPTIONS]        (as root)
+
+Builds an emulated LAN (hosts, a switch, a client) in network namespaces,
+runs real `regent run` daemons with a VIP hook, and measures from the
+client: a UDP probe to the VIP every 2 ms, answered by whichever host holds it.
+
+  --scenario LIST     crash,graceful,step-down,partition,loss,idle,scale or all
+                      (default all)
+  --profile P         comparison (heartbeat 100 ms, dead_after 300 ms),
+                      fast (20 ms / 100 ms) or both (default both)
+  --trials N          trials per distribution (default 20, --quick 5)
+  --compare keepalived  run the same scenarios against keepalived (VRRPv3)
+  --quick             the quick set: fewer trials, shorter spans (< 15 min)
+  --scale LIST        host counts of the scale scenario (default 3,9,17,33)
+  --loss-secs N       span of the loss scenario (default 60, --quick 20)
+  --idle-secs N       span of the idle measurement (default 30, --quick 10)
+  --traffic-secs N    span of the packet-rate measurement (default 10, --quick 5)
+  --json PATH         the JSON report (default target/bench.json)
+  --regent PATH       the regent binary (default: next to this one)
+  --hook PATH         the VIP hook to use, e.g. conf/hooks/vip (default: the
+                      bench's own: ip addr replace + arping -U -c 2 / ip addr del)
+  --log-level L       regent's log level (default info)
+  --keep              keep the agents' configs and logs
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    Crash,
+    Graceful,
+    StepDown,
+    Partition,
+    Loss,
+    Idle,
+    Scale,
+}
+
+const ALL: [Scenario; 7] = [
+    Scenario::Crash,
+    Scenario::Graceful,
+    Scenario::StepDown,
+    Scenario::Partition,
+    Scenario::Loss,
+    Scenario::Idle,
+    Scenario::Scale,
+];
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Crash => "crash",
+            Scenario::Graceful => "graceful",
+            Scenario::StepDown => "step-down",
+            Scenario::Partition => "partition",
+            Scenario::Loss => "loss",
+            Scenario::Idle => "idle",
+            Scenario::Scale => "scale",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Options {
+    scenarios: Vec<Scenario>,
+    profiles: Vec<Profile>,
+    trials: usize,
+    compare: bool,
+    scale: Vec<usize>,
+    loss: Duration,
+    idle: Duration,
+    traffic: Duration,
+    json: PathBuf,
+    setup: Setup,
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut scenarios = ALL.to_vec();
+    let mut profiles = vec![COMPARISON, FAST];
+    let mut trials = None;
+    let mut compare = false;
+    let mut quick = false;
+    let mut scale = vec![3, 9, 17, 33];
+    let (mut loss, mut idle, mut traffic) = (None, None, None);
+    let mut json = PathBuf::from("target/bench.json");
+    let mut regent = None;
+    let mut hook = None;
+    let mut log_level = "info".to_string();
+    let mut keep = false;
+    let mut it = args.iter();
+    let secs = |v: &str| -> Result<Duration, String> {
+        v.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("not a number of seconds: {v}"))
+    };
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--scenario" => {
+                scenarios = Vec::new();
+                for name in value()?.split(',') {
+                    match ALL.iter().find(|s| s.name() == name) {
+                        Some(&s) => scenarios.push(s),
+                        None if name == "all" => scenarios = ALL.to_vec(),
+                        None => return Err(format!("unknown scenario {name}")),
+                    }
+                }
+            }
+            "--profile" => {
+                profiles = match value()?.as_str() {
+                    "comparison" => vec![COMPARISON],
+                    "fast" => vec![FAST],
+                    "both" => vec![COMPARISON, FAST],
+                    p => return Err(format!("unknown profile {p} (comparison, fast, both)")),
+                }
+            }
+            "--trials" => {
+                let v = value()?;
+                trials = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or(format!("--trials: not a positive number: {v}"))?,
+                );
+            }
+            "--compare" => match value()?.as_str() {
+                "keepalived" => compare = true,
+                other => return Err(format!("can only compare with keepalived, not {other}")),
+            },
+            "--quick" => quick = true,
+            "--scale" => {
+                scale = value()?
+                    .split(',')
+                    .map(|n| {
+                        n.parse::<usize>()
+                            .ok()
+                            .filter(|n| (3..=netns::MAX_HOSTS).contains(n))
+                            .ok_or(format!("--scale: not a host count from 3 to 99: {n}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--loss-secs" => loss = Some(secs(&value()?)?),
+            "--idle-secs" => idle = Some(secs(&value()?)?),
+            "--traffic-secs" => traffic = Some(secs(&value()?)?),
+            "--json" => json = PathBuf::from(value()?),
+            "--regent" => regent = Some(PathBuf::from(value()?)),
+            "--hook" => {
+                let path = std::fs::canonicalize(value()?).map_err(|e| format!("--hook: {e}"))?;
+                hook = Some(path);
+            }
+            "--log-level" => log_level = value()?,
+            "--keep" => keep = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let regent = match regent {
+        Some(r) => r,
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this binary: {e}"))?
+            .with_file_name("regent"),
+    };
+    if !regent.exists() {
+        return Err(format!(
+            "no regent binary at {} (cargo build --release, or --regent PATH)",
+            regent.display()
+        ));
+    }
+    let pick = |given: Option<Duration>, full: u64, short: u64| {
+        given.unwrap_or(Duration::from_secs(if quick { short } else { full }))
+    };
+    Ok(Options {
+        scenarios,
+        profiles,
+        trials: trials.unwrap_or(if quick { 5 } else { 20 }),
+        compare,
+        scale,
+        loss: pick(loss, 60, 20),
+        idle: pick(idle, 30, 10),
+        traffic: pick(traffic, 10, 5),
+        json,
+        setup: Setup {
+            regent,
+            hook,
+            log_level,
+            keep,
+        },
+    })
+}
+
+// ----- interruption -----
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// SIGINT, SIGTERM and SIGHUP set [`STOP`]; a second one kills as usual.
+fn install_signal_handlers() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is valid; the handler only stores to
+        // an atomic, which is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// `Err` once the bench was asked to stop.
+pub fn interrupted() -> Result<(), String> {
+    if STOP.load(Ordering::Relaxed) {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sleeps `d`, waking early with `Err` if the bench is asked to stop.
+pub fn pause(d: Duration) -> Result<(), String> {
+    let end = Instant::now() + d;
+    loop {
+        interrupted()?;
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(20)));
+    }
+}
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Milliseconds since the bench started: the time stamp of log lines and
+/// of the faults it reports, so both can be lined up.
+pub fn stamp() -> f64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
+}
+
+/// A small xorshift generator for the phase of faults; seeded from the
+/// standard library's per-process random hasher keys.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Rng {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Rng(seed | 1)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        if n == 0 {
+            0
+        } else {
+            self.0 % n
+        }
+    }
+}
+
+// ----- the run -----
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("regent-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("regent-bench: needs root (network namespaces)");
+        return ExitCode::from(2);
+    }
+    for tool in ["ip", "nft", "arping"] {
+        if !have(tool) {
+            eprintln!("regent-bench: {tool} is missing (apt-get install iproute2 nftables iputils-arping)");
+            return ExitCode::from(2);
+        }
+    }
+    if opts.compare && !have("keepalived") {
+        eprintln!("regent-bench: keepalived is missing; installing the Debian package");
+        let ok = Command::new("sh")
+            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends keepalived"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !have("keepalived") {
+            eprintln!("regent-bench: cannot install keepalived");
+            return ExitCode::from(2);
+        }
+    }
+    install_signal_handlers();
+    stamp();
+    let command = std::iter::once("regent-bench".to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut machine = machine(&opts);
+    let started = Instant::now();
+    let mut results = Results::default();
+    let outcome = run_plan(&opts, &mut results);
+    machine.push(("load_after", loadavg()));
+    machine.push((
+        "duration_s",
+        format!("{:.0}", started.elapsed().as_secs_f64()),
+    ));
+    let targets = report::targets(&results);
+    println!("\n{}", report::table(&results, &targets, opts.compare));
+    let json = report::json(&results, &targets, &machine, &command);
+    if let Some(dir) = opts.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&opts.json, json) {
+        Ok(()) => println!("JSON report: {}", opts.json.display()),
+        Err(e) => eprintln!("regent-bench: cannot write {}: {e}", opts.json.display()),
+    }
+    let leftovers =
+        netns::namespaces_with_prefix(&format!("{}{}x", netns::FAMILY, std::process::id()));
+    if !leftovers.is_empty() {
+        eprintln!("regent-bench: namespaces left behind: {leftovers:?}");
+    }
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("regent-bench: {e}");
+            ExitCode::from(if STOP.load(Ordering::Relaxed) { 130 } else { 1 })
+        }
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn machine(opts: &Options) -> Vec<(&'static str, String)> {
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_default();
+    let out = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).to_string()
+                    + &String::from_utf8_lossy(&o.stderr);
+                text.lines().next().unwrap_or("").trim().to_string()
+            })
+            .unwrap_or_default()
+    };
+    let regent = opts.setup.regent.to_string_lossy().to_string();
+    let mut m = vec![
+        (
+            "nproc",
+            std::thread::available_parallelism()
+                .map_or(0, |n| n.get())
+                .to_string(),
+        ),
+        ("memory", mem),
+        (
+            "kernel",
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
+        ("load_before", loadavg()),
+        ("regent", out(&regent, &["--version"])),
+        (
+            "hook",
+            opts.setup
+                .hook
+                .as_ref()
+                .map_or("bench's own".into(), |h| h.display().to_string()),
+        ),
+    ];
+    if opts.compare {
+        m.push(("keepalived", out("keepalived", &["--version"])));
+    }
+    m
+}
+
+fn run_plan(o: &Options, results: &mut Results) -> Result<(), String> {
+    let agents: &[Agent] = if o.compare {
+        &[Agent::Regent, Agent::Keepalived]
+    } else {
+        &[Agent::Regent]
+    };
+    for &scenario in &o.scenarios {
+        for &profile in &o.profiles {
+            for &agent in agents {
+                interrupted()?;
+                eprintln!(
+                    "== {} / {} / {}",
+                    scenario.name(),
+                    profile.name,
+                    agent.name()
+                );
+                let outcome = match scenario {
+                    Scenario::Crash => crash_series(o, results, agent, profile, 3, "crash"),
+                    Scenario::Graceful => graceful(o, results, agent, profile),
+                    Scenario::StepDown => step_down(o, results, agent, profile),
+                    Scenario::Partition => partition(o, results, agent, profile),
+                    Scenario::Loss => loss(o, results, agent, profile),
+                    Scenario::Idle => idle(o, results, agent, profile),
+                    Scenario::Scale => scale(o, results, agent, profile),
+                };
+                if let Err(e) = outcome {
+                    interrupted()?;
+                    eprintln!("   failed: {e}");
+                    let first = e.lines().next().unwrap_or("");
+                    results.notes.push(format!(
+                        "{} / {} / {}: {first}",
+                        scenario.name(),
+                        profile.name,
+                        agent.name()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `trials` trials, recovering after a failed one; gives up on the
+/// series after too many failures.
+fn trials(
+    env: &mut Env,
+    n: usize,
+    label: &str,
+    mut trial: impl FnMut(&mut Env) -> Result<Trial, String>,
+) -> Result<Series, String> {
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    let mut overlap = 0.0;
+    for i in 1..=n {
+        match trial(env) {
+            Ok(t) => {
+                eprintln!(
+                    "   {label} {i}/{n}: {:.1} ms{}",
+                    t.downtime_ms,
+                    if t.overlap_ms > 0.0 {
+                        format!(", {:.1} ms with more than one VIP holder", t.overlap_ms)
+                    } else {
+                        String::new()
+                    }
+                );
+                samples.push(t.downtime_ms);
+                overlap += t.overlap_ms;
+            }
+            Err(e) => {
+                interrupted()?;
+                eprintln!("   {label} {i}/{n} failed: {e}");
+                failures.push(e.lines().next().unwrap_or("").to_string());
+                if failures.len() > n / 2 {
+                    return Err(format!("{label}: too many failed trials; last: {e}"));
+                }
+                env.recover()?;
+            }
+        }
+    }
+    Ok(Series {
+        samples,
+        failures,
+        overlap,
+    })
+}
+
+/// What a series of trials gave.
+struct Series {
+    samples: Vec<f64>,
+    failures: Vec<String>,
+    /// Total time with more than one VIP holder over all trials.
+    overlap: f64,
+}
+
+impl Series {
+    fn record(self, results: &mut Results, k: &Key<'_>) {
+        results.dist(k, &self.samples, self.failures, false);
+        let figure = "more than one holder, total";
+        results.value(
+            &Key {
+                figure,
+                unit: "ms",
+                ..*k
+            },
+            Better::Lower,
+            self.overlap,
+        );
+    }
+}
+
+fn key<'a>(
+    scenario: &'static str,
+    profile: Profile,
+    hosts: usize,
+    agent: Agent,
+    figure: &'a str,
+    unit: &'static str,
+) -> Key<'a> {
+    Key {
+        scenario,
+        profile,
+        hosts,
+        agent,
+        figure,
+        unit,
+    }
+}
+
+fn crash_series(
+    o: &Options,
+    results: &mut Results,
+    agent: Agent,
+    profile: Profile,
+    hosts: usize,
+    scenario: &'static str,
+) -> Result<(), String> {
+    let mut env = Env::new(agent, profile, hosts, &o.setup)?;
+    let t = env.traffic_run(o.traffic)?;
+    let k = |figure, unit| key(scenario, profile, hosts, agent, figure, unit);
+    results.value(
+        &k("pkts/s sent per host (wire)", "1/s"),
+        Better::Lower,
+        t.wire.tx_pps,
+    );
+    results.value(
+        &k("bytes/s sent per host (wire)", "B/s"),
+        Better::Lower,
+        t.wire.tx_bps,
+    );
+    results.value(
+        &k("pkts/s received per host (wire)", "1/s"),
+        Better::Lower,
+        t.wire.rx_pps,
+    );
+    if agent == Agent::Regent {
+        results.value(
+            &k("pkts/s sent per host (metrics)", "1/s"),
+            Better::Neither,
+            t.own.tx_pps,
+        );
+        results.value(
+            &k("bytes/s sent per host (metrics)", "B/s"),
+            Better::Neither,
+            t.own.tx_bps,
+        );
+        results.value(
+            &k("pkts/s received per host (metrics)", "1/s"),
+            Better::Neither,
+            t.own.rx_pps,
+        );
+        results.value(
+            &k("bytes/s received per host (metrics)", "B/s"),
+            Better::Neither,
+            t.own.rx_bps,
+        );
+    }
+    results.value(
+        &k("leadership changes without a fault", "n"),
+        Better::Lower,
+        t.changes as f64,
+    );
+    trials(&mut env, o.trials, "crash", Env::crash_trial)?.record(results, &k("downtime", "ms"));
+    Ok(())
+}
+
+fn graceful(
+    o: &Options,
+    results: &mut Results,
+    agent: Agent,
+    profile: Profile,
+) -> Result<(), String> {
+    let mut env = Env::new(agent, profile, 3, &o.setup)?;
+    trials(&mut env, o.trials, "SIGTERM", Env::graceful_trial)?.record(
+        results,
+        &key("graceful", profile, 3, agent, "downtime", "ms"),
+    );
+    Ok(())
+}
+
+fn step_down(
+    o: &Options,
+    results: &mut Results,
+    agent: Agent,
+    profile: Profile,
+) -> Result<(), String> {
+    if agent == Agent::Keepalived {
+        if !results.notes.iter().any(|n| n.contains("no step-down")) {
+            results
+                .notes
+                .push("keepalived has no step-down command: step-down is regent only".into());
+        }
+        return Ok(());
+    }
+    let mut env = Env::new(agent, profile, 3, &o.setup)?;
+    trials(&mut env, o.trials, "step-down", Env::step_down_trial)?.record(
+        results,
+        &key("step-down", profile, 3, agent, "downtime", "ms"),
+    );
+    Ok(())
+}
+
+fn partition(
+    o: &Options,
+    results: &mut Results,
+    agent: Agent,
+    profile: Profile,
+) -> Result<(), String> {
+    const HOSTS: usize = 5;
+    let hold = Duration::from_secs(2);
+    let after = Duration::from_secs(2);
+    let n = (o.trials / 4).max(2);
+    let mut env = Env::new(agent, profile, HOSTS, &o.setup)?;
+    let mut overlaps = Vec::new();
+    let mut majority = Vec::new();
+    let mut outages = Vec::new();
+    let mut released = Vec::new();
+    let mut failures = Vec::new();
+    for i in 1..=n {
+        match env.partition_trial(hold, after) {
+            Ok(s) => {
+                eprintln!(
+                    "   partition {i}/{n}: more than one holder {:.1} ms, majority serves after {} ms, minority let go after {} ms",
+                    s.overlap_ms,
+                    s.majority_ms.map_or("-".into(), report::fmt),
+                    s.released_ms.map_or("never".into(), report::fmt)
+                );
+                overlaps.push(s.overlap_ms);
+                majority.extend(s.majority_ms);
+                outages.extend(s.outage_ms);
+                released.extend(s.released_ms);
+                if s.majority_ms.is_none() {
+                    failures.push("the majority did not serve within the partition".into());
+                }
+            }
+            Err(e) => {
+                interrupted()?;
+                eprintln!("   partition {i}/{n} failed: {e}");
+                failures.push(e.lines().next().unwrap_or("").to_string());
+                env.recover()?;
+            }
+        }
+    }
+    let k = |figure, unit| key("partition", profile, HOSTS, agent, figure, unit);
+    results.value(
+        &k("more than one holder, total", "ms"),
+        Better::Lower,
+        overlaps.iter().sum(),
+    );
+    results.value(
+        &k("more than one holder, worst trial", "ms"),
+        Better::Lower,
+        overlaps.iter().copied().fold(0.0, f64::max),
+    );
+    results.dist(&k("majority serves after", "ms"), &majority, failures, true);
+    results.dist(&k("client outage", "ms"), &outages, Vec::new(), true);
+    results.value(
+        &k("trials where the minority let go", "n"),
+        Better::Neither,
+        released.len() as f64,
+    );
+    if let Some(max) = released.iter().copied().reduce(f64::max) {
+        results.value(&k("minority let go after, max", "ms"), Better::Neither, max);
+    }
+    Ok(())
+}
+
+fn loss(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> Result<(), String> {
+    let mut env = Env::new(agent, profile, 3, &o.setup)?;
+    let s = env.loss_run(20, o.loss)?;
+    eprintln!(
+        "   20% loss for {:?}: {} leadership changes, {:.1} ms with more than one holder",
+        o.loss, s.changes, s.overlap_ms
+    );
+    let k = |figure, unit| key("loss", profile, 3, agent, figure, unit);
+    results.value(
+        &k("leadership changes", "n"),
+        Better::Lower,
+        s.changes as f64,
+    );
+    results.value(
+        &k("more than one holder", "ms"),
+        Better::Lower,
+        s.overlap_ms,
+    );
+    results.value(&k("span", "s"), Better::Neither, o.loss.as_secs_f64());
+    Ok(())
+}
+
+fn idle(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> Result<(), String> {
+    for hosts in [3, 9] {
+        let mut env = Env::new(agent, profile, hosts, &o.setup)?;
+        let usage = env.idle_run(o.idle)?;
+        let mib: Vec<f64> = usage.iter().map(|u| u.rss_kib as f64 / 1024.0).collect();
+        let cpu: Vec<f64> = usage.iter().map(|u| u.cpu_percent).collect();
+        let ticks: Vec<f64> = usage.iter().map(|u| u.cpu_percent_ticks).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "   {hosts} hosts: RSS mean {:.2} MiB max {:.2} MiB, CPU mean {:.3}% max {:.3}%",
+            mean(&mib),
+            max(&mib),
+            mean(&cpu),
+            max(&cpu)
+        );
+        let k = |figure, unit| key("idle", profile, hosts, agent, figure, unit);
+        results.value(&k("RSS per daemon mean", "MiB"), Better::Lower, mean(&mib));
+        results.value(&k("RSS per daemon max", "MiB"), Better::Lower, max(&mib));
+        results.value(&k("CPU per daemon mean", "%"), Better::Lower, mean(&cpu));
+        results.value(&k("CPU per daemon max", "%"), Better::Lower, max(&cpu));
+        results.value(
+            &k("CPU per daemon max (stat ticks)", "%"),
+            Better::Neither,
+            max(&ticks),
+        );
+    }
+    Ok(())
+}
+
+fn scale(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> Result<(), String> {
+    for &hosts in &o.scale {
+        // The crash scenario is the scale scenario at 3 hosts: reuse it.
+        let done: Vec<report::Row> = results
+            .rows
+            .iter()
+            .filter(|r| r.scenario == "crash" && r.profile == profile && r.hosts == hosts)
+            .cloned()
+            .collect();
+        let reuse = done.iter().any(|r| {
+            r.values[match agent {
+                Agent::Regent => 0,
+                Agent::Keepalived => 1,
+            }]
+            .is_some()
+        });
+        if reuse {
+            eprintln!("   {hosts} hosts: taken from the crash scenario");
+            for r in done {
+                let slot = match agent {
+                    Agent::Regent => 0,
+                    Agent::Keepalived => 1,
+                };
+                if let Some(v) = r.values[slot] {
+                    let k = key("scale", profile, hosts, agent, &r.figure, r.unit);
+                    if r.quorum_cost {
+                        results.quorum_value(&k, v);
+                    } else {
+                        results.value(&k, r.better, v);
+                    }
+                }
+            }
+            continue;
+        }
+        if let Err(e) = crash_series(o, results, agent, profile, hosts, "scale") {
+            interrupted()?;
+            eprintln!("   {hosts} hosts failed: {e}");
+            results.notes.push(format!(
+                "scale / {} / {} / {hosts} hosts: {}",
+                profile.name,
+                agent.name(),
+                e.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    Ok(())
+}
