@@ -214,18 +214,12 @@ fn saved_fuzz_reproducers_pass() {
     println!("{ran} reproducers replayed");
 }
 
-/// Epoch exhaustion in the core, found by the `node` target: once a node has
-/// promised `u64::MAX` (an insider's `known_epoch`, or a state file), its next
-/// claim asks for `Epoch::next()` of it, which saturates to the same epoch.
-/// Debug builds trip `debug_assert!(epoch > self.promised)` in
-/// `Node::promise`; release builds promise and claim epoch `u64::MAX` a second
-/// time, and a one-member cluster then leads that epoch twice (S1). In larger
-/// clusters every peer nacks it and no leader is ever elected again. The fix
-/// belongs in `src/core/` (refuse to claim when the epoch cannot grow, and
-/// say so), which this branch may not change.
+/// Epoch exhaustion, found by the `node` target: once a node has promised
+/// `u64::MAX` (an insider's `known_epoch`, or a state file), `Epoch::next()`
+/// saturates to the same epoch. The core now refuses to claim when the epoch
+/// cannot grow, so no epoch is ever led twice.
 #[test]
-#[ignore = "known core issue, reported: epoch exhaustion at u64::MAX"]
-fn known_issue_epoch_saturation() {
+fn epoch_exhaustion_never_leads_an_epoch_twice() {
     use regentd::core::{
         CoreConfig, Effect, HookDone, HookKind, HookOutcome, Input, Node, Persisted, Time, Timing,
     };

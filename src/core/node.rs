@@ -838,7 +838,13 @@ impl Node {
     }
 
     fn claim(&mut self, now: Time) {
-        let epoch = self.known.max(self.promised).next();
+        let highest = self.known.max(self.promised);
+        if highest == Epoch(u64::MAX) {
+            // No epoch is left above every promise: claiming would reuse
+            // one. Only a state file or a key holder can get here.
+            return;
+        }
+        let epoch = highest.next();
         self.promise(epoch);
         let sent = now;
         self.state = State::Candidate(Candidacy {
