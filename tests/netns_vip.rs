@@ -488,6 +488,62 @@ fn client_follows_the_vip_through_crash_and_graceful_stop() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(c.holder().map(|h| h.0), Some(b), "{}", c.dump());
 
+    // Planned switchover: `regent step-down` on the leader hands over to the
+    // next-ranked node with no overlap.
+    let step_at = Instant::now();
+    let asked = realtime_ns();
+    let (ok, text) = c.ctl(b, &["step-down"]);
+    assert!(ok, "step-down refused: {text}\n{}", c.dump());
+    let successor = c
+        .wait_promote(asked, &[b], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no leader after step-down\n{}", c.dump()));
+    for (name, probes) in [("IPv4", &v4), ("IPv6", &v6)] {
+        assert!(
+            wait_served_by(probes, successor.node, Duration::from_secs(5)),
+            "after step-down the client never reached node {} over {name}\n{}",
+            successor.node,
+            c.dump()
+        );
+    }
+    let step_end = Instant::now();
+    for (name, probes) in [("IPv4", &v4), ("IPv6", &v6)] {
+        let o = outage(
+            &snapshot(probes),
+            step_at - Duration::from_millis(200),
+            step_end,
+        );
+        println!(
+            "step-down of node {b}, {name}: client-observed downtime {:.1} ms, {} of {} probes lost, answers {:?} (node {} promoted {:.1} ms after the request)",
+            ms(o.downtime),
+            o.lost,
+            o.sent,
+            o.by_host,
+            successor.node,
+            (successor.at_ns - asked) as f64 / 1e6
+        );
+        assert!(
+            o.downtime < dead_after,
+            "{name} downtime {:.1} ms after step-down is not below dead_after\n{}",
+            ms(o.downtime),
+            c.dump()
+        );
+    }
+    assert!(wait_run_end(
+        &c,
+        successor.node,
+        "promote",
+        asked,
+        Duration::from_secs(8)
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        c.holder().map(|h| h.0),
+        Some(successor.node),
+        "{}",
+        c.dump()
+    );
+    let b = successor.node;
+
     // Graceful stop of the new leader: demote, resign, the next one claims.
     let stop_at = Instant::now();
     let stopped = c.signal(b, libc::SIGTERM);
