@@ -98,6 +98,8 @@ struct Sticky {
     promise: Duration,
     /// A leader heartbeat was heard, not only a claim acked.
     confirmed: bool,
+    /// The leader's incarnation when the promise was made.
+    incarnation: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -480,10 +482,15 @@ impl Node {
             self.on_leader_heartbeat(now, from, epoch);
         } else if let Some(s) = self.sticky {
             // The leader we follow says it no longer leads that epoch (it
-            // restarted, or resigned and we missed the Resign): the promise
-            // guards nothing any more. While it still names itself leader
-            // (its demote hook runs) the promise stands.
-            if s.leader == from && hb.leader != Some((from, s.epoch)) && s.confirmed {
+            // resigned and we missed the Resign): the promise guards nothing
+            // any more. While it still names itself leader (its demote hook
+            // runs) the promise stands. A restarted leader is not taken at
+            // its word: the promise then runs out on its own.
+            // Only the same incarnation counts: a new one may be another
+            // host wrongly using the leader's id while the leader lives.
+            let same_process = self.peers.get(&from).map(|p| p.incarnation) == Some(s.incarnation);
+            if s.leader == from && same_process && hb.leader != Some((from, s.epoch)) && s.confirmed
+            {
                 self.sticky = None;
                 self.transition(Role::Follower, s.epoch, None, "leader-stopped");
             }
@@ -537,6 +544,7 @@ impl Node {
             epoch,
             until,
             promise: dead_after,
+            incarnation: self.peers.get(&from).map_or(0, |p| p.incarnation),
             confirmed: true,
         });
         self.pending = None;
@@ -648,7 +656,8 @@ impl Node {
             }
         }
         if let Some(s) = self.sticky {
-            if s.leader == from && s.epoch <= epoch {
+            let same_process = self.peers.get(&from).map(|p| p.incarnation) == Some(s.incarnation);
+            if s.leader == from && same_process && s.epoch <= epoch {
                 // The leader ran its demote hook before resigning: our
                 // promise to it may end now.
                 self.sticky = None;
@@ -1094,6 +1103,7 @@ impl Node {
             epoch,
             until: now + self.cfg.timing.dead_after,
             promise: self.cfg.timing.dead_after,
+            incarnation: self.peers.get(&from).map_or(0, |p| p.incarnation),
             confirmed: false,
         });
         let dead_after_ms =
