@@ -549,7 +549,11 @@ impl Driver {
                         }
                     }
                     Effect::RunHook(req) => {
-                        self.hooks.request(req, self.poll.registry(), now);
+                        // A persist before this may have taken long: the
+                        // lease is checked against the clock as it is now.
+                        let fresh = Self::now();
+                        self.grant(fresh);
+                        self.hooks.request(req, self.poll.registry(), fresh);
                     }
                     Effect::Transition(t) => self.on_transition(&t, now),
                     Effect::StepDownResult(r) => {
@@ -601,6 +605,15 @@ impl Driver {
                 break;
             }
         }
+        self.grant(Self::now());
+    }
+
+    /// Hands the hook runner the lease the core holds now, so a promote or
+    /// refresh starts only inside it.
+    fn grant(&mut self, now: Instant) {
+        let authority = self.node.lease().map(|(e, end)| (e, self.instant(end)));
+        self.hooks
+            .set_authority(authority, self.poll.registry(), now);
     }
 
     fn persist(&mut self, p: Persisted) -> Result<(), String> {
@@ -905,6 +918,7 @@ fn hook_figures(stats: &crate::hooks::HookStats) -> control::HookFigures {
         timeouts: k.timeouts,
         skipped: k.skipped,
         cancelled: k.cancelled,
+        held: k.held,
         last_duration: k.last_duration,
     };
     control::HookFigures {

@@ -22,6 +22,12 @@
 //! have been reused. (A hook that deliberately leaves its group with
 //! `setsid` escapes this; only a cgroup could hold it.)
 //!
+//! Architecture Invariant: a promote or refresh starts only inside the lease
+//! of its epoch, as the driver last reported it with `set_authority` and a
+//! fresh `now`. A promote whose lease ended before the main lane was free
+//! (a slow fsync, a slow demote before it) waits: the core either renews
+//! the lease and the promote starts, or demotes and both are skipped.
+//!
 //! Architecture Invariant: no hook sees the daemon's environment. Each gets
 //! `PATH` and the `REGENT_*` variables, nothing else (no `NOTIFY_SOCKET`).
 
@@ -162,6 +168,9 @@ pub struct KindStats {
     /// Runs killed because a later request superseded them: a promote killed
     /// by a demote, a refresh killed by any request (not failures either).
     pub cancelled: u64,
+    /// Promotes held back because no lease covered them when the main lane
+    /// was free; each then started late or was skipped.
+    pub held: u64,
     /// Wall time of the last finished run.
     pub last_duration: Option<Duration>,
 }
@@ -207,6 +216,12 @@ pub struct HookRunner {
     /// The epoch this node leads, as far as hooks know: set when a promote
     /// succeeds with nothing queued behind it, cleared by any request.
     leading: Option<Epoch>,
+    /// The epoch this node leads and the instant its lease ends, as the
+    /// driver last read them from the core. A promote or refresh starts
+    /// only inside this lease.
+    authority: Option<(Epoch, Instant)>,
+    /// The epoch of the promote last logged as held for want of a lease.
+    held: Option<Epoch>,
     next_refresh: Option<Instant>,
     next_check: Option<Instant>,
     health: Health,
@@ -354,6 +369,8 @@ impl HookRunner {
             notify_queue: VecDeque::new(),
             done: VecDeque::new(),
             leading: None,
+            authority: None,
+            held: None,
             next_refresh: None,
             next_check: None,
             health: Health {
@@ -444,6 +461,34 @@ impl HookRunner {
         }
         self.queue.push_back(Queued { req, skipped });
         self.step(registry, now);
+    }
+
+    /// Tells the runner which epoch this node leads and until when its lease
+    /// holds (`None`: it leads none). `now` must be fresh: a promote that
+    /// waits for its lease starts here when the lease covers it.
+    pub fn set_authority(
+        &mut self,
+        authority: Option<(Epoch, Instant)>,
+        registry: &Registry,
+        now: Instant,
+    ) {
+        if self.authority == authority {
+            return;
+        }
+        self.authority = authority;
+        let waiting = self
+            .queue
+            .front()
+            .is_some_and(|q| q.req.kind == HookKind::Promote && !q.skipped);
+        if waiting && self.lanes[MAIN].is_none() {
+            self.step(registry, now);
+        }
+    }
+
+    /// Whether the lease of `epoch` holds at `now`.
+    fn authorized(&self, epoch: Epoch, now: Instant) -> bool {
+        self.authority
+            .is_some_and(|(leads, until)| leads == epoch && now < until)
     }
 
     /// Runs the notify hook, if configured, for a transition, on its own
@@ -794,6 +839,20 @@ impl HookRunner {
     /// that is due. Requests that need no process complete on the spot.
     fn start_main(&mut self, registry: &Registry, now: Instant) {
         while self.lanes[MAIN].is_none() {
+            if let Some(q) = self.queue.front() {
+                let epoch = q.req.epoch;
+                if q.req.kind == HookKind::Promote && !q.skipped && !self.authorized(epoch, now) {
+                    if self.held != Some(epoch) {
+                        self.held = Some(epoch);
+                        self.stats.promote.held += 1;
+                        log::warn!(
+                            "hook promote for epoch {epoch} held: no lease covers it now \
+                             (the event loop or the hook before it was slow)"
+                        );
+                    }
+                    break;
+                }
+            }
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
@@ -862,6 +921,11 @@ impl HookRunner {
         let (Some(epoch), Some(path)) = (self.leading, self.cfg.promote.clone()) else {
             return;
         };
+        if !self.authorized(epoch, now) {
+            log::debug!("refresh for epoch {epoch} skipped: no lease covers it now");
+            self.stats.refresh.skipped += 1;
+            return;
+        }
         if let Some(run) = &self.lanes[MAIN] {
             log::debug!(
                 "refresh for epoch {epoch} skipped: hook {}[{}] is running",
@@ -1469,6 +1533,9 @@ mod tests {
         /// Call `on_sigchld` every turn (the driver's forwarding); off to
         /// test that the runner does not depend on it.
         sigchld: bool,
+        /// Grant every promote a lease, as a core that keeps its lease
+        /// would; off to test the lease gate.
+        lease: bool,
         done: Vec<HookDone>,
         health: Vec<bool>,
     }
@@ -1482,6 +1549,7 @@ mod tests {
                 events: Events::with_capacity(64),
                 runner,
                 sigchld: true,
+                lease: true,
                 done: vec![],
                 health: vec![],
             }
@@ -1489,10 +1557,33 @@ mod tests {
 
         fn request(&mut self, r: HookRequest) {
             self.runner.request(r, self.poll.registry(), Instant::now());
+            self.grant();
+        }
+
+        /// With `lease` on, a long lease for the first waiting promote, or
+        /// else for the epoch being led.
+        fn grant(&mut self) {
+            if !self.lease {
+                return;
+            }
+            let epoch = self
+                .runner
+                .queue
+                .iter()
+                .find(|q| q.req.kind == HookKind::Promote && !q.skipped)
+                .map(|q| q.req.epoch)
+                .or(self.runner.leading);
+            if let Some(epoch) = epoch {
+                let now = Instant::now();
+                let until = now + Duration::from_secs(3600);
+                self.runner
+                    .set_authority(Some((epoch, until)), self.poll.registry(), now);
+            }
         }
 
         /// One turn of the event loop.
         fn turn(&mut self) {
+            self.grant();
             let now = Instant::now();
             let wait = self
                 .runner
@@ -1935,6 +2026,77 @@ mod tests {
         );
         assert!(h.runner.is_idle());
         assert_eq!(h.runner.stats().promote.runs, 0);
+    }
+
+    #[test]
+    fn a_promote_starts_only_inside_its_lease() {
+        let dir = test_dir("lease");
+        let (hook, log) = logging_hook(&dir, "0");
+        let mut cfg = config();
+        cfg.promote = Some(hook.clone());
+        cfg.demote = Some(hook);
+        let mut h = Harness::new(cfg);
+        h.lease = false;
+
+        // No lease at all, then a lease that has already ended, then a lease
+        // of another epoch: the promote is held every time.
+        h.request(req(HookKind::Promote, 5));
+        h.run_for(Duration::from_millis(100));
+        let now = Instant::now();
+        h.runner
+            .set_authority(Some((Epoch(5), now)), h.poll.registry(), now);
+        h.run_for(Duration::from_millis(100));
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        h.runner
+            .set_authority(Some((Epoch(4), later)), h.poll.registry(), now);
+        h.run_for(Duration::from_millis(100));
+        assert!(
+            read_lines(&log).is_empty(),
+            "a promote ran without its lease"
+        );
+        assert!(h.done.is_empty());
+        assert_eq!(h.runner.stats().promote.held, 1);
+
+        // Its lease is renewed: it starts at once.
+        h.runner
+            .set_authority(Some((Epoch(5), later)), h.poll.registry(), Instant::now());
+        h.until(Duration::from_secs(5), "promote 5 done", |h| {
+            h.done.len() == 1
+        });
+        assert_eq!(h.done, [done(HookKind::Promote, 5, HookOutcome::Ok)]);
+
+        // The lease ends before the next promote can start, and the core
+        // demotes: neither runs.
+        h.runner
+            .set_authority(None, h.poll.registry(), Instant::now());
+        h.request(req(HookKind::Demote, 5));
+        h.request(req(HookKind::Promote, 6));
+        h.until(Duration::from_secs(5), "demote 5 done", |h| {
+            h.done.len() == 2
+        });
+        h.run_for(Duration::from_millis(100));
+        h.request(req(HookKind::Demote, 6));
+        h.until(Duration::from_secs(5), "four reports", |h| {
+            h.done.len() == 4
+        });
+        assert_eq!(
+            h.done[2..],
+            [
+                done(HookKind::Promote, 6, HookOutcome::Skipped),
+                done(HookKind::Demote, 6, HookOutcome::Skipped)
+            ]
+        );
+        assert_eq!(
+            read_lines(&log),
+            [
+                "start promote 5",
+                "end promote 5",
+                "start demote 5",
+                "end demote 5"
+            ]
+        );
+        assert_eq!(h.runner.stats().promote.held, 2);
     }
 
     #[test]

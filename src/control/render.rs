@@ -70,6 +70,8 @@ pub struct HookCounts {
     pub skipped: u64,
     /// Runs killed because a later request superseded them.
     pub cancelled: u64,
+    /// Promotes held back because no lease covered them when they could start.
+    pub held: u64,
     /// How long the last finished run took.
     pub last_duration: Option<Duration>,
 }
@@ -410,6 +412,7 @@ pub fn render_status_json(s: &Snapshot) -> String {
         k.num("timeouts", f.timeouts);
         k.num("skipped", f.skipped);
         k.num("cancelled", f.cancelled);
+        k.num("held", f.held);
         k.opt_num("last_duration_ms", f.last_duration.map(|d| d.as_millis()));
         k.close();
     }
@@ -648,7 +651,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
         );
     }
     type Field = fn(&HookCounts) -> u64;
-    let hook_counters: [(&str, &str, Field); 5] = [
+    let hook_counters: [(&str, &str, Field); 6] = [
         ("regent_hook_runs_total", "Hook runs started.", |h| h.runs),
         (
             "regent_hook_failures_total",
@@ -669,6 +672,11 @@ pub fn render_metrics(s: &Snapshot) -> String {
             "regent_hook_cancelled_total",
             "Hook runs killed because a later request superseded them.",
             |h| h.cancelled,
+        ),
+        (
+            "regent_hook_held_total",
+            "Promote runs held back because no lease covered them when they could start.",
+            |h| h.held,
         ),
     ];
     for (name, help, field) in hook_counters {

@@ -290,6 +290,15 @@ impl Node {
         }
     }
 
+    /// The epoch this node leads and the instant its lease ends. The driver
+    /// starts a promote or refresh hook only before that instant.
+    pub fn lease(&self) -> Option<(Epoch, Time)> {
+        match &self.state {
+            State::Leader(l) => Some((l.epoch, l.lease_end)),
+            _ => None,
+        }
+    }
+
     /// The next effect to carry out, in order.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.out.pop_front()
