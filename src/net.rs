@@ -348,13 +348,45 @@ fn open_unicast(port: u16, bind: Option<IpAddr>, peers: &[SocketAddr]) -> io::Re
     })
 }
 
+/// The receive buffer asked for. Datagrams that arrive while the event loop
+/// waits for a CPU wait here: a burst of garbage, or the heartbeats of a
+/// large group, must not push real heartbeats out of a full buffer.
+pub const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+
 fn new_socket(domain: Domain, label: &str) -> io::Result<Socket> {
     let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
         .map_err(|e| annotate(e, format!("create UDP socket for {label}")))?;
     socket
         .set_nonblocking(true)
         .map_err(|e| annotate(e, format!("make {label} non-blocking")))?;
+    grow_receive_buffer(&socket, label);
     Ok(socket)
+}
+
+/// `SO_RCVBUFFORCE` (root, or `CAP_NET_ADMIN`) sets the buffer past the
+/// `net.core.rmem_max` cap; without the privilege `SO_RCVBUF` gets as much
+/// as the cap allows. Neither failing stops the daemon.
+fn grow_receive_buffer(socket: &Socket, label: &str) {
+    let bytes = RECEIVE_BUFFER_BYTES as libc::c_int;
+    // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes from a
+    // live `c_int` for a descriptor this function borrows.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES) {
+            log::warn!("receive buffer of {label} left at its default: {e}");
+        }
+    }
+    if let Ok(got) = socket.recv_buffer_size() {
+        log::debug!("receive buffer of {label}: {got} bytes");
+    }
 }
 
 /// Lets several sockets on one host bind the same group and port; each of
@@ -514,6 +546,27 @@ mod tests {
                 "exactly one datagram"
             );
         }
+    }
+
+    #[test]
+    fn the_receive_buffer_holds_a_burst() {
+        let endpoint = unicast(LOCAL4, &[]);
+        let got = SockRef::from(&endpoint.socket)
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        // The kernel reports twice what was set (its bookkeeping share).
+        // Without privilege the rmem_max cap applies.
+        // SAFETY: geteuid has no preconditions.
+        let wanted = if unsafe { libc::geteuid() } == 0 {
+            RECEIVE_BUFFER_BYTES
+        } else {
+            std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+                .min(RECEIVE_BUFFER_BYTES)
+        };
+        assert!(got >= wanted, "receive buffer {got} bytes, wanted {wanted}");
     }
 
     #[test]

@@ -551,9 +551,11 @@ fn a_flood_of_50k_packets_per_second_for_10s_moves_nothing() {
             deltas.join(", ")
         );
     }
+    // The rate is the test's premise, not a figure of regent's; a sender
+    // that falls far short has not shown anything.
     assert!(
-        sent >= RATE * SECS / 10,
-        "the flood sent only {sent} datagrams: the machine is too slow to test this"
+        sent >= RATE * SECS * 6 / 10,
+        "the flood sent only {sent} datagrams in {took:.1} s: the machine is too busy to test this"
     );
     for h in 1..=3 {
         assert!(c.running(h), "host {h} died in the flood\n{}", c.dump());
