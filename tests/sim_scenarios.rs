@@ -275,3 +275,44 @@ fn reload_that_raises_dead_after_does_not_inflate_the_lease() {
     assert_eq!(sim.leader(), Some((N3, Epoch(2))));
     sim.run_until(ms(4_000));
 }
+
+/// Scenario 4: one ack per epoch. A voter whose promise of an epoch has
+/// lapsed must still refuse a second claimant of that same epoch.
+///
+/// Three nodes, default timing, exact clocks. n3 votes only (its health
+/// check fails throughout). n1 (priority 200) and n3 start at 0 ms; n1 is
+/// elected to epoch 1 with n3's ack at ~300 ms and crashes at 350 ms. n1
+/// never reaches n2, and n3 reaches it only 400 ms late. n2 (150) starts at
+/// 360 ms; when its quiet period ends (~660 ms) it counts n3 alive from a
+/// heartbeat n3 sent at ~202 ms, before it heard of epoch 1, so n2 claims
+/// epoch 1. From 655 ms n3's link to n2 is quick again, so its answer
+/// arrives in time. n3's promise to n1 lapsed at ~602 ms: stickiness no
+/// longer protects the old epoch, only the rule "never ack an epoch at or
+/// below one promised" does. n3 must refuse, and n2 must then claim epoch 2.
+#[test]
+fn a_lapsed_promise_still_refuses_its_epoch_to_another_claimant() {
+    let mut plan = Plan::fixed(3, default_timing());
+    plan.priorities = vec![200, 150, 100];
+    let mut sim = pinned(plan);
+    sim.health_at(N3, ms(0), false);
+    sim.block_at(N1, N2, ms(0));
+    sim.set_link_delay(N3, N2, ms(400));
+    sim.start_at(N1, ms(0));
+    sim.start_at(N3, ms(0));
+    sim.crash_at(N1, ms(350));
+    sim.start_at(N2, ms(360));
+    sim.run_until(ms(655));
+    sim.set_link_delay(N3, N2, ms(1));
+    sim.run_until(ms(3_000));
+
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 295, 310);
+    within(
+        "n2 claims epoch 1, never having heard of it",
+        transition(&sim, N2, 1, "claim"),
+        655,
+        665,
+    );
+    assert_eq!(promoted(&sim, N2, 1), None, "n2 never leads epoch 1");
+    within("n2 promotes epoch 2", promoted(&sim, N2, 2), 662, 1_500);
+    assert_eq!(sim.leader(), Some((N2, Epoch(2))));
+}
