@@ -385,6 +385,47 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The machine's 1-minute load average and the share of the last minute
+/// in which some task waited for a CPU (/proc/pressure/cpu, avg60).
+fn contention() -> (Option<f64>, Option<f64>) {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok());
+    let pressure = std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()?
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("avg60="))?
+                .parse()
+                .ok()
+        });
+    (load, pressure)
+}
+
+/// Records how busy the machine was at the end of a series: other work
+/// on a 2-core machine delays the daemons' timers as much as anything.
+fn record_contention(results: &mut Results, k: &Key<'_>) {
+    let (load, pressure) = contention();
+    if let Some(l) = load {
+        let key = Key {
+            figure: "machine load (1 min) at the end",
+            unit: "",
+            ..*k
+        };
+        results.value(&key, Better::Neither, l);
+    }
+    if let Some(p) = pressure {
+        let key = Key {
+            figure: "machine CPU pressure (avg60) at the end",
+            unit: "%",
+            ..*k
+        };
+        results.value(&key, Better::Neither, p);
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -625,6 +666,7 @@ fn crash_series(
         t.changes as f64,
     );
     trials(&mut env, o.trials, "crash", Env::crash_trial)?.record(results, &k("downtime", "ms"));
+    record_contention(results, &k("", ""));
     Ok(())
 }
 
@@ -639,6 +681,7 @@ fn graceful(
         results,
         &key("graceful", profile, 3, agent, "downtime", "ms"),
     );
+    record_contention(results, &key("graceful", profile, 3, agent, "", ""));
     Ok(())
 }
 
@@ -661,6 +704,7 @@ fn step_down(
         results,
         &key("step-down", profile, 3, agent, "downtime", "ms"),
     );
+    record_contention(results, &key("step-down", profile, 3, agent, "", ""));
     Ok(())
 }
 
@@ -726,6 +770,7 @@ fn partition(
     if let Some(max) = released.iter().copied().reduce(f64::max) {
         results.value(&k("minority let go after, max", "ms"), Better::Neither, max);
     }
+    record_contention(results, &k("", ""));
     Ok(())
 }
 
@@ -748,6 +793,7 @@ fn loss(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> R
         s.overlap_ms,
     );
     results.value(&k("span", "s"), Better::Neither, o.loss.as_secs_f64());
+    record_contention(results, &k("", ""));
     Ok(())
 }
 
@@ -777,6 +823,7 @@ fn idle(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> R
             Better::Neither,
             max(&ticks),
         );
+        record_contention(results, &k("", ""));
     }
     Ok(())
 }
