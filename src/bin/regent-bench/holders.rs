@@ -250,16 +250,15 @@ fn watch(mut sockets: Vec<Watched>, vip: [u8; 4], state: &Mutex<State>, stop: &A
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
                 for (kind, present) in parse(&buf[..len], vip) {
                     match kind {
-                        Kind::Address if w.dumping && present => w.dump_saw = true,
-                        Kind::Address => {}
+                        Kind::Address => {
+                            w.dump_saw |= w.dumping && present;
+                            set(&mut s, w.host, present, at);
+                        }
+                        // A dump lists what is present: absent from it is absent.
                         Kind::DumpDone => {
                             w.dumping = false;
                             set(&mut s, w.host, w.dump_saw, at);
-                            continue;
                         }
-                    }
-                    if kind == Kind::Address {
-                        set(&mut s, w.host, present, at);
                     }
                 }
             }

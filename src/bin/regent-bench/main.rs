@@ -42,8 +42,10 @@ client: a UDP probe to the VIP every 2 ms, answered by whichever host holds it.
   --profile P         comparison (heartbeat 100 ms, dead_after 300 ms),
                       fast (20 ms / 100 ms) or both (default both)
   --trials N          trials per distribution (default 20, --quick 5)
+  --scale-trials N    crash trials per host count above 3 in the scale
+                      scenario (default 10, --quick 3)
   --compare keepalived  run the same scenarios against keepalived (VRRPv3)
-  --quick             the quick set: fewer trials, shorter spans (< 15 min)
+  --quick             the quick set: fewer trials, shorter spans (~5 min)
   --scale LIST        host counts of the scale scenario (default 3,9,17,33)
   --loss-secs N       span of the loss scenario (default 60, --quick 20)
   --idle-secs N       span of the idle measurement (default 30, --quick 10)
@@ -96,6 +98,7 @@ struct Options {
     scenarios: Vec<Scenario>,
     profiles: Vec<Profile>,
     trials: usize,
+    scale_trials: usize,
     compare: bool,
     scale: Vec<usize>,
     loss: Duration,
@@ -105,10 +108,18 @@ struct Options {
     setup: Setup,
 }
 
+fn positive(flag: &str, v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or(format!("{flag}: not a positive number: {v}"))
+}
+
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut scenarios = ALL.to_vec();
     let mut profiles = vec![COMPARISON, FAST];
     let mut trials = None;
+    let mut scale_trials = None;
     let mut compare = false;
     let mut quick = false;
     let mut scale = vec![3, 9, 17, 33];
@@ -150,15 +161,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     p => return Err(format!("unknown profile {p} (comparison, fast, both)")),
                 }
             }
-            "--trials" => {
-                let v = value()?;
-                trials = Some(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or(format!("--trials: not a positive number: {v}"))?,
-                );
-            }
+            "--trials" => trials = Some(positive("--trials", &value()?)?),
+            "--scale-trials" => scale_trials = Some(positive("--scale-trials", &value()?)?),
             "--compare" => match value()?.as_str() {
                 "keepalived" => compare = true,
                 other => return Err(format!("can only compare with keepalived, not {other}")),
@@ -208,6 +212,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         scenarios,
         profiles,
         trials: trials.unwrap_or(if quick { 5 } else { 20 }),
+        scale_trials: scale_trials.unwrap_or(if quick { 3 } else { 10 }),
         compare,
         scale,
         loss: pick(loss, 60, 20),
@@ -490,10 +495,31 @@ fn run_plan(o: &Options, results: &mut Results) -> Result<(), String> {
     } else {
         &[Agent::Regent]
     };
+    let mut spent = [Duration::ZERO; 2];
+    let result = run_series(o, results, agents, &mut spent);
+    for (&agent, d) in agents.iter().zip(spent) {
+        let line = format!(
+            "{}: its series took {:.1} min of the run",
+            agent.name(),
+            d.as_secs_f64() / 60.0
+        );
+        eprintln!("{line}");
+        results.notes.push(line);
+    }
+    result
+}
+
+fn run_series(
+    o: &Options,
+    results: &mut Results,
+    agents: &[Agent],
+    spent: &mut [Duration; 2],
+) -> Result<(), String> {
     for &scenario in &o.scenarios {
         for &profile in &o.profiles {
-            for &agent in agents {
+            for (slot, &agent) in agents.iter().enumerate() {
                 interrupted()?;
+                let began = Instant::now();
                 eprintln!(
                     "== {} / {} / {}",
                     scenario.name(),
@@ -509,6 +535,7 @@ fn run_plan(o: &Options, results: &mut Results) -> Result<(), String> {
                     Scenario::Idle => idle(o, results, agent, profile),
                     Scenario::Scale => scale(o, results, agent, profile),
                 };
+                spent[slot] += began.elapsed();
                 if let Err(e) = outcome {
                     interrupted()?;
                     eprintln!("   failed: {e}");
@@ -665,7 +692,14 @@ fn crash_series(
         Better::Lower,
         t.changes as f64,
     );
-    trials(&mut env, o.trials, "crash", Env::crash_trial)?.record(results, &k("downtime", "ms"));
+    // The 3-host series is the crash scenario's; larger ones are the scale
+    // scenario's, with fewer trials (each costs more).
+    let n = if scenario == "scale" {
+        o.scale_trials
+    } else {
+        o.trials
+    };
+    trials(&mut env, n, "crash", Env::crash_trial)?.record(results, &k("downtime", "ms"));
     record_contention(results, &k("", ""));
     Ok(())
 }
