@@ -304,6 +304,7 @@ impl Lan {
     /// panic here: check `status`.
     pub fn exec(&self, host: usize, cmd: &[&str]) -> Output {
         let ns = self.ns(host);
+        require_tool(cmd[0]);
         Command::new("ip")
             .args(["netns", "exec", &ns])
             .args(cmd)
@@ -391,6 +392,32 @@ pub fn require_root() -> bool {
     }
     eprintln!("skipping: needs root");
     false
+}
+
+/// The Debian package that brings each tool the tests run.
+const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+    ("arping", "iputils-arping"),
+    ("nsenter", "util-linux"),
+    ("debootstrap", "debootstrap"),
+    ("systemd-nspawn", "systemd-container"),
+];
+
+/// Panics, naming the tool and its package, unless `tool` is on the PATH.
+/// Tools the table does not know are left to fail as they run.
+pub fn require_tool(tool: &str) {
+    let Some(&(_, package)) = TOOL_PACKAGES.iter().find(|(t, _)| *t == tool) else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| dir.join(tool).is_file());
+    assert!(
+        found,
+        "this test needs `{tool}`, which is not installed: `apt-get install {package}`, \
+         or run the tests with ./test.sh, which installs it"
+    );
 }
 
 /// Namespaces of this harness whose name contains `prefix`, as listed now.
@@ -483,6 +510,7 @@ fn replace_table(table: &str) -> String {
 
 /// Applies an nft script inside `ns` as one transaction.
 fn nft(ns: &str, script: &str) {
+    require_tool("nft");
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])
         .stdin(Stdio::piped())
