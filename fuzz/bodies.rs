@@ -16,8 +16,8 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use regentd::config::{Config, ConfigErrors, DiskChecks};
 use regentd::core::{
-    Body, CoreConfig, Effect, Epoch, Heartbeat, HookDone, HookOutcome, Input, Message, NackReason,
-    Node, NodeId, Persisted, Role, Time, Timing,
+    Body, CoreConfig, Effect, Epoch, Heartbeat, HookDone, HookOutcome, Incarnation, Input, Message,
+    NackReason, Node, NodeId, Persisted, Role, Seq, Time, Timing,
 };
 use regentd::wire::{Codec, Drop, Filter, MAX_DATAGRAM};
 use sha2::Sha256;
@@ -145,6 +145,7 @@ pub fn node(data: &[u8]) {
             dead_after: Duration::from_millis(300),
             lease_margin: Duration::from_millis(20),
             max_drift_ppm: 10_000,
+            demote_budget: Duration::from_millis(25),
         },
         preempt: r.bit(),
         preempt_delay: Duration::from_millis(500),
@@ -156,13 +157,14 @@ pub fn node(data: &[u8]) {
         Persisted {
             promised: start_promised,
         },
-        1,
+        Incarnation(1),
         0x5eed,
         Time::ZERO,
     );
     let mut filter = Filter::new(NodeId(1), &members);
     let mut check = NodeCheck {
         persisted: start_promised,
+        durable: start_promised,
         hooks: Vec::new(),
     };
     let mut now = Time::ZERO;
@@ -204,7 +206,17 @@ pub fn node(data: &[u8]) {
                 }
             }
             6 => {
-                let input = match r.byte() % 6 {
+                let input = match r.byte() % 8 {
+                    6 => {
+                        // The disk reports the newest write done.
+                        check.durable = check.persisted;
+                        Input::Persisted {
+                            promised: check.persisted,
+                        }
+                    }
+                    7 => Input::PersistFailed {
+                        promised: check.persisted,
+                    },
                     0 => Input::Health { ok: false },
                     1 => Input::Health { ok: true },
                     2 => Input::Storage { ok: false },
@@ -243,6 +255,8 @@ pub fn node(data: &[u8]) {
 struct NodeCheck {
     /// The highest epoch the node asked to persist (or started with).
     persisted: Epoch,
+    /// The highest epoch reported on disk (`Input::Persisted`).
+    durable: Epoch,
     /// Hooks requested and not yet reported done, oldest first.
     hooks: Vec<(regentd::core::HookKind, Epoch)>,
 }
@@ -262,20 +276,20 @@ impl NodeCheck {
                 }
                 Effect::Send(msg) => match msg.body {
                     Body::Claim { epoch } | Body::Ack { epoch, .. } => assert!(
-                        epoch <= self.persisted,
-                        "sent {:?} before persisting its epoch (persisted {})",
+                        epoch <= self.durable,
+                        "sent {:?} before its epoch was on disk (durable {})",
                         msg.body,
-                        self.persisted
+                        self.durable
                     ),
                     _ => {}
                 },
                 Effect::RunHook(req) => {
                     if req.kind == regentd::core::HookKind::Promote {
                         assert!(
-                            req.epoch <= self.persisted,
-                            "promote of epoch {} before persisting it (persisted {})",
+                            req.epoch <= self.durable,
+                            "promote of epoch {} before it was on disk (durable {})",
                             req.epoch,
-                            self.persisted
+                            self.durable
                         );
                     }
                     self.hooks.push((req.kind, req.epoch));
@@ -374,7 +388,7 @@ impl Reader<'_> {
                 can_lead: self.bit(),
                 dead_after_ms: self.millis(),
                 heard: (0..self.byte() % 4)
-                    .map(|_| (self.node(), seqs[self.byte() as usize % 8]))
+                    .map(|_| (self.node(), Seq(seqs[self.byte() as usize % 8])))
                     .collect(),
             }),
             1 => Body::Election,
@@ -406,8 +420,8 @@ impl Reader<'_> {
         };
         Message {
             from,
-            incarnation,
-            seq: seqs[slot],
+            incarnation: Incarnation(incarnation),
+            seq: Seq(seqs[slot]),
             priority: match self.byte() % 4 {
                 0 => u32::MAX,
                 b => u32::from(b) * 100,

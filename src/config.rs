@@ -352,8 +352,10 @@ impl Config {
             } => format!("unicast {bind} port {port}"),
             Transport::Unicast { port, bind: None } => format!("unicast port {port}"),
         };
-        let lease = lease(&self.timing)
-            .map_or_else(|| "none".to_owned(), |l| format!("{}ms", l.as_millis()));
+        let lease = lease(&self.timing).map_or_else(
+            || "none".to_owned(),
+            |l| format!("{:.1}ms", l.as_secs_f64() * 1e3),
+        );
         let auth = if self.auth.insecure {
             "INSECURE (no authentication)"
         } else {
@@ -386,19 +388,10 @@ pub fn check_command(path: &Path) -> (i32, String) {
     }
 }
 
-/// The lease a leader holds after a quorum acks a heartbeat: `dead_after`
-/// shrunk by the worst clock-rate error, minus the margin. `None` if nothing
-/// is left.
+/// The lease a leader holds after a quorum acks a heartbeat (the core's
+/// `Timing::lease`); `None` if nothing is left of it.
 fn lease(timing: &Timing) -> Option<Duration> {
-    let ppm = u128::from(timing.max_drift_ppm);
-    if ppm >= 1_000_000 {
-        return None;
-    }
-    let shrunk = timing.dead_after.as_nanos() * (1_000_000 - ppm) / (1_000_000 + ppm);
-    let lease = shrunk.checked_sub(timing.lease_margin.as_nanos())?;
-    Some(Duration::from_nanos(
-        u64::try_from(lease).unwrap_or(u64::MAX),
-    ))
+    Some(timing.lease()).filter(|l| !l.is_zero())
 }
 
 /// Default values, shared by the parser, the `Default` impls and the docs in
@@ -409,6 +402,8 @@ mod defaults {
     pub const HEARTBEAT_MS: u64 = 100;
     pub const DEAD_AFTER_MS: u64 = 300;
     pub const LEASE_MARGIN_MS: u64 = 20;
+    /// Enough for `ip addr del` and a log line from a small script.
+    pub const DEMOTE_BUDGET_MS: u64 = 25;
     pub const MAX_DRIFT_PPM: u32 = 10_000;
     pub const PREEMPT_DELAY_MS: u64 = 5_000;
     pub const HOLDOFF_MS: u64 = 10_000;
@@ -505,6 +500,7 @@ struct RawHooks {
     demote: Option<Spanned<String>>,
     notify: Option<Spanned<String>>,
     timeout_ms: Option<Spanned<u64>>,
+    demote_budget_ms: Option<Spanned<u64>>,
     kill_grace_ms: Option<u64>,
     refresh_interval_ms: Option<u64>,
     output_max_bytes: Option<Spanned<usize>>,
@@ -651,7 +647,7 @@ impl<'a> Checker<'a> {
         let node = self.node(raw.node, &members);
         let priority = raw.priority.map_or(defaults::PRIORITY, Spanned::into_inner);
         let network = self.network(raw.network, &mut members, node);
-        let timing = self.timing(raw.timing);
+        let timing = self.timing(raw.timing, raw.hooks.demote_budget_ms.as_ref());
         let election = Election {
             preempt: raw.election.preempt.unwrap_or(true),
             preempt_delay: ms(raw.election.preempt_delay_ms, defaults::PREEMPT_DELAY_MS),
@@ -995,12 +991,13 @@ impl<'a> Checker<'a> {
         Transport::Unicast { port, bind }
     }
 
-    fn timing(&mut self, raw: RawTiming) -> Timing {
+    fn timing(&mut self, raw: RawTiming, raw_budget: Option<&Spanned<u64>>) -> Timing {
         let value =
             |v: &Option<Spanned<u64>>, default: u64| v.as_ref().map_or(default, |s| *s.get_ref());
         let heartbeat = value(&raw.heartbeat_ms, defaults::HEARTBEAT_MS);
         let dead_after = value(&raw.dead_after_ms, defaults::DEAD_AFTER_MS);
         let margin = value(&raw.lease_margin_ms, defaults::LEASE_MARGIN_MS);
+        let budget = raw_budget.map_or(defaults::DEMOTE_BUDGET_MS, |s| *s.get_ref());
         let drift = raw
             .max_drift_ppm
             .as_ref()
@@ -1049,23 +1046,27 @@ impl<'a> Checker<'a> {
             dead_after: Duration::from_millis(dead_after),
             lease_margin: Duration::from_millis(margin),
             max_drift_ppm: drift,
+            demote_budget: Duration::from_millis(budget),
         };
-        // Renewable means dead_after * (1e6 - drift) / (1e6 + drift) - margin
-        // > heartbeat, compared exactly in integers.
+        // Renewable means dead_after * (1e6 - drift) / (1e6 + drift)
+        // - margin - demote budget > heartbeat, compared exactly in integers.
         let (up, down) = (1_000_000 + u128::from(drift), 1_000_000 - u128::from(drift));
-        let needed = (u128::from(heartbeat) + u128::from(margin)) * up;
+        let needed = (u128::from(heartbeat) + u128::from(margin) + u128::from(budget)) * up;
         if consistent && u128::from(dead_after) * down <= needed {
             let lease_ms = lease(&timing).map_or(0, |l| l.as_millis());
             let minimum = needed / down + 1;
             let message = format!(
                 "the leader's lease would be {lease_ms}ms (timing.dead_after_ms {dead_after} \
-                 shortened for {drift} ppm clock drift, minus timing.lease_margin_ms {margin}), \
-                 not longer than timing.heartbeat_ms {heartbeat}, so no heartbeat could renew it; \
-                 raise timing.dead_after_ms to at least {minimum} or lower timing.lease_margin_ms"
+                 shortened for {drift} ppm clock drift, minus timing.lease_margin_ms {margin} \
+                 and hooks.demote_budget_ms {budget}), not longer than timing.heartbeat_ms \
+                 {heartbeat}, so no heartbeat could renew it; raise timing.dead_after_ms to at \
+                 least {minimum} or lower timing.lease_margin_ms or hooks.demote_budget_ms"
             );
+            let budget_span = raw_budget.map(Spanned::span);
             self.error(
                 span(&raw.dead_after_ms)
                     .or(span(&raw.lease_margin_ms))
+                    .or(budget_span)
                     .or(span(&raw.heartbeat_ms)),
                 message,
             );
@@ -1671,7 +1672,7 @@ mod tests {
             (multicast_and(&["[timing]", "max_drift_ppm = 100000"]),
                 Some(12), "timing.max_drift_ppm = 100000 must be below 100000"),
             (multicast_and(&["[timing]", "heartbeat_ms = 100", "dead_after_ms = 200", "lease_margin_ms = 100"]),
-                Some(13), "raise timing.dead_after_ms to at least 205 or lower timing.lease_margin_ms"),
+                Some(13), "raise timing.dead_after_ms to at least 230 or lower timing.lease_margin_ms"),
             (multicast_and(&["[timing]", "lease_margin_ms = 300"]),
                 Some(12), "the leader's lease would be 0ms"),
             // Hooks.
@@ -1792,6 +1793,7 @@ mod tests {
                 heartbeat: Duration::from_millis(100),
                 dead_after: Duration::from_millis(300),
                 lease_margin: Duration::from_millis(20),
+                demote_budget: Duration::from_millis(25),
                 max_drift_ppm: 10_000,
             },
             election: Election {
@@ -1935,6 +1937,7 @@ mod tests {
                 heartbeat: Duration::from_millis(50),
                 dead_after: Duration::from_millis(250),
                 lease_margin: Duration::from_millis(10),
+                demote_budget: Duration::from_millis(25),
                 max_drift_ppm: 20_000,
             }
         );
@@ -2004,7 +2007,7 @@ mod tests {
         assert_eq!(
             config.summary(),
             "cluster db-vip.2, node 2 of 3 members (quorum 2), priority 7, unicast fd00::2 port 8000, \
-             heartbeat 50ms, dead_after 250ms, lease 230ms, auth hmac-sha256"
+             heartbeat 50ms, dead_after 250ms, lease 205.2ms, auth hmac-sha256"
         );
     }
 
@@ -2031,6 +2034,8 @@ mod tests {
                 "heartbeat_ms = 100",
                 &d,
                 "lease_margin_ms = 100",
+                "[hooks]",
+                "demote_budget_ms = 0",
             ]))
         };
         assert!(at(205).is_ok());
@@ -2044,10 +2049,12 @@ mod tests {
                 &d,
                 "lease_margin_ms = 100",
                 "max_drift_ppm = 0",
+                "[hooks]",
+                "demote_budget_ms = 25",
             ]))
         };
-        assert!(exact(201).is_ok());
-        assert!(exact(200).is_err());
+        assert!(exact(226).is_ok());
+        assert!(exact(225).is_err());
     }
 
     #[test]
@@ -2287,7 +2294,7 @@ mod tests {
             (
                 0,
                 "ok: cluster db-vip, node 3 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 \
-                 on eth0, heartbeat 100ms, dead_after 300ms, lease 274ms, auth hmac-sha256"
+                 on eth0, heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
                     .to_owned()
             )
         );
@@ -2352,7 +2359,7 @@ mod tests {
         assert_eq!(
             config.summary(),
             "cluster db-vip, node 1 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 on eth0, \
-             heartbeat 100ms, dead_after 300ms, lease 274ms, auth hmac-sha256"
+             heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
         );
 
         // The commented-out keys are valid too, once uncommented where they apply.

@@ -22,7 +22,9 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::{Config, Transport};
 use crate::control::{self, ClientId, ControlServer, Counters, MetricsHttp, Request, Snapshot};
-use crate::core::{Body, Effect, Epoch, Input, Message, Node, NodeId, Persisted, Role, Time};
+use crate::core::{
+    Effect, Epoch, Incarnation, Input, Message, Node, NodeId, Persisted, Role, Time,
+};
 use crate::hooks::{HookConfig, HookRunner};
 use crate::net::Endpoint;
 use crate::notify::Notifier;
@@ -68,7 +70,7 @@ struct Driver {
     drops: DropCounters,
     drop_log: DropLog,
     state: StateFile,
-    incarnation: u64,
+    incarnation: Incarnation,
     /// Set when a write of the state failed; cleared by a successful probe.
     storage_failed: bool,
     next_state_probe: Instant,
@@ -83,12 +85,9 @@ struct Driver {
     next_watchdog: Option<Instant>,
     counters: Counters,
     /// Last source address and incarnation per sender, to spot two hosts with one id.
-    sources: HashMap<NodeId, (IpAddr, u64, Instant)>,
+    sources: HashMap<NodeId, (IpAddr, Incarnation, Instant)>,
     /// This node's recent datagrams, oldest first.
     sent: SentMemory,
-    /// Another host sends with this node's id: until then, this node neither
-    /// leads, claims nor acks (see `watch_identity`).
-    duplicate_until: Option<Instant>,
     /// When a DUPLICATE NODE ID line was last logged: a flood of them is
     /// counted, not logged one by one.
     duplicate_logged: Option<Instant>,
@@ -113,11 +112,11 @@ impl Driver {
         let start = Self::now();
         let (mut state, stored) =
             StateFile::open(&cfg.state.dir, &cfg.cluster, cfg.node).map_err(|e| e.to_string())?;
-        let incarnation = next_incarnation(stored.incarnation, unix_seconds());
+        let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));
         state
             .store(Stored {
                 promised: stored.promised,
-                incarnation,
+                incarnation: incarnation.0,
             })
             .map_err(|e| format!("cannot record the new incarnation: {e}"))?;
         info!(
@@ -165,7 +164,7 @@ impl Driver {
         let members: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
         let filter = Filter::new(cfg.node, &members);
         let hooks = HookRunner::new(hook_config(&cfg), HOOKS_BASE, start);
-        let seed = incarnation ^ u64::from(std::process::id()).rotate_left(32);
+        let seed = incarnation.0 ^ u64::from(std::process::id()).rotate_left(32);
         let node = Node::new(
             cfg.core(),
             Persisted {
@@ -202,7 +201,6 @@ impl Driver {
             counters: Counters::default(),
             sources: HashMap::new(),
             sent: SentMemory::default(),
-            duplicate_until: None,
             duplicate_logged: None,
             socket_backlog: false,
             last_leader: None,
@@ -283,7 +281,6 @@ impl Driver {
             self.node.next_timeout().map(|t| self.instant(t)),
             self.hooks.next_timeout(),
             self.next_watchdog,
-            self.duplicate_until,
             Some(self.next_state_probe),
             self.control.as_ref().and_then(|c| c.next_timeout()),
             self.metrics_http.as_ref().and_then(|m| m.next_timeout()),
@@ -313,16 +310,6 @@ impl Driver {
                 let t = self.time(now);
                 self.node.handle_timeout(t);
             }
-        }
-        if self.duplicate_until.is_some_and(|t| t <= now) {
-            self.duplicate_until = None;
-            info!(
-                "no datagram from another host with this node's id for {:?}: eligible again",
-                self.duplicate_window()
-            );
-            let t = self.time(now);
-            let ok = self.hooks.healthy();
-            self.node.handle(t, Input::Health { ok });
         }
         if now >= self.next_state_probe {
             self.next_state_probe = now + STATE_PROBE;
@@ -390,7 +377,7 @@ impl Driver {
             };
             if msg.from == self.cfg.node
                 && msg.incarnation == self.incarnation
-                && !self.sent.foreign(msg.seq, &buf[..len])
+                && !self.sent.foreign(msg.seq.0, &buf[..len])
             {
                 // Our own datagram looped back (local demos) or replayed.
                 self.drop_packet(Drop::OwnId, now, &from);
@@ -449,13 +436,9 @@ impl Driver {
                 );
             }
             if proven {
-                let first = self.duplicate_until.is_none();
-                self.duplicate_until = Some(now + self.duplicate_window());
-                if first {
-                    let t = self.time(now);
-                    self.node.handle(t, Input::Health { ok: false });
-                    self.drain(now);
-                }
+                let t = self.time(now);
+                self.node.handle(t, Input::Impostor);
+                self.drain(now);
             }
             return;
         }
@@ -495,7 +478,7 @@ impl Driver {
                 return;
             }
         };
-        self.sent.remember(msg.seq, &bytes);
+        self.sent.remember(msg.seq.0, &bytes);
         match self.endpoint.send(&bytes) {
             Ok(n) => {
                 self.counters.packets_sent += n as u64;
@@ -518,36 +501,23 @@ impl Driver {
     /// Carries out the node's effects and feeds back hook results until quiet.
     fn drain(&mut self, now: Instant) {
         loop {
-            let mut unpersisted: Option<Epoch> = None;
+            let mut persisted: Vec<Input> = Vec::new();
             let mut storage_failed_now = false;
             while let Some(effect) = self.node.poll_effect() {
                 match effect {
-                    Effect::Persist(p) => {
-                        if let Err(e) = self.persist(p) {
+                    Effect::Persist(p) => match self.persist(p) {
+                        Ok(()) => persisted.push(Input::Persisted {
+                            promised: p.promised,
+                        }),
+                        Err(e) => {
                             error!("cannot persist promised epoch {}: {e}", p.promised);
-                            unpersisted =
-                                Some(unpersisted.map_or(p.promised, |u| u.min(p.promised)));
                             storage_failed_now = true;
+                            persisted.push(Input::PersistFailed {
+                                promised: p.promised,
+                            });
                         }
-                    }
-                    Effect::Send(msg) => {
-                        let blocked = match (&msg.body, unpersisted) {
-                            (Body::Claim { epoch }, Some(u))
-                            | (Body::Ack { epoch, .. }, Some(u)) => *epoch >= u,
-                            _ => false,
-                        };
-                        let vote = matches!(msg.body, Body::Claim { .. } | Body::Ack { .. });
-                        if blocked {
-                            warn!("not sending {:?}: its epoch is not on disk", msg.body);
-                        } else if vote && self.duplicate_until.is_some() {
-                            warn!(
-                                "not sending {:?}: another host uses this node's id",
-                                msg.body
-                            );
-                        } else {
-                            self.send(&msg);
-                        }
-                    }
+                    },
+                    Effect::Send(msg) => self.send(&msg),
                     Effect::RunHook(req) => {
                         // A persist before this may have taken long: the
                         // lease is checked against the clock as it is now.
@@ -583,7 +553,9 @@ impl Driver {
             if storage_failed_now && !self.storage_failed {
                 self.storage_failed = true;
                 self.next_state_probe = now + STATE_PROBE;
-                self.node.handle(t, Input::Storage { ok: false });
+            }
+            for input in persisted {
+                self.node.handle(t, input);
                 fed = true;
             }
             while let Some(done) = self.hooks.poll_done() {
@@ -596,8 +568,6 @@ impl Driver {
                 } else {
                     warn!("health check fails: not eligible to lead");
                 }
-                // A duplicate node id keeps the node ineligible whatever the check says.
-                let ok = ok && self.duplicate_until.is_none();
                 self.node.handle(t, Input::Health { ok });
                 fed = true;
             }
@@ -624,7 +594,7 @@ impl Driver {
         self.state
             .store(Stored {
                 promised: p.promised,
-                incarnation: self.incarnation,
+                incarnation: self.incarnation.0,
             })
             .map_err(|e| e.to_string())
     }

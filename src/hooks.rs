@@ -890,7 +890,7 @@ impl HookRunner {
                 OsString::from(kind.as_str()),
                 OsString::from(q.req.epoch.to_string()),
             ];
-            let env = self.env(role, q.req.epoch, q.req.leader, q.req.reason);
+            let env = self.env(role, q.req.epoch, q.req.leader, q.req.reason.as_str());
             let job = Job::Transition(q.req);
             let timeout = self.cfg.timeout;
             if let Err(Job::Transition(req)) = self.spawn(
@@ -965,7 +965,7 @@ impl HookRunner {
                 OsString::from(t.role.to_string()),
                 OsString::from(t.epoch.to_string()),
             ];
-            let env = self.env(t.role, t.epoch, t.leader, t.reason);
+            let env = self.env(t.role, t.epoch, t.leader, t.reason.as_str());
             let timeout = self.cfg.timeout;
             // A notify that cannot start is logged and counted by `spawn`.
             let _ = self.spawn(
@@ -1456,6 +1456,7 @@ fn describe(status: ExitStatus) -> String {
 #[allow(clippy::disallowed_methods)] // Tests stand in for the driver: they read the clock.
 mod tests {
     use super::*;
+    use crate::core::Reason;
     use crate::core::Role;
     use mio::{Events, Poll};
     use std::os::unix::fs::PermissionsExt;
@@ -1505,9 +1506,9 @@ mod tests {
     fn req(kind: HookKind, epoch: u64) -> HookRequest {
         let leader = (kind == HookKind::Promote).then_some(NodeId(7));
         let reason = if kind == HookKind::Promote {
-            "elected"
+            Reason::Elected
         } else {
-            "lease-expired"
+            Reason::LeaseExpired
         };
         HookRequest {
             kind,
@@ -1890,14 +1891,14 @@ mod tests {
             kind: HookKind::Demote,
             epoch: Epoch(5),
             leader: None,
-            reason: "step-down",
+            reason: Reason::StepDown,
         });
         h.until(Duration::from_secs(3), "demote", |h| h.done.len() == 2);
         let t = Transition {
             role: Role::Candidate,
             epoch: Epoch(6),
             leader: Some(NodeId(2)),
-            reason: "claim",
+            reason: Reason::Claim,
         };
         h.runner.notify(&t, h.poll.registry(), Instant::now());
         h.until(Duration::from_secs(3), "notify to finish", |h| {
@@ -1993,7 +1994,7 @@ mod tests {
             role: Role::Leader,
             epoch: Epoch(1),
             leader: Some(NodeId(7)),
-            reason: "x",
+            reason: Reason::Startup,
         };
         h.runner.notify(&t, h.poll.registry(), Instant::now());
         h.turn();
@@ -2331,7 +2332,7 @@ mod tests {
                 role: Role::Follower,
                 epoch: Epoch(epoch),
                 leader: None,
-                reason: "x",
+                reason: Reason::Startup,
             };
             h.runner.notify(&t, h.poll.registry(), Instant::now());
         }

@@ -407,11 +407,11 @@ impl Filter {
         let slot = &mut self.windows[i].1;
         *slot = Some(match *slot {
             None => Window {
-                incarnation: msg.incarnation,
-                top: msg.seq,
+                incarnation: msg.incarnation.0,
+                top: msg.seq.0,
                 below: 0,
             },
-            Some(window) => window.accept(msg.incarnation, msg.seq)?,
+            Some(window) => window.accept(msg.incarnation.0, msg.seq.0)?,
         });
         Ok(())
     }
@@ -524,15 +524,15 @@ impl DropLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Body, Epoch, Heartbeat, NackReason, Role};
+    use crate::core::{Body, Epoch, Heartbeat, Incarnation, NackReason, Role, Seq};
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn msg(from: u32, incarnation: u64, seq: u64, body: Body) -> Message {
         Message {
             from: NodeId(from),
-            incarnation,
-            seq,
+            incarnation: Incarnation(incarnation),
+            seq: Seq(seq),
             priority: 100,
             known_epoch: Epoch(7),
             body,
@@ -546,7 +546,7 @@ mod tests {
             can_lead: true,
             dead_after_ms: u32::MAX,
             heard: (0..heard)
-                .map(|i| (NodeId(i as u32), u64::MAX - i as u64))
+                .map(|i| (NodeId(i as u32), Seq(u64::MAX - i as u64)))
                 .collect(),
         })
     }
@@ -568,7 +568,7 @@ mod tests {
                 leader: None,
                 can_lead: true,
                 dead_after_ms: 0,
-                heard: vec![(NodeId(2), 0)],
+                heard: vec![(NodeId(2), Seq(0))],
             }),
             Body::Election,
             Body::Answer { to: NodeId(2) },
@@ -638,8 +638,8 @@ mod tests {
         let codec = Codec::new("c", Some(KEY));
         let m = Message {
             from: NodeId(0x0102_0304),
-            incarnation: 5,
-            seq: 6,
+            incarnation: Incarnation(5),
+            seq: Seq(6),
             priority: 7,
             known_epoch: Epoch(8),
             body: Body::Claim { epoch: Epoch(9) },
@@ -711,7 +711,7 @@ mod tests {
         };
         assert_eq!(
             heard,
-            Some(&[(NodeId(2), 9)][..]),
+            Some(&[(NodeId(2), Seq(9))][..]),
             "control case: {one_heard:?}"
         );
         let huge_vec = heartbeat_claiming(1 << 40);

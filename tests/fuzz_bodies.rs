@@ -13,7 +13,7 @@
 mod bodies;
 
 use proptest::prelude::*;
-use regentd::core::{Body, Epoch, Message, NodeId};
+use regentd::core::{Body, Epoch, Incarnation, Message, NodeId, Seq};
 use regentd::wire::{Codec, MAX_DATAGRAM};
 
 /// The reference configuration, every key documented.
@@ -163,8 +163,8 @@ fn valid_datagram(from: u32, seq: u64, epoch: u64) -> Vec<u8> {
     let codec = Codec::new(bodies::CLUSTER, Some(bodies::KEY));
     let msg = Message {
         from: NodeId(from),
-        incarnation: 1,
-        seq,
+        incarnation: Incarnation(1),
+        seq: Seq(seq),
         priority: 100,
         known_epoch: Epoch(epoch),
         body: Body::Claim {
@@ -233,6 +233,7 @@ fn epoch_exhaustion_never_leads_an_epoch_twice() {
             dead_after: Duration::from_millis(300),
             lease_margin: Duration::from_millis(20),
             max_drift_ppm: 10_000,
+            demote_budget: Duration::from_millis(25),
         },
         preempt: true,
         preempt_delay: Duration::from_millis(500),
@@ -240,12 +241,19 @@ fn epoch_exhaustion_never_leads_an_epoch_twice() {
     };
     // It led epoch u64::MAX before a restart.
     let promised = Epoch(u64::MAX);
-    let mut node = Node::new(cfg, Persisted { promised }, 2, 1, Time::ZERO);
+    let mut node = Node::new(cfg, Persisted { promised }, Incarnation(2), 1, Time::ZERO);
     let mut promotes = Vec::new();
     let mut now = Time::ZERO;
     for _ in 0..100 {
         while let Some(effect) = node.poll_effect() {
-            if let Effect::RunHook(req) = effect {
+            if let Effect::Persist(p) = effect {
+                node.handle(
+                    now,
+                    Input::Persisted {
+                        promised: p.promised,
+                    },
+                );
+            } else if let Effect::RunHook(req) = effect {
                 if req.kind == HookKind::Promote {
                     promotes.push(req.epoch);
                 }

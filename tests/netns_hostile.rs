@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use cluster::{realtime_ns, wait_until, Cluster, HookEvent, Opts};
 use hmac::{KeyInit, Mac};
 use netns::{require_root, Lan, CLIENT};
-use regentd::core::{Body, Epoch, Heartbeat, Message, NodeId, Role};
+use regentd::core::{Body, Epoch, Heartbeat, Incarnation, Message, NodeId, Role, Seq};
 use regentd::wire::Codec;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -151,8 +151,8 @@ fn seal(payload: &[u8]) -> Vec<u8> {
 fn resign(from: usize, epoch: u64, seq: u64) -> Message {
     Message {
         from: NodeId(from as u32),
-        incarnation: u64::MAX / 2,
-        seq,
+        incarnation: Incarnation(u64::MAX / 2),
+        seq: Seq(seq),
         priority: u32::MAX,
         known_epoch: Epoch(epoch + 100),
         body: Body::Resign {
@@ -167,8 +167,8 @@ fn resign(from: usize, epoch: u64, seq: u64) -> Message {
 fn usurper(from: u32, epoch: u64, seq: u64) -> Message {
     Message {
         from: NodeId(from),
-        incarnation: u64::MAX / 2,
-        seq,
+        incarnation: Incarnation(u64::MAX / 2),
+        seq: Seq(seq),
         priority: u32::MAX,
         known_epoch: Epoch(epoch + 100),
         body: Body::Heartbeat(Heartbeat {

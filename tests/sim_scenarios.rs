@@ -26,18 +26,20 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// The daemon's default timing.
+/// The daemon's default timing, without the demote budget: these runs
+/// pin the lease edges they were written for.
 fn default_timing() -> Timing {
     Timing {
         heartbeat: ms(100),
         dead_after: ms(300),
         lease_margin: ms(20),
         max_drift_ppm: 10_000,
+        demote_budget: ms(0),
     }
 }
 
-/// A simulator for `plan` with every clock exact, every link 1 ms and every
-/// hook 1 ms: nothing left to the seed.
+/// A simulator for `plan` with every clock exact, every link 1 ms, every
+/// hook 1 ms and every state write instant: nothing left to the seed.
 fn pinned(plan: Plan) -> Sim {
     let n = plan.nodes;
     let mut sim = Sim::new(plan);
@@ -46,6 +48,7 @@ fn pinned(plan: Plan) -> Sim {
     }
     sim.set_all_delays(ms(1));
     sim.set_hook_duration(ms(1));
+    sim.set_disk_latency(Duration::ZERO);
     sim
 }
 
@@ -66,14 +69,14 @@ fn promoted(sim: &Sim, node: usize, epoch: u64) -> Option<Duration> {
 fn demoted(sim: &Sim, node: usize, epoch: u64, reason: &str) -> Option<Duration> {
     first(sim, |o| {
         matches!(o, Observed::Demote { node: n, epoch: e, reason: r }
-            if *n == node && *e == Epoch(epoch) && *r == reason)
+            if *n == node && *e == Epoch(epoch) && r.as_str() == reason)
     })
 }
 
 fn transition(sim: &Sim, node: usize, epoch: u64, reason: &str) -> Option<Duration> {
     first(sim, |o| {
         matches!(o, Observed::Transition { node: n, transition: t }
-            if *n == node && t.epoch == Epoch(epoch) && t.reason == reason)
+            if *n == node && t.epoch == Epoch(epoch) && t.reason.as_str() == reason)
     })
 }
 
@@ -111,6 +114,7 @@ fn claim_won_after_its_lease_ran_out() {
         dead_after: ms(200),
         lease_margin: ms(20),
         max_drift_ppm: 50_000,
+        demote_budget: ms(0),
     };
     let mut plan = Plan::fixed(3, timing);
     plan.priorities = vec![200, 150, 100];

@@ -5,7 +5,7 @@
 //! `proptest-regressions/`, where later runs replay it first.
 
 use proptest::prelude::*;
-use regentd::core::{Body, Epoch, Heartbeat, Message, NackReason, NodeId, Role};
+use regentd::core::{Body, Epoch, Heartbeat, Incarnation, Message, NackReason, NodeId, Role, Seq};
 use regentd::wire::{Codec, Drop, MAX_DATAGRAM};
 
 fn node() -> impl Strategy<Value = NodeId> {
@@ -46,7 +46,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
             leader,
             can_lead,
             dead_after_ms,
-            heard,
+            heard: heard.into_iter().map(|(n, s)| (n, Seq(s))).collect(),
         })
 }
 
@@ -91,8 +91,8 @@ fn message() -> impl Strategy<Value = Message> {
         .prop_map(
             |(from, incarnation, seq, priority, known_epoch, body)| Message {
                 from,
-                incarnation,
-                seq,
+                incarnation: Incarnation(incarnation),
+                seq: Seq(seq),
                 priority,
                 known_epoch,
                 body,

@@ -1,8 +1,10 @@
 //! What the core asks its driver to do, and what the driver tells it.
 //!
 //! Architecture Invariant: effects are returned in the order they must be
-//! carried out. A `Persist` must be durable before any later effect of the
-//! same batch is carried out; the driver stops the node if it cannot persist.
+//! carried out. A `Persist` may complete at any later time, off the event
+//! loop: the core itself holds back every Claim and Ack until the driver
+//! reports `Input::Persisted` for its epoch, so the driver never edits or
+//! gates the core's output.
 
 use super::message::{Message, Role};
 use super::types::{Epoch, NodeId};
@@ -32,12 +34,30 @@ pub enum Input {
     },
     /// Stop gracefully: demote if leading, resign, then `Effect::Exit`.
     Shutdown,
+    /// Everything up to this epoch asked for by `Effect::Persist` is on disk.
+    /// A Claim or Ack waits for this before it leaves.
+    Persisted {
+        /// The promised epoch now durable.
+        promised: Epoch,
+    },
+    /// Writing this promise failed: the Claim or Ack that waited for it is
+    /// never sent, and the node stops being eligible (as `Storage { ok: false }`).
+    PersistFailed {
+        /// The promise that did not reach the disk.
+        promised: Epoch,
+    },
+    /// A datagram carrying this node's id arrived that this node did not
+    /// send, from an incarnation at or above its own: a second host uses
+    /// this id. The node neither leads, claims nor acks until it has heard
+    /// nothing of it for `IMPOSTOR_WINDOW` dead_afters.
+    Impostor,
 }
 
 /// An action the driver must carry out, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Make this state durable before carrying out any later effect.
+    /// Make this state durable, then report `Input::Persisted` (or
+    /// `Input::PersistFailed`). Later effects need not wait for it.
     Persist(Persisted),
     /// Send to every member (multicast group, or each member in unicast mode).
     Send(Message),
@@ -88,8 +108,8 @@ pub struct HookRequest {
     pub epoch: Epoch,
     /// The leader at the time (this node for promote).
     pub leader: Option<NodeId>,
-    /// Why: `elected`, `startup`, `lease-expired`, `step-down`, ...
-    pub reason: &'static str,
+    /// Why the hook runs.
+    pub reason: Reason,
 }
 
 /// How a hook ended.
@@ -126,5 +146,76 @@ pub struct Transition {
     /// The leader now known, if any.
     pub leader: Option<NodeId>,
     /// Why.
-    pub reason: &'static str,
+    pub reason: Reason,
+}
+
+/// Why a node changed role or runs a hook. `as_str` is the word hooks get
+/// in `REGENT_REASON` and logs show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The daemon started: the start-up demote.
+    Startup,
+    /// A quorum acked this node's claim.
+    Elected,
+    /// This node claimed an epoch and waits for acks.
+    Claim,
+    /// The claim did not win.
+    ClaimLost,
+    /// A leader's heartbeat was heard and is followed.
+    Following,
+    /// The followed leader said it no longer leads.
+    LeaderStopped,
+    /// The followed leader resigned.
+    LeaderResigned,
+    /// The followed leader was not heard for dead_after.
+    LeaderLost,
+    /// The lease ran out without renewal.
+    LeaseExpired,
+    /// The operator asked for a handover.
+    StepDown,
+    /// A higher-ranked member took over.
+    Preempted,
+    /// The daemon is stopping.
+    Shutdown,
+    /// The health check failed.
+    HealthCheckFailed,
+    /// The promote hook failed or timed out.
+    PromoteFailed,
+    /// A leader of a newer epoch was heard.
+    NewerLeader,
+    /// The state directory cannot be written.
+    StateUnwritable,
+    /// Another host sends with this node's id.
+    DuplicateId,
+}
+
+impl Reason {
+    /// The word for hooks (`REGENT_REASON`) and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::Elected => "elected",
+            Reason::Claim => "claim",
+            Reason::ClaimLost => "claim-lost",
+            Reason::Following => "following",
+            Reason::LeaderStopped => "leader-stopped",
+            Reason::LeaderResigned => "leader-resigned",
+            Reason::LeaderLost => "leader-lost",
+            Reason::LeaseExpired => "lease-expired",
+            Reason::StepDown => "step-down",
+            Reason::Preempted => "preempted",
+            Reason::Shutdown => "shutdown",
+            Reason::HealthCheckFailed => "health-check-failed",
+            Reason::PromoteFailed => "promote-failed",
+            Reason::NewerLeader => "newer-leader",
+            Reason::StateUnwritable => "state-unwritable",
+            Reason::DuplicateId => "duplicate-id",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

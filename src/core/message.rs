@@ -2,7 +2,7 @@
 //! and decoded). Encoding and authentication live in `wire`; this module only
 //! says what each message means.
 
-use super::types::{Epoch, NodeId};
+use super::types::{Epoch, Incarnation, NodeId, Seq};
 
 /// What every message carries besides its body.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -10,9 +10,9 @@ pub struct Message {
     /// The sender.
     pub from: NodeId,
     /// The sender's incarnation: persisted and increased at every start.
-    pub incarnation: u64,
+    pub incarnation: Incarnation,
     /// Per-incarnation message counter, strictly increasing.
-    pub seq: u64,
+    pub seq: Seq,
     /// The sender's priority; its rank is `(priority, from)`.
     pub priority: u32,
     /// The highest epoch the sender knows of.
@@ -83,7 +83,7 @@ pub struct Heartbeat {
     pub dead_after_ms: u32,
     /// The newest message sequence the sender heard from each peer. A follower's
     /// entry for its leader acknowledges that leader's heartbeat (lease renewal).
-    pub heard: Vec<(NodeId, u64)>,
+    pub heard: Vec<(NodeId, Seq)>,
 }
 
 /// A node's role as it reports it.

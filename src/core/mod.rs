@@ -10,10 +10,10 @@ mod message;
 mod types;
 
 pub use effect::{
-    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Transition,
+    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Reason, Transition,
 };
 pub use message::{Body, Heartbeat, Message, NackReason, Role};
-pub use types::{Epoch, NodeId, Rank, Time};
+pub use types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
 
 use std::time::Duration;
 
@@ -28,6 +28,28 @@ pub struct Timing {
     pub lease_margin: Duration,
     /// Bound on clock-rate error, in parts per million (10_000 = 1%).
     pub max_drift_ppm: u32,
+    /// The longest a demote hook may take and still keep S3: subtracted
+    /// from every lease, so the next leader's promote starts only after the
+    /// old leader's demote has ended.
+    pub demote_budget: Duration,
+}
+
+impl Timing {
+    /// The lease that a promise of `dead_after` (on the promiser's clock)
+    /// backs: the drift bound, less the margin and the demote budget. The
+    /// one place the lease formula is written; see `lease.rs` for the proof.
+    pub fn lease_for(&self, dead_after: Duration) -> Duration {
+        lease_len(
+            dead_after,
+            self.max_drift_ppm,
+            self.lease_margin + self.demote_budget,
+        )
+    }
+
+    /// The lease this node's own promises back.
+    pub fn lease(&self) -> Duration {
+        self.lease_for(self.dead_after)
+    }
 }
 
 /// What the core needs to know about its cluster and itself.
@@ -49,12 +71,14 @@ pub struct CoreConfig {
     pub holdoff: Duration,
 }
 
+mod guard;
 mod lease;
 mod node;
 mod quorum;
 mod rng;
 
+pub use guard::{guard_slack, Guard, GuardAction};
 pub use lease::{lease_end, lease_len};
-pub use node::{Node, PeerStatus, Status};
+pub use node::{Node, PeerStatus, Status, IMPOSTOR_WINDOW};
 pub use quorum::{quorum, tally, VoteResult};
 pub use rng::Rng;

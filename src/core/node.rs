@@ -15,13 +15,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::effect::{
-    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Transition,
+    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Reason, Transition,
 };
-use super::lease::{lease_end, lease_len};
+use super::lease::lease_end;
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
 use super::quorum::{quorum, tally, VoteResult};
 use super::rng::Rng;
-use super::types::{Epoch, NodeId, Rank, Time};
+use super::types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
 use super::CoreConfig;
 
 /// Lost claims in a row double the back-off at most this many times (8x).
@@ -30,15 +30,23 @@ const MAX_BACKOFF_DOUBLINGS: u32 = 3;
 /// How many of its own recent heartbeat send times a leader remembers.
 const SENT_HISTORY: usize = 256;
 
+/// A node that hears another host use its id stays out of the election
+/// until it has heard nothing of it for this many dead_afters.
+pub const IMPOSTOR_WINDOW: u32 = 10;
+
 /// The election state machine of one member.
 #[derive(Debug)]
 pub struct Node {
     cfg: CoreConfig,
     quorum: usize,
     rng: Rng,
-    incarnation: u64,
-    seq: u64,
+    incarnation: Incarnation,
+    seq: Seq,
     promised: Epoch,
+    /// The highest promise known to be on disk (`Input::Persisted`).
+    durable: Epoch,
+    /// Claims and Acks waiting for their epoch to reach the disk, in order.
+    held: VecDeque<(Epoch, Body)>,
     known: Epoch,
     peers: BTreeMap<NodeId, Peer>,
     state: State,
@@ -49,6 +57,9 @@ pub struct Node {
     quiet_until: Time,
     healthy: bool,
     storage_ok: bool,
+    /// Another host uses this node's id: no leading, claiming or acking
+    /// before this.
+    impostor_until: Time,
     holdoff_until: Time,
     /// A claim this node would ack once its promise to another ends.
     pending: Option<PendingClaim>,
@@ -69,11 +80,11 @@ pub struct Node {
 struct Peer {
     id: NodeId,
     priority: u32,
-    incarnation: u64,
+    incarnation: Incarnation,
     /// The newest message sequence seen from it (any kind).
-    seq: u64,
+    seq: Seq,
     /// The newest heartbeat sequence seen from it.
-    heartbeat_seq: u64,
+    heartbeat_seq: Seq,
     last_heard: Option<Time>,
     /// Start of its current unbroken stretch of being alive and able to lead.
     can_lead_since: Option<Time>,
@@ -83,7 +94,7 @@ struct Peer {
     dead_after: Duration,
     /// The newest of this node's heartbeat seqs that the peer reports, as an
     /// ack of our lease when it follows us.
-    acked: u64,
+    acked: Seq,
     /// It said it is shutting down; dead until it is heard again.
     left: bool,
 }
@@ -99,7 +110,7 @@ struct Sticky {
     /// A leader heartbeat was heard, not only a claim acked.
     confirmed: bool,
     /// The leader's incarnation when the promise was made.
-    incarnation: u64,
+    incarnation: Incarnation,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -118,7 +129,8 @@ enum State {
     Follower,
     /// Sent Election; waits for a higher-ranked node to lead until `until`.
     Deferring { until: Time },
-    /// Claimed `epoch` at `sent`; counting acks.
+    /// Claimed `epoch`; once it is on disk, sent the claim at `sent` and
+    /// counts acks.
     Candidate(Candidacy),
     /// Holds the lease for `epoch`.
     Leader(Leadership),
@@ -129,9 +141,11 @@ enum State {
 #[derive(Clone, Debug)]
 struct Candidacy {
     epoch: Epoch,
-    /// The claim's message sequence: the first entry of the lease history.
-    seq: u64,
+    /// The claim's message sequence, the first entry of the lease history;
+    /// `None` while the claimed epoch is not yet on disk and the claim waits.
+    seq: Option<Seq>,
     sent: Time,
+    /// `Time::MAX`-like (never) until the claim is sent.
     deadline: Time,
     acks: BTreeMap<NodeId, Duration>,
     nacks: BTreeSet<NodeId>,
@@ -141,7 +155,7 @@ struct Candidacy {
 struct Leadership {
     epoch: Epoch,
     /// Send times of this leadership's heartbeats (and its claim), by seq.
-    sent: VecDeque<(u64, Time)>,
+    sent: VecDeque<(Seq, Time)>,
     /// Per follower: the promise end its newest ack backs.
     promises: BTreeMap<NodeId, Time>,
     lease_end: Time,
@@ -224,7 +238,7 @@ impl Node {
     pub fn new(
         cfg: CoreConfig,
         persisted: Persisted,
-        incarnation: u64,
+        incarnation: Incarnation,
         seed: u64,
         now: Time,
     ) -> Node {
@@ -240,8 +254,10 @@ impl Node {
             quorum,
             rng: Rng::new(seed),
             incarnation,
-            seq: 0,
+            seq: Seq(0),
             promised: persisted.promised,
+            durable: persisted.promised,
+            held: VecDeque::new(),
             known: persisted.promised,
             peers,
             state: State::Starting,
@@ -249,6 +265,7 @@ impl Node {
             quiet_until,
             healthy: true,
             storage_ok: true,
+            impostor_until: Time::ZERO,
             holdoff_until: Time::ZERO,
             pending: None,
             handover: None,
@@ -264,7 +281,7 @@ impl Node {
             kind: HookKind::Demote,
             epoch: persisted.promised,
             leader: None,
-            reason: "startup",
+            reason: Reason::Startup,
         }));
         node
     }
@@ -313,12 +330,14 @@ impl Node {
     /// driver refuses such reloads. Promises already made keep their ends.
     pub fn reconfigure(&mut self, cfg: CoreConfig, now: Time) {
         debug_assert_eq!(cfg.id, self.cfg.id);
+        self.expire_lease(now);
         self.cfg = cfg;
         self.evaluate(now);
     }
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Time, input: Input) {
+        self.expire_lease(now);
         match input {
             Input::Message(msg) => self.on_message(now, msg),
             Input::HookDone(done) => self.on_hook_done(now, done),
@@ -336,12 +355,22 @@ impl Node {
             }
             Input::StepDown { to } => self.on_step_down(now, to),
             Input::Shutdown => self.on_shutdown(now),
+            Input::Persisted { promised } => self.on_persisted(now, promised),
+            Input::PersistFailed { promised } => self.on_persist_failed(now, promised),
+            Input::Impostor => {
+                let was = now < self.impostor_until;
+                self.impostor_until = now + self.cfg.timing.dead_after * IMPOSTOR_WINDOW;
+                if !was {
+                    self.send_heartbeat(now);
+                }
+            }
         }
         self.evaluate(now);
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.expire_lease(now);
         if self.take_due(Timer::Heartbeat, now) {
             self.send_heartbeat(now);
         }
@@ -405,8 +434,8 @@ impl Node {
         }
         let was_alive = !peer.left && peer.last_heard.is_some_and(|t| now < t + dead_after);
         if msg.incarnation > peer.incarnation {
-            peer.heartbeat_seq = 0;
-            peer.acked = 0;
+            peer.heartbeat_seq = Seq(0);
+            peer.acked = Seq(0);
         }
         peer.incarnation = msg.incarnation;
         peer.seq = msg.seq;
@@ -463,7 +492,7 @@ impl Node {
         }
     }
 
-    fn on_heartbeat(&mut self, now: Time, from: NodeId, seq: u64, hb: Heartbeat) {
+    fn on_heartbeat(&mut self, now: Time, from: NodeId, seq: Seq, hb: Heartbeat) {
         let me = self.cfg.id;
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.heartbeat_seq = seq;
@@ -480,7 +509,7 @@ impl Node {
                 .heard
                 .iter()
                 .find(|(id, _)| *id == me)
-                .map_or(0, |&(_, s)| s);
+                .map_or(Seq(0), |&(_, s)| s);
         }
         if let Some((_, e)) = hb.leader {
             self.known = self.known.max(e);
@@ -501,12 +530,12 @@ impl Node {
             if s.leader == from && same_process && hb.leader != Some((from, s.epoch)) && s.confirmed
             {
                 self.sticky = None;
-                self.transition(Role::Follower, s.epoch, None, "leader-stopped");
+                self.transition(Role::Follower, s.epoch, None, Reason::LeaderStopped);
             }
         }
         if let State::Leader(l) = &self.state {
             if hb.leader == Some((me, l.epoch)) && hb.role == Role::Follower {
-                let acked = self.peers.get(&from).map_or(0, |p| p.acked);
+                let acked = self.peers.get(&from).map_or(Seq(0), |p| p.acked);
                 self.on_lease_ack(now, from, acked);
             }
         }
@@ -519,7 +548,7 @@ impl Node {
                 if epoch > l.epoch {
                     // Another leader holds a newer epoch: our lease cannot be
                     // valid. Give way at once.
-                    self.step_down(now, "newer-leader", None, false);
+                    self.step_down(now, Reason::NewerLeader, None, false);
                 }
                 return;
             }
@@ -553,13 +582,16 @@ impl Node {
             epoch,
             until,
             promise: dead_after,
-            incarnation: self.peers.get(&from).map_or(0, |p| p.incarnation),
+            incarnation: self
+                .peers
+                .get(&from)
+                .map_or_else(Incarnation::default, |p| p.incarnation),
             confirmed: true,
         });
         self.pending = None;
         self.failed_claims = 0;
         if before.map(|s| (s.leader, s.epoch, s.confirmed)) != Some((from, epoch, true)) {
-            self.transition(Role::Follower, epoch, Some(from), "following");
+            self.transition(Role::Follower, epoch, Some(from), Reason::Following);
         }
         // Answer at once: this heartbeat is our ack of the leader's lease.
         if !matches!(self.state, State::Starting) {
@@ -588,6 +620,10 @@ impl Node {
 
     fn on_claim(&mut self, now: Time, from: NodeId, epoch: Epoch) {
         self.known = self.known.max(epoch);
+        if now < self.impostor_until {
+            // Two hosts share this id: neither may vote.
+            return;
+        }
         if let State::Candidate(c) = &self.state {
             let my_epoch = c.epoch;
             let higher = self
@@ -670,7 +706,7 @@ impl Node {
                 // The leader ran its demote hook before resigning: our
                 // promise to it may end now.
                 self.sticky = None;
-                self.transition(Role::Follower, epoch, None, "leader-resigned");
+                self.transition(Role::Follower, epoch, None, Reason::LeaderResigned);
                 if let Some(to) = successor {
                     self.handover = Some((to, now + self.cfg.timing.dead_after));
                 }
@@ -691,7 +727,7 @@ impl Node {
             (State::Leader(l), HookKind::Promote) if l.epoch == done.epoch => {
                 if matches!(done.outcome, HookOutcome::Failed | HookOutcome::TimedOut) {
                     self.holdoff_until = now + self.cfg.holdoff;
-                    self.step_down(now, "promote-failed", None, false);
+                    self.step_down(now, Reason::PromoteFailed, None, false);
                 }
             }
             (State::Demoting(d), HookKind::Demote) if d.epoch == done.epoch => {
@@ -754,7 +790,7 @@ impl Node {
             Ok(s) => {
                 self.out.push_back(Effect::StepDownResult(Ok(s)));
                 self.holdoff_until = now + self.cfg.holdoff;
-                self.step_down(now, "step-down", Some(s), false);
+                self.step_down(now, Reason::StepDown, Some(s), false);
             }
             Err(e) => self.out.push_back(Effect::StepDownResult(Err(e))),
         }
@@ -764,7 +800,7 @@ impl Node {
         self.shutting_down = true;
         match &self.state {
             State::Starting | State::Demoting(_) => {}
-            State::Leader(_) => self.step_down(now, "shutdown", None, true),
+            State::Leader(_) => self.step_down(now, Reason::Shutdown, None, true),
             _ => {
                 let epoch = self.sticky.map_or(self.promised, |s| s.epoch);
                 self.state = State::Follower;
@@ -793,7 +829,7 @@ impl Node {
             if now >= s.until {
                 self.sticky = None;
                 if s.confirmed {
-                    self.transition(Role::Follower, s.epoch, None, "leader-lost");
+                    self.transition(Role::Follower, s.epoch, None, Reason::LeaderLost);
                 }
             }
         }
@@ -806,13 +842,15 @@ impl Node {
             State::Leader(l) => {
                 let lease_end = l.lease_end;
                 if now >= lease_end {
-                    self.step_down(now, "lease-expired", None, false);
+                    self.step_down(now, Reason::LeaseExpired, None, false);
                 } else if !self.healthy {
-                    self.step_down(now, "health-check-failed", None, false);
+                    self.step_down(now, Reason::HealthCheckFailed, None, false);
                 } else if !self.storage_ok {
-                    self.step_down(now, "state-unwritable", None, false);
+                    self.step_down(now, Reason::StateUnwritable, None, false);
+                } else if now < self.impostor_until {
+                    self.step_down(now, Reason::DuplicateId, None, false);
                 } else if let Some(h) = self.preemptor(now) {
-                    self.step_down(now, "preempted", Some(h), false);
+                    self.step_down(now, Reason::Preempted, Some(h), false);
                 }
             }
             State::Candidate(c) => {
@@ -864,21 +902,86 @@ impl Node {
         }
         let epoch = highest.next();
         self.promise(epoch);
-        let sent = now;
         self.state = State::Candidate(Candidacy {
             epoch,
-            seq: 0,
-            sent,
-            deadline: now + self.election_timeout(),
+            seq: None,
+            sent: now,
+            deadline: Time(u64::MAX),
             acks: BTreeMap::new(),
             nacks: BTreeSet::new(),
         });
-        self.transition(Role::Candidate, epoch, None, "claim");
-        let seq = self.send(now, Body::Claim { epoch });
-        if let State::Candidate(c) = &mut self.state {
-            c.seq = seq;
+        self.transition(Role::Candidate, epoch, None, Reason::Claim);
+        self.send_vote(now, epoch, Body::Claim { epoch });
+    }
+
+    /// Sends a Claim or Ack of `epoch` now if that promise is on disk, or
+    /// holds it until `Input::Persisted` says it is.
+    fn send_vote(&mut self, now: Time, epoch: Epoch, body: Body) {
+        if epoch <= self.durable {
+            self.release(now, epoch, body);
+        } else {
+            self.held.push_back((epoch, body));
         }
-        self.count_votes(now);
+    }
+
+    /// Sends a vote whose epoch is on disk, if it still stands: a claim of
+    /// the candidacy still waiting for it, an ack of the promise still held.
+    fn release(&mut self, now: Time, epoch: Epoch, body: Body) {
+        if now < self.impostor_until {
+            return;
+        }
+        match body {
+            Body::Claim { .. } => {
+                let waiting = matches!(&self.state,
+                    State::Candidate(c) if c.epoch == epoch && c.seq.is_none());
+                if !waiting {
+                    return;
+                }
+                let seq = self.send(now, body);
+                let deadline = now + self.election_timeout();
+                if let State::Candidate(c) = &mut self.state {
+                    c.seq = Some(seq);
+                    c.sent = now;
+                    c.deadline = deadline;
+                }
+                self.count_votes(now);
+            }
+            Body::Ack { to, .. } => {
+                let holds = self
+                    .sticky
+                    .is_some_and(|s| s.leader == to && s.epoch == epoch && now < s.until);
+                if holds {
+                    self.send(now, body);
+                }
+            }
+            _ => {
+                self.send(now, body);
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, now: Time, promised: Epoch) {
+        self.durable = self.durable.max(promised);
+        while self.held.front().is_some_and(|(e, _)| *e <= self.durable) {
+            if let Some((epoch, body)) = self.held.pop_front() {
+                self.release(now, epoch, body);
+            }
+        }
+    }
+
+    /// A promise did not reach the disk: its vote is never sent, a claim
+    /// waiting for it is lost, and the node is not eligible until a write
+    /// succeeds again (`Input::Storage { ok: true }`). The promise stands in
+    /// memory, so nothing at or below it is promised again in this run.
+    fn on_persist_failed(&mut self, now: Time, promised: Epoch) {
+        self.held.retain(|(e, _)| *e < promised);
+        self.storage_ok = false;
+        let lost = matches!(&self.state,
+            State::Candidate(c) if c.epoch >= promised && c.seq.is_none());
+        if lost {
+            self.lose_claim(now);
+        }
+        self.send_heartbeat(now);
     }
 
     fn count_votes(&mut self, now: Time) {
@@ -904,12 +1007,8 @@ impl Node {
             return Time::ZERO;
         };
         let t = &self.cfg.timing;
-        let mut ends: Vec<Time> = c
-            .acks
-            .values()
-            .map(|&d| c.sent + lease_len(d, t.max_drift_ppm, t.lease_margin))
-            .collect();
-        ends.push(c.sent + lease_len(t.dead_after, t.max_drift_ppm, t.lease_margin));
+        let mut ends: Vec<Time> = c.acks.values().map(|&d| c.sent + t.lease_for(d)).collect();
+        ends.push(c.sent + t.lease());
         lease_end(&mut ends, self.quorum).unwrap_or(Time::ZERO)
     }
 
@@ -931,22 +1030,25 @@ impl Node {
                 .saturating_sub(1);
         let backoff = self.rng.range(hb / 2, hb + hb / 2).saturating_mul(scale);
         self.retry_at = now + Duration::from_nanos(backoff);
-        self.transition(Role::Follower, epoch, None, "claim-lost");
+        self.transition(Role::Follower, epoch, None, Reason::ClaimLost);
     }
 
     fn become_leader(&mut self, now: Time) {
         let State::Candidate(c) = &self.state else {
             return;
         };
-        let margin = self.cfg.timing.lease_margin;
-        let ppm = self.cfg.timing.max_drift_ppm;
+        let timing = &self.cfg.timing;
         let promises: BTreeMap<NodeId, Time> = c
             .acks
             .iter()
-            .map(|(&id, &d)| (id, c.sent + lease_len(d, ppm, margin)))
+            .map(|(&id, &d)| (id, c.sent + timing.lease_for(d)))
             .collect();
+        let Some(claim_seq) = c.seq else {
+            // Unreachable: acks answer a claim that was sent.
+            return;
+        };
         let mut sent = VecDeque::with_capacity(SENT_HISTORY);
-        sent.push_back((c.seq, c.sent));
+        sent.push_back((claim_seq, c.sent));
         let epoch = c.epoch;
         let claim_sent = c.sent;
         self.state = State::Leader(Leadership {
@@ -955,31 +1057,31 @@ impl Node {
             promises,
             lease_end: Time::ZERO,
         });
-        self.renew_lease(claim_sent + lease_len(self.cfg.timing.dead_after, ppm, margin));
+        self.renew_lease(claim_sent + self.cfg.timing.lease());
         self.sticky = None;
         self.pending = None;
         self.handover = None;
         self.failed_claims = 0;
-        self.transition(Role::Leader, epoch, Some(self.cfg.id), "elected");
+        self.transition(Role::Leader, epoch, Some(self.cfg.id), Reason::Elected);
         self.out.push_back(Effect::RunHook(HookRequest {
             kind: HookKind::Promote,
             epoch,
             leader: Some(self.cfg.id),
-            reason: "elected",
+            reason: Reason::Elected,
         }));
         self.send_heartbeat(now);
     }
 
     /// A follower acked our heartbeat `seq`: its promise lasts its own
     /// `dead_after` from that heartbeat's send.
-    fn on_lease_ack(&mut self, now: Time, from: NodeId, seq: u64) {
+    fn on_lease_ack(&mut self, now: Time, from: NodeId, seq: Seq) {
         let timing = &self.cfg.timing;
         let their_dead_after = self
             .peers
             .get(&from)
             .map_or(Duration::ZERO, |p| p.dead_after);
-        let theirs = lease_len(their_dead_after, timing.max_drift_ppm, timing.lease_margin);
-        let ours = lease_len(timing.dead_after, timing.max_drift_ppm, timing.lease_margin);
+        let theirs = timing.lease_for(their_dead_after);
+        let ours = timing.lease();
         let State::Leader(l) = &mut self.state else {
             return;
         };
@@ -1011,13 +1113,7 @@ impl Node {
     }
 
     /// Leaves leadership: the demote hook runs now; Resign follows when it is done.
-    fn step_down(
-        &mut self,
-        now: Time,
-        reason: &'static str,
-        successor: Option<NodeId>,
-        leaving: bool,
-    ) {
+    fn step_down(&mut self, now: Time, reason: Reason, successor: Option<NodeId>, leaving: bool) {
         let State::Leader(l) = &self.state else {
             return;
         };
@@ -1112,13 +1208,17 @@ impl Node {
             epoch,
             until: now + self.cfg.timing.dead_after,
             promise: self.cfg.timing.dead_after,
-            incarnation: self.peers.get(&from).map_or(0, |p| p.incarnation),
+            incarnation: self
+                .peers
+                .get(&from)
+                .map_or_else(Incarnation::default, |p| p.incarnation),
             confirmed: false,
         });
         let dead_after_ms =
             u32::try_from(self.cfg.timing.dead_after.as_millis()).unwrap_or(u32::MAX);
-        self.send(
+        self.send_vote(
             now,
+            epoch,
             Body::Ack {
                 to: from,
                 epoch,
@@ -1161,9 +1261,24 @@ impl Node {
         1 + self.peers.values().filter(|p| self.alive(p, now)).count()
     }
 
-    /// Healthy, able to persist, out of hold-off and not stopping.
+    /// Healthy, able to persist, out of hold-off, alone with its id and not
+    /// stopping.
     fn eligible(&self, now: Time) -> bool {
-        self.healthy && self.storage_ok && now >= self.holdoff_until && !self.shutting_down
+        self.healthy
+            && self.storage_ok
+            && now >= self.holdoff_until
+            && now >= self.impostor_until
+            && !self.shutting_down
+    }
+
+    /// Lease first: a leader whose lease has ended gives it up before it
+    /// sends, answers or starts anything, however late it woke.
+    fn expire_lease(&mut self, now: Time) {
+        if let State::Leader(l) = &self.state {
+            if now >= l.lease_end {
+                self.step_down(now, Reason::LeaseExpired, None, false);
+            }
+        }
     }
 
     /// Eligible and sees a quorum alive.
@@ -1208,7 +1323,7 @@ impl Node {
         let State::Leader(l) = &self.state else {
             return false;
         };
-        let newest = l.sent.back().map_or(0, |&(s, _)| s);
+        let newest = l.sent.back().map_or(Seq(0), |&(s, _)| s);
         let us = Some((self.cfg.id, l.epoch));
         self.peers
             .values()
@@ -1218,8 +1333,8 @@ impl Node {
     // ----- output -----
 
     /// Sends `body` to the group; returns its sequence number.
-    fn send(&mut self, now: Time, body: Body) -> u64 {
-        self.seq += 1;
+    fn send(&mut self, now: Time, body: Body) -> Seq {
+        self.seq = self.seq.next();
         self.last_sent = now;
         self.out.push_back(Effect::Send(Message {
             from: self.cfg.id,
@@ -1251,7 +1366,7 @@ impl Node {
             heard: self
                 .peers
                 .values()
-                .filter(|p| p.heartbeat_seq > 0)
+                .filter(|p| p.heartbeat_seq > Seq(0))
                 .map(|p| (p.id, p.heartbeat_seq))
                 .collect(),
         };
@@ -1266,19 +1381,10 @@ impl Node {
         }
         self.timers[Timer::Heartbeat as usize] = Some(now + self.cfg.timing.heartbeat);
         // Our own promise as a member of the quorum renews with each heartbeat.
-        let timing = &self.cfg.timing;
-        self.renew_lease(
-            now + lease_len(timing.dead_after, timing.max_drift_ppm, timing.lease_margin),
-        );
+        self.renew_lease(now + self.cfg.timing.lease());
     }
 
-    fn transition(
-        &mut self,
-        role: Role,
-        epoch: Epoch,
-        leader: Option<NodeId>,
-        reason: &'static str,
-    ) {
+    fn transition(&mut self, role: Role, epoch: Epoch, leader: Option<NodeId>, reason: Reason) {
         self.out.push_back(Effect::Transition(Transition {
             role,
             epoch,
@@ -1314,10 +1420,11 @@ impl Node {
         }
         wake.push(self.quiet_until);
         wake.push(self.holdoff_until);
+        wake.push(self.impostor_until);
         wake.push(self.retry_at);
         match &self.state {
             State::Deferring { until } => wake.push(*until),
-            State::Candidate(c) => wake.push(c.deadline),
+            State::Candidate(c) if c.seq.is_some() => wake.push(c.deadline),
             State::Leader(l) => {
                 self.timers[Timer::Lease as usize] = Some(l.lease_end);
                 if self.cfg.preempt {
@@ -1348,16 +1455,16 @@ impl Peer {
         Peer {
             id,
             priority: 0,
-            incarnation: 0,
-            seq: 0,
-            heartbeat_seq: 0,
+            incarnation: Incarnation::default(),
+            seq: Seq(0),
+            heartbeat_seq: Seq(0),
             last_heard: None,
             can_lead_since: None,
             can_lead: false,
             role: Role::Follower,
             leader: None,
             dead_after: Duration::ZERO,
-            acked: 0,
+            acked: Seq(0),
             left: false,
         }
     }
@@ -1396,6 +1503,7 @@ mod tests {
                 dead_after: Duration::from_millis(300),
                 lease_margin: Duration::from_millis(20),
                 max_drift_ppm: 10_000,
+                demote_budget: Duration::from_millis(25),
             },
             preempt: true,
             preempt_delay: Duration::from_millis(1000),
@@ -1423,8 +1531,8 @@ mod tests {
             self.seq += 1;
             Input::Message(Message {
                 from: NodeId(self.id),
-                incarnation: 1,
-                seq: self.seq,
+                incarnation: Incarnation(1),
+                seq: Seq(self.seq),
                 priority: self.priority,
                 known_epoch: Epoch(0),
                 body,
@@ -1451,7 +1559,7 @@ mod tests {
             Persisted {
                 promised: Epoch(promised),
             },
-            1,
+            Incarnation(1),
             7,
             Time::ZERO,
         );
@@ -1474,11 +1582,24 @@ mod tests {
         (n, p2, p3, t)
     }
 
-    /// What node `n` answered to the last input: Ack, Nack(reason) or nothing.
-    fn answer(n: &mut Node) -> Option<Result<Epoch, NackReason>> {
+    /// What node `n` answered to the last input: Ack, Nack(reason) or
+    /// nothing. A promise it asks to persist is reported on disk at `t`.
+    fn answer(n: &mut Node, t: Time) -> Option<Result<Epoch, NackReason>> {
         let mut persisted = None;
+        let mut reported = false;
         let mut out = None;
-        while let Some(e) = n.poll_effect() {
+        loop {
+            let Some(e) = n.poll_effect() else {
+                match persisted.take() {
+                    Some(promised) if !reported => {
+                        n.handle(t, Input::Persisted { promised });
+                        persisted = Some(promised);
+                        reported = true;
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
             match e {
                 Effect::Persist(p) => persisted = Some(p.promised),
                 Effect::Send(Message {
@@ -1623,7 +1744,7 @@ mod tests {
                 })
             };
             n.handle(t, claim);
-            assert_eq!(answer(&mut n), want, "{what}");
+            assert_eq!(answer(&mut n, t), want, "{what}");
         }
     }
 
@@ -1634,7 +1755,7 @@ mod tests {
         n.handle(t, p2.heartbeat(Role::Follower, None, true));
         while n.poll_effect().is_some() {}
         n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
-        assert_eq!(answer(&mut n), Some(Err(NackReason::HigherRank)));
+        assert_eq!(answer(&mut n, t), Some(Err(NackReason::HigherRank)));
         // Unless the leader named the claimant as its successor.
         n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
         n.handle(
@@ -1647,12 +1768,18 @@ mod tests {
         );
         while n.poll_effect().is_some() {}
         n.handle(t, p3.msg(Body::Claim { epoch: Epoch(2) }));
-        assert_eq!(answer(&mut n), Some(Ok(Epoch(2))));
+        assert_eq!(answer(&mut n, t), Some(Ok(Epoch(2))));
     }
 
     #[test]
     fn a_restarted_node_renews_no_lease_in_its_quiet_period() {
-        let mut n = Node::new(cfg(1, 100), Persisted::default(), 2, 7, Time::ZERO);
+        let mut n = Node::new(
+            cfg(1, 100),
+            Persisted::default(),
+            Incarnation(2),
+            7,
+            Time::ZERO,
+        );
         n.handle(
             Time::ZERO,
             Input::HookDone(HookDone {
@@ -1674,7 +1801,7 @@ mod tests {
         assert_eq!(leader, None, "no lease renewed during the quiet period");
         while n.poll_effect().is_some() {}
         n.handle(Time(350 * MS), p3.msg(Body::Claim { epoch: Epoch(2) }));
-        assert_eq!(answer(&mut n), Some(Ok(Epoch(2))));
+        assert_eq!(answer(&mut n, Time(350 * MS)), Some(Ok(Epoch(2))));
     }
 
     #[test]
@@ -1684,12 +1811,12 @@ mod tests {
         let t = t + Duration::from_millis(250);
         while n.poll_effect().is_some() {}
         n.handle(t, p3.msg(Body::Claim { epoch: Epoch(2) }));
-        assert_eq!(answer(&mut n), None);
+        assert_eq!(answer(&mut n, t), None);
         // The ack leaves exactly when the promise to node 2 ends.
         loop {
             let wake = n.next_timeout().expect("a timer for the promise's end");
             n.handle_timeout(wake);
-            if let Some(a) = answer(&mut n) {
+            if let Some(a) = answer(&mut n, t) {
                 assert_eq!(a, Ok(Epoch(2)));
                 assert_eq!(wake, Time(400 * MS) + Duration::from_millis(300));
                 break;
@@ -1700,7 +1827,13 @@ mod tests {
 
     #[test]
     fn claim_persists_before_it_is_sent_and_a_quorum_makes_a_leader() {
-        let mut n = Node::new(cfg(1, 100), Persisted::default(), 1, 7, Time::ZERO);
+        let mut n = Node::new(
+            cfg(1, 100),
+            Persisted::default(),
+            Incarnation(1),
+            7,
+            Time::ZERO,
+        );
         n.handle(
             Time::ZERO,
             Input::HookDone(HookDone {
@@ -1712,11 +1845,7 @@ mod tests {
         let mut p2 = Peer::new(2, 50);
         let t = Time(300 * MS);
         n.handle(t, p2.heartbeat(Role::Follower, None, true));
-        let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
-        let persist = effects
-            .iter()
-            .position(|e| matches!(e, Effect::Persist(p) if p.promised == Epoch(1)));
-        let claim = effects.iter().position(|e| {
+        let is_claim = |e: &Effect| {
             matches!(
                 e,
                 Effect::Send(Message {
@@ -1724,11 +1853,21 @@ mod tests {
                     ..
                 })
             )
-        });
+        };
+        let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
         assert!(
-            persist.is_some() && claim.is_some() && persist < claim,
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Persist(p) if p.promised == Epoch(1))),
             "{effects:?}"
         );
+        assert!(
+            !effects.iter().any(is_claim),
+            "the claim waits for its epoch to be on disk: {effects:?}"
+        );
+        n.handle(t, Input::Persisted { promised: Epoch(1) });
+        let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+        assert!(effects.iter().any(is_claim), "{effects:?}");
         n.handle(
             t,
             p2.msg(Body::Ack {
@@ -1749,20 +1888,19 @@ mod tests {
         )));
         // The lease ends at the claim's send plus the drift-bounded promise.
         let lease = n.status(t).lease_remaining.expect("leading");
-        assert!(
-            lease
-                <= lease_len(
-                    Duration::from_millis(300),
-                    10_000,
-                    Duration::from_millis(20)
-                )
-        );
-        assert!(lease > Duration::from_millis(250), "{lease:?}");
+        assert!(lease <= cfg(1, 100).timing.lease());
+        assert!(lease > Duration::from_millis(200), "{lease:?}");
     }
 
     #[test]
     fn a_leader_without_acks_demotes_when_its_lease_ends() {
-        let mut n = Node::new(cfg(1, 100), Persisted::default(), 1, 7, Time::ZERO);
+        let mut n = Node::new(
+            cfg(1, 100),
+            Persisted::default(),
+            Incarnation(1),
+            7,
+            Time::ZERO,
+        );
         n.handle(
             Time::ZERO,
             Input::HookDone(HookDone {
@@ -1774,6 +1912,7 @@ mod tests {
         let mut p2 = Peer::new(2, 50);
         let t = Time(300 * MS);
         n.handle(t, p2.heartbeat(Role::Follower, None, true));
+        n.handle(t, Input::Persisted { promised: Epoch(1) });
         n.handle(
             t,
             p2.msg(Body::Ack {
@@ -1795,18 +1934,148 @@ mod tests {
                 e,
                 Effect::RunHook(HookRequest {
                     kind: HookKind::Demote,
-                    reason: "lease-expired",
+                    reason: Reason::LeaseExpired,
                     ..
                 })
             )
         });
         assert!(demote);
-        assert!(
-            now <= t + lease_len(
-                Duration::from_millis(300),
-                10_000,
-                Duration::from_millis(20)
-            )
+        assert!(now <= t + cfg(1, 100).timing.lease());
+    }
+
+    #[test]
+    fn a_claim_whose_epoch_failed_to_persist_is_never_sent() {
+        let mut n = Node::new(
+            cfg(1, 100),
+            Persisted::default(),
+            Incarnation(1),
+            7,
+            Time::ZERO,
         );
+        n.handle(
+            Time::ZERO,
+            Input::HookDone(HookDone {
+                kind: HookKind::Demote,
+                epoch: Epoch(0),
+                outcome: HookOutcome::Ok,
+            }),
+        );
+        let mut p2 = Peer::new(2, 50);
+        let t = Time(300 * MS);
+        n.handle(t, p2.heartbeat(Role::Follower, None, true));
+        n.handle(t, Input::PersistFailed { promised: Epoch(1) });
+        // A late "persisted" for an older write does not release it either.
+        n.handle(t, Input::Persisted { promised: Epoch(0) });
+        let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+        assert!(
+            !effects.iter().any(|e| matches!(
+                e,
+                Effect::Send(Message {
+                    body: Body::Claim { .. },
+                    ..
+                }) | Effect::RunHook(HookRequest {
+                    kind: HookKind::Promote,
+                    ..
+                })
+            )),
+            "{effects:?}"
+        );
+        assert!(
+            !n.status(t).eligible,
+            "a node that cannot persist is not eligible"
+        );
+        // Even an ack that arrives now wins nothing.
+        n.handle(
+            t,
+            p2.msg(Body::Ack {
+                to: NodeId(1),
+                epoch: Epoch(1),
+                dead_after_ms: 300,
+            }),
+        );
+        assert_eq!(n.leading(), None);
+    }
+
+    #[test]
+    fn a_leader_that_wakes_past_its_lease_lets_go_before_it_sends() {
+        let mut n = Node::new(
+            cfg(1, 100),
+            Persisted::default(),
+            Incarnation(1),
+            7,
+            Time::ZERO,
+        );
+        n.handle(
+            Time::ZERO,
+            Input::HookDone(HookDone {
+                kind: HookKind::Demote,
+                epoch: Epoch(0),
+                outcome: HookOutcome::Ok,
+            }),
+        );
+        let mut p2 = Peer::new(2, 50);
+        let t = Time(300 * MS);
+        n.handle(t, p2.heartbeat(Role::Follower, None, true));
+        n.handle(t, Input::Persisted { promised: Epoch(1) });
+        n.handle(
+            t,
+            p2.msg(Body::Ack {
+                to: NodeId(1),
+                epoch: Epoch(1),
+                dead_after_ms: 300,
+            }),
+        );
+        assert_eq!(n.leading(), Some(Epoch(1)));
+        while n.poll_effect().is_some() {}
+        // The loop was stopped for a second; the first thing it sees is an
+        // Election, and its heartbeat timer is long due.
+        let late = t + Duration::from_secs(1);
+        n.handle(late, p2.msg(Body::Election));
+        n.handle_timeout(late);
+        let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+        let demote = effects.iter().position(|e| {
+            matches!(
+                e,
+                Effect::RunHook(HookRequest {
+                    kind: HookKind::Demote,
+                    reason: Reason::LeaseExpired,
+                    ..
+                })
+            )
+        });
+        let first_send = effects.iter().position(|e| matches!(e, Effect::Send(_)));
+        assert!(
+            demote.is_some() && demote < first_send,
+            "the demote comes before anything is sent: {effects:?}"
+        );
+        let as_leader = effects.iter().any(|e| match e {
+            Effect::Send(Message {
+                body: Body::Heartbeat(hb),
+                ..
+            }) => hb.role == Role::Leader,
+            _ => false,
+        });
+        assert!(
+            !as_leader,
+            "nothing sent as leader after the lease: {effects:?}"
+        );
+    }
+
+    #[test]
+    fn an_impostor_keeps_the_node_out_of_the_election() {
+        let (mut n, _p2, mut p3, t) = voter(0);
+        n.handle(t, Input::Health { ok: true });
+        while n.poll_effect().is_some() {}
+        n.handle(t, Input::Impostor);
+        assert!(!n.status(t).eligible);
+        n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+        assert_eq!(
+            answer(&mut n, t),
+            None,
+            "no vote while two hosts share the id"
+        );
+        let later = t + Duration::from_millis(300) * IMPOSTOR_WINDOW;
+        n.handle_timeout(later);
+        assert!(n.status(later).eligible, "eligible again after the window");
     }
 }

@@ -28,8 +28,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use regentd::core::{
-    CoreConfig, Effect, Epoch, HookDone, HookKind, HookOutcome, HookRequest, Input, Message, Node,
-    NodeId, Persisted, Rng, Role, Time, Timing, Transition,
+    CoreConfig, Effect, Epoch, HookDone, HookKind, HookOutcome, HookRequest, Incarnation, Input,
+    Message, Node, NodeId, Persisted, Reason, Rng, Role, Time, Timing, Transition,
 };
 
 /// What kind of run a seed makes.
@@ -97,6 +97,7 @@ impl Plan {
             dead_after: Duration::from_millis(dead),
             lease_margin: Duration::from_millis(if fast { 5 } else { 20 }),
             max_drift_ppm: [0, 1_000, 10_000, 50_000][rng.range(0, 3) as usize],
+            demote_budget: Duration::from_millis(if fast { 10 } else { 25 }),
         };
         let priorities = (0..nodes)
             .map(|_| {
@@ -125,10 +126,34 @@ impl Plan {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver { to: usize, msg: Message },
-    Timer { node: usize, generation: u64 },
-    HookDone { node: usize, generation: u64 },
-    HookReport { node: usize, done: HookDone },
+    Deliver {
+        to: usize,
+        msg: Message,
+    },
+    Timer {
+        node: usize,
+        generation: u64,
+    },
+    HookDone {
+        node: usize,
+        generation: u64,
+    },
+    HookReport {
+        node: usize,
+        done: HookDone,
+    },
+    /// A write of the state file finished (or failed) on node's disk.
+    Persisted {
+        node: usize,
+        generation: u64,
+        promised: Epoch,
+        ok: bool,
+    },
+    /// The driver's probe of a failed state directory.
+    StorageProbe {
+        node: usize,
+        generation: u64,
+    },
     Fault(Fault),
 }
 
@@ -138,17 +163,44 @@ enum Fault {
     Restart(usize),
     Stop(usize),
     Partition(Vec<usize>),
-    OneWay { from: usize, to: usize },
+    OneWay {
+        from: usize,
+        to: usize,
+    },
     // Lifts a one-way block (from a partition, too).
-    Unblock { from: usize, to: usize },
+    Unblock {
+        from: usize,
+        to: usize,
+    },
     HealNetwork,
     Loss(u32),
     Delay(u64),
     Duplicate(u32),
-    Health { node: usize, ok: bool },
-    HookFailures { node: usize, percent: u32 },
-    SlowHooks { node: usize, slow: bool },
-    StepDown { to: Option<usize> },
+    Health {
+        node: usize,
+        ok: bool,
+    },
+    HookFailures {
+        node: usize,
+        percent: u32,
+    },
+    SlowHooks {
+        node: usize,
+        slow: bool,
+    },
+    /// The state disk's fsync takes 50 ms to 3 s (`slow`) or a millisecond.
+    SlowDisk {
+        node: usize,
+        slow: bool,
+    },
+    /// This share of state writes fail (EIO).
+    FailingDisk {
+        node: usize,
+        percent: u32,
+    },
+    StepDown {
+        to: Option<usize>,
+    },
     HealAll,
     // Node::reconfigure(cfg) on node .0; later restarts use cfg too.
     Reload(usize, Box<CoreConfig>),
@@ -165,7 +217,7 @@ pub enum Observed {
     Demote {
         node: usize,
         epoch: Epoch,
-        reason: &'static str,
+        reason: Reason,
     },
 }
 
@@ -175,7 +227,16 @@ struct Host {
     cfg: CoreConfig,
     node: Option<Node>,
     persisted: Persisted,
-    incarnation: u64,
+    incarnation: Incarnation,
+    /// Bumped when the process goes away: writes in flight are lost.
+    disk_generation: u64,
+    /// A write is under way; requests meanwhile coalesce into `disk_next`.
+    disk_busy: bool,
+    /// The newest promise asked for while a write was under way: the writer
+    /// (one thread in the daemon) writes only the newest, next.
+    disk_next: Option<Epoch>,
+    slow_disk: bool,
+    disk_fail_percent: u32,
     /// Clock rate error in ppm, within the drift bound.
     rate_ppm: i64,
     /// Local time at real time zero.
@@ -211,6 +272,8 @@ pub struct Sim {
     link_delay: Vec<Vec<Option<u64>>>,
     /// Fixed hook run time (ns), overriding the random one.
     hook_duration: Option<u64>,
+    /// Fixed state write time (ns), overriding the random one.
+    disk_latency: Option<u64>,
     led: BTreeMap<Epoch, NodeId>,
     /// Transitions, promotes and demotes, with their real instants.
     observed: Vec<(u64, Observed)>,
@@ -250,7 +313,12 @@ impl Sim {
                     cfg,
                     node: None,
                     persisted: Persisted::default(),
-                    incarnation: 0,
+                    incarnation: Incarnation(0),
+                    disk_generation: 0,
+                    disk_busy: false,
+                    disk_next: None,
+                    slow_disk: false,
+                    disk_fail_percent: 0,
                     rate_ppm,
                     offset: rng.range(0, 1_000_000_000_000),
                     timer_generation: 0,
@@ -281,6 +349,7 @@ impl Sim {
             max_delay_us: 2_000,
             link_delay: vec![vec![None; n]; n],
             hook_duration: None,
+            disk_latency: None,
             led: BTreeMap::new(),
             observed: Vec::new(),
             trace: VecDeque::new(),
@@ -426,8 +495,96 @@ impl Sim {
                     self.input(node, Input::HookDone(done));
                 }
             }
+            Event::Persisted {
+                node,
+                generation,
+                promised,
+                ok,
+            } => {
+                let h = &mut self.hosts[node];
+                if h.disk_generation != generation || h.node.is_none() {
+                    return;
+                }
+                h.disk_busy = false;
+                if let Some(next) = h.disk_next.take() {
+                    self.start_write(node, next);
+                }
+                let h = &mut self.hosts[node];
+                if ok {
+                    if promised < h.persisted.promised {
+                        let what = format!(
+                            "S2: n{} persisted promised {} below {}",
+                            node + 1,
+                            promised,
+                            h.persisted.promised
+                        );
+                        self.fail(&what);
+                    }
+                    h.persisted = Persisted { promised };
+                    h.promised_seen = h.promised_seen.max(promised);
+                    self.input(node, Input::Persisted { promised });
+                } else {
+                    self.log(format!("n{} cannot persist epoch {promised}", node + 1));
+                    self.input(node, Input::PersistFailed { promised });
+                    self.schedule(
+                        self.now + 2_000_000_000,
+                        Event::StorageProbe { node, generation },
+                    );
+                }
+            }
+            Event::StorageProbe { node, generation } => {
+                let h = &self.hosts[node];
+                if h.disk_generation != generation || h.node.is_none() {
+                    return;
+                }
+                if self.rng.chance(h.disk_fail_percent) {
+                    self.schedule(
+                        self.now + 2_000_000_000,
+                        Event::StorageProbe { node, generation },
+                    );
+                } else {
+                    self.input(node, Input::Storage { ok: true });
+                }
+            }
             Event::Fault(f) => self.fault(f),
         }
+    }
+
+    /// Asks node `i`'s state writer to persist `p`: written now if the
+    /// writer is idle, else after the write under way, coalesced with any
+    /// other request that waits.
+    fn persist(&mut self, i: usize, p: Persisted) {
+        let h = &mut self.hosts[i];
+        if h.disk_busy {
+            h.disk_next = Some(h.disk_next.map_or(p.promised, |e| e.max(p.promised)));
+        } else {
+            self.start_write(i, p.promised);
+        }
+    }
+
+    /// Starts writing `promised` to node `i`'s disk; it finishes later and
+    /// may fail.
+    fn start_write(&mut self, i: usize, promised: Epoch) {
+        let latency = if let Some(fixed) = self.disk_latency {
+            fixed
+        } else if self.hosts[i].slow_disk {
+            self.rng.range(50, 3_000) * 1_000_000
+        } else {
+            self.rng.range(50, 2_000) * 1_000
+        };
+        let ok = !self.rng.chance(self.hosts[i].disk_fail_percent);
+        let h = &mut self.hosts[i];
+        h.disk_busy = true;
+        let generation = h.disk_generation;
+        self.schedule(
+            self.now + latency,
+            Event::Persisted {
+                node: i,
+                generation,
+                promised,
+                ok,
+            },
+        );
     }
 
     fn input(&mut self, i: usize, input: Input) {
@@ -442,20 +599,7 @@ impl Sim {
     fn drain(&mut self, i: usize) {
         while let Some(effect) = self.hosts[i].node.as_mut().and_then(|n| n.poll_effect()) {
             match effect {
-                Effect::Persist(p) => {
-                    let h = &mut self.hosts[i];
-                    if p.promised < h.persisted.promised {
-                        let what = format!(
-                            "S2: n{} persisted promised {} below {}",
-                            i + 1,
-                            p.promised,
-                            h.persisted.promised
-                        );
-                        self.fail(&what);
-                    }
-                    h.persisted = p;
-                    h.promised_seen = h.promised_seen.max(p.promised);
-                }
+                Effect::Persist(p) => self.persist(i, p),
                 Effect::Send(msg) => self.broadcast(i, msg),
                 Effect::RunHook(req) => self.run_hook(i, req),
                 Effect::Transition(t) => {
@@ -584,7 +728,7 @@ impl Sim {
                 self.promotions += 1;
             }
             HookKind::Demote => {
-                if req.reason != "startup" {
+                if req.reason != Reason::Startup {
                     self.demotions += 1;
                     self.observed.push((
                         self.now,
@@ -673,6 +817,9 @@ impl Sim {
         h.hook_running = None;
         h.hook_generation += 1;
         h.timer_generation += 1;
+        h.disk_generation += 1;
+        h.disk_busy = false;
+        h.disk_next = None;
     }
 
     fn fault(&mut self, f: Fault) {
@@ -703,12 +850,12 @@ impl Sim {
                     );
                     self.fail(&what);
                 }
-                h.incarnation += 1;
+                h.incarnation = Incarnation(h.incarnation.0 + 1);
                 let seed = self
                     .plan
                     .seed
                     .wrapping_mul(31)
-                    .wrapping_add(h.incarnation * 7 + i as u64);
+                    .wrapping_add(h.incarnation.0 * 7 + i as u64);
                 h.node = Some(Node::new(
                     h.cfg.clone(),
                     h.persisted,
@@ -749,6 +896,8 @@ impl Sim {
             }
             Fault::HookFailures { node, percent } => self.hosts[node].hook_fail_percent = percent,
             Fault::SlowHooks { node, slow } => self.hosts[node].slow_hooks = slow,
+            Fault::SlowDisk { node, slow } => self.hosts[node].slow_disk = slow,
+            Fault::FailingDisk { node, percent } => self.hosts[node].disk_fail_percent = percent,
             Fault::StepDown { to } => {
                 let leader = (0..self.hosts.len()).find(|&i| {
                     self.hosts[i]
@@ -771,6 +920,8 @@ impl Sim {
                 for i in 0..self.hosts.len() {
                     self.hosts[i].hook_fail_percent = 0;
                     self.hosts[i].slow_hooks = false;
+                    self.hosts[i].slow_disk = false;
+                    self.hosts[i].disk_fail_percent = 0;
                     if !self.hosts[i].healthy {
                         self.fault(Fault::Health { node: i, ok: true });
                     }
@@ -801,7 +952,7 @@ impl Sim {
                 break;
             }
             let node = self.rng.range(0, n as u64 - 1) as usize;
-            let f = match self.rng.range(0, 15) {
+            let f = match self.rng.range(0, 17) {
                 0 | 1 => {
                     let back = t + self.rng.range(10, 3_000) * 1_000_000;
                     self.schedule(back.min(end), Event::Fault(Fault::Restart(node)));
@@ -841,6 +992,14 @@ impl Sim {
                 12 => Fault::SlowHooks {
                     node,
                     slow: self.rng.chance(50),
+                },
+                13 => Fault::SlowDisk {
+                    node,
+                    slow: self.rng.chance(50),
+                },
+                14 => Fault::FailingDisk {
+                    node,
+                    percent: [0, 30, 100][self.rng.range(0, 2) as usize],
                 },
                 _ => {
                     let to = self.rng.chance(50).then_some(node);
@@ -888,6 +1047,12 @@ impl Sim {
     /// Every hook runs exactly `d` and succeeds (unless hook failures are set).
     pub fn set_hook_duration(&mut self, d: Duration) {
         self.hook_duration = Some(d.as_nanos() as u64);
+    }
+
+    /// Every state write takes exactly `d` and succeeds (unless disk
+    /// failures are set).
+    pub fn set_disk_latency(&mut self, d: Duration) {
+        self.disk_latency = Some(d.as_nanos() as u64);
     }
 
     /// Node `i`'s configuration, to derive a reload from.
@@ -1086,6 +1251,10 @@ pub fn liveness_bound(plan: &Plan) -> Duration {
         + t.heartbeat * 20
         // the longest back-off after lost claims: 1.5 heartbeats, doubled 3 times
         + t.heartbeat * 12
+        // a state write begun on a slow disk before healing (up to 3 s) that
+        // then fails, and the driver's probe that finds the disk working
+        // again (every 2 s) before the node is eligible again
+        + Duration::from_secs(5)
 }
 
 /// Runs one seed to completion; panics with the trace on a violation.
