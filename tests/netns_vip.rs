@@ -1091,8 +1091,12 @@ fn hooks_get_exactly_the_documented_environment_and_argv() {
         return;
     }
     let wrapper = Wrapper {
-        first: r#"env > "$DIR/env.$1.$REGENT_NODE"
-printf '%s\n' "$0" "$#" "$@" > "$DIR/argv.$1.$REGENT_NODE""#,
+        // Written aside, then renamed: the test reads a file only once
+        // it is whole.
+        first: r#"printf '%s\n' "$0" "$#" "$@" > "$DIR/.argv.$1.$REGENT_NODE"
+mv "$DIR/.argv.$1.$REGENT_NODE" "$DIR/argv.$1.$REGENT_NODE"
+env > "$DIR/.env.$1.$REGENT_NODE"
+mv "$DIR/.env.$1.$REGENT_NODE" "$DIR/env.$1.$REGENT_NODE""#,
         before_vip: "",
     };
     let mut c = vip_cluster(Lan::new(3), Opts::default(), "ARP_COUNT=1", wrapper);
