@@ -1677,6 +1677,8 @@ mod tests {
                 Some(12), "the leader's lease would be 0ms"),
             // Hooks.
             (multicast_and(&["[hooks]", "timeout_ms = 0"]), Some(12), "hooks.timeout_ms must be at least 1"),
+            (multicast_and(&["[hooks]", "demote_budget_ms = 200"]),
+                Some(12), "minus timing.lease_margin_ms 20 and hooks.demote_budget_ms 200"),
             (multicast_and(&["[hooks]", "check_interval_ms = 0"]), Some(12), "hooks.check_interval_ms must be at least 1"),
             (multicast_and(&["[hooks]", "check_timeout_ms = 0"]), Some(12), "hooks.check_timeout_ms must be at least 1"),
             (multicast_and(&["[hooks]", "check_fall = 0"]), Some(12), "hooks.check_fall must be at least 1"),
