@@ -597,6 +597,7 @@ impl Driver {
         self.guard.update(self.node.lease());
         self.counters.guard_renewals = self.guard.renewals;
         self.counters.guard_lost = self.guard.lost;
+        self.counters.log_lines_dropped = crate::logging::dropped_total();
         self.grant(Self::now());
     }
 

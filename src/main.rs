@@ -210,14 +210,17 @@ fn run(config: &Path) -> ExitCode {
     if let Err(e) = regentd::logging::init(log.target, log.level, "regent") {
         eprintln!("regent: cannot set up logging: {e}");
     }
-    match regentd::driver::run(config) {
+    let code = match regentd::driver::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             eprintln!("regent: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The logging thread writes what is still queued before the exit.
+    log::logger().flush();
+    code
 }
 
 /// Sends one request to the daemon's control socket and prints the answer.
