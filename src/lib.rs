@@ -4,10 +4,12 @@ pub mod announce;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod guard;
 pub mod hooks;
 pub mod logging;
 pub mod net;
 pub mod notify;
+pub mod persist;
 pub mod state;
 pub mod wire;
 

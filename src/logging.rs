@@ -11,14 +11,22 @@
 //! the clock the driver hands to [`tick`]; until it is back, lines go to
 //! standard error.
 //!
+//! No write happens on the caller's thread: a record becomes lines in a
+//! bounded queue, and a logging thread writes them. A blocked journal or a
+//! full syslog socket stalls that thread only; when the queue is full,
+//! lines are dropped and counted ([`dropped_total`]), and a line saying how
+//! many follows once the queue has drained.
+//!
 //! Architecture Invariant: this module reads no clock; time comes in through
-//! [`tick`]. Logging never panics and never fails the caller.
+//! [`tick`]. Logging never blocks, never panics and never fails the caller.
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -241,8 +249,89 @@ enum Sink {
     Syslog(Box<SyslogSink<io::Stderr>>),
 }
 
+/// Lines the queue holds before new ones are dropped.
+const QUEUE_LINES: usize = 4096;
+
+/// One line on its way to the sink.
+#[derive(Debug)]
+struct Entry {
+    level: Level,
+    target: String,
+    line: String,
+}
+
+/// The counts shared by the callers and the logging thread.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Lines queued.
+    queued: AtomicU64,
+    /// Lines written (or handed to the sink).
+    written: AtomicU64,
+    /// Lines dropped since the process started.
+    dropped: AtomicU64,
+    /// Lines dropped and not yet reported in the log.
+    unreported: AtomicU64,
+}
+
+impl Counts {
+    /// Queues `entry` without blocking; false (and counted) if the queue is full.
+    fn push(&self, queue: &SyncSender<Entry>, entry: Entry) -> bool {
+        match queue.try_send(entry) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.unreported.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(TrySendError::Disconnected(e)) => {
+                // The logging thread is gone: write here rather than lose it.
+                let l = format_line(Style::Plain, e.level, &e.target, &e.line);
+                let _ = writeln!(io::stderr(), "{l}");
+                true
+            }
+        }
+    }
+}
+
+/// The logging thread's loop: writes every queued line through `write`
+/// and, each time the queue has drained, reports lines dropped meanwhile.
+fn pump(queue: &Receiver<Entry>, counts: &Counts, mut write: impl FnMut(Level, &str, &str)) {
+    let report = |write: &mut dyn FnMut(Level, &str, &str)| {
+        let n = counts.unreported.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            write(
+                Level::Warn,
+                "regent",
+                &format!("{n} log lines were dropped: the log sink was too slow"),
+            );
+        }
+    };
+    loop {
+        let entry = match queue.try_recv() {
+            Ok(e) => e,
+            Err(TryRecvError::Empty) => {
+                report(&mut write);
+                match queue.recv() {
+                    Ok(e) => e,
+                    Err(_) => return,
+                }
+            }
+            Err(TryRecvError::Disconnected) => {
+                report(&mut write);
+                return;
+            }
+        };
+        write(entry.level, &entry.target, &entry.line);
+        counts.written.fetch_add(1, Ordering::Release);
+    }
+}
+
 struct Logger {
-    sink: Mutex<Sink>,
+    queue: SyncSender<Entry>,
+    counts: &'static Counts,
 }
 
 impl Log for Logger {
@@ -255,27 +344,51 @@ impl Log for Logger {
             return;
         }
         let message = record.args().to_string();
-        // A panic while the lock was held poisons it; logging goes on.
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *sink {
-            Sink::Stderr(style) => {
-                let mut err = io::stderr().lock();
-                for line in lines(&message) {
-                    let l = format_line(*style, record.level(), record.target(), line);
-                    let _ = writeln!(err, "{l}");
-                }
-            }
-            Sink::Syslog(s) => {
-                for line in lines(&message) {
-                    s.write(record.level(), record.target(), line);
-                }
-            }
+        for line in lines(&message) {
+            let entry = Entry {
+                level: record.level(),
+                target: record.target().to_string(),
+                line: line.to_string(),
+            };
+            self.counts.push(&self.queue, entry);
         }
     }
 
+    /// Waits (up to two seconds) for the lines queued so far to be written:
+    /// for the end of the process, never for the event loop.
     fn flush(&self) {
+        let target = self.counts.queued.load(Ordering::Relaxed);
+        for _ in 0..2000 {
+            if self.counts.written.load(Ordering::Acquire) >= target {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let _ = io::stderr().flush();
     }
+}
+
+static COUNTS: Counts = Counts {
+    queued: AtomicU64::new(0),
+    written: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+    unreported: AtomicU64::new(0),
+};
+
+/// Log lines dropped because the logging thread fell behind.
+pub fn dropped_total() -> u64 {
+    COUNTS.dropped.load(Ordering::Relaxed)
+}
+
+/// The driver's clock for the syslog sink, as nanoseconds after `CLOCK_BASE`
+/// plus one (zero: no tick yet).
+static CLOCK_NS: AtomicU64 = AtomicU64::new(0);
+static CLOCK_BASE: OnceLock<Instant> = OnceLock::new();
+
+fn clock() -> Option<Instant> {
+    let ns = CLOCK_NS.load(Ordering::Relaxed);
+    let base = CLOCK_BASE.get()?;
+    (ns > 0).then(|| *base + Duration::from_nanos(ns - 1))
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -300,11 +413,32 @@ pub fn init(target: LogTarget, level: LevelFilter, ident: &str) -> Result<(), St
             Sink::Syslog(Box::new(s))
         }
     };
+    if LOGGER.get().is_some() {
+        return Err("a logger is already installed".to_string());
+    }
+    let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+    let mut sink = sink;
+    std::thread::Builder::new()
+        .name("regent-log".to_string())
+        .spawn(move || {
+            pump(&lines, &COUNTS, |level, target, line| match &mut sink {
+                Sink::Stderr(style) => {
+                    let l = format_line(*style, level, target, line);
+                    let _ = writeln!(io::stderr().lock(), "{l}");
+                }
+                Sink::Syslog(s) => {
+                    s.clock = clock().or(s.clock);
+                    s.write(level, target, line);
+                }
+            })
+        })
+        .map_err(|e| format!("cannot start the logging thread: {e}"))?;
     let mut fresh = false;
     let logger = LOGGER.get_or_init(|| {
         fresh = true;
         Logger {
-            sink: Mutex::new(sink),
+            queue,
+            counts: &COUNTS,
         }
     });
     if !fresh {
@@ -326,12 +460,12 @@ pub fn set_level(level: LevelFilter) {
 /// Gives the logger the driver's clock, so that a lost syslog connection is
 /// retried at most once a second. Cheap; call it once per loop turn.
 pub fn tick(now: Instant) {
-    if let Some(logger) = LOGGER.get() {
-        let mut sink = logger.sink.lock().unwrap_or_else(|p| p.into_inner());
-        if let Sink::Syslog(s) = &mut *sink {
-            s.clock = Some(now);
-        }
-    }
+    let base = *CLOCK_BASE.get_or_init(|| now);
+    let ns = now.saturating_duration_since(base).as_nanos();
+    CLOCK_NS.store(
+        u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1,
+        Ordering::Relaxed,
+    );
 }
 
 #[cfg(test)]
@@ -386,6 +520,38 @@ mod tests {
         assert!(!journal_stream_is(Some("8:12345"), 9, 12345));
         assert!(!journal_stream_is(Some("garbage"), 8, 12345));
         assert!(!journal_stream_is(None, 8, 12345));
+    }
+
+    #[test]
+    fn a_full_queue_drops_counts_and_reports_once_drained() {
+        let counts = Counts::default();
+        let (tx, rx) = mpsc::sync_channel(2);
+        let entry = |line: &str| Entry {
+            level: Level::Info,
+            target: "regentd".to_string(),
+            line: line.to_string(),
+        };
+        assert!(counts.push(&tx, entry("one")));
+        assert!(counts.push(&tx, entry("two")));
+        assert!(!counts.push(&tx, entry("three")), "full: dropped");
+        assert!(!counts.push(&tx, entry("four")));
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 2);
+        drop(tx);
+        let mut out = Vec::new();
+        pump(&rx, &counts, |level, _, line| {
+            out.push(format!("{level} {line}"))
+        });
+        assert_eq!(
+            out,
+            [
+                "INFO one",
+                "INFO two",
+                "WARN 2 log lines were dropped: the log sink was too slow"
+            ]
+        );
+        assert_eq!(counts.written.load(Ordering::Relaxed), 2);
+        assert_eq!(counts.unreported.load(Ordering::Relaxed), 0);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 2, "the total stays");
     }
 
     #[test]
