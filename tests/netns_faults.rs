@@ -237,13 +237,17 @@ fn sigstop_leader_for_twice_its_lease() {
         .into_iter()
         .find(|e| e.node == old && e.kind == "demote-end" && e.epoch == epoch);
     match &demoted {
-        Some(d) => println!(
-            "node {old}'s demote of epoch {epoch} ended {:.1} ms after the stop, {:.1} ms \
-             before node {}'s promote",
-            ms(d.at_ns - stopped),
-            (next.at_ns as f64 - d.at_ns as f64) / 1e6,
-            next.node
-        ),
+        Some(d) => {
+            let gap = (next.at_ns as f64 - d.at_ns as f64) / 1e6;
+            println!(
+                "node {old}'s demote of epoch {epoch} ended {:.1} ms after the stop, {:.1} ms \
+                 {} node {}'s promote",
+                ms(d.at_ns - stopped),
+                gap.abs(),
+                if gap >= 0.0 { "before" } else { "AFTER" },
+                next.node
+            )
+        }
         None => println!("node {old} never finished a demote of epoch {epoch}"),
     }
     c.check_no_overlap(&[]);
@@ -339,8 +343,19 @@ fn fsync_stalls_on_the_leader() {
     // writes and the leader's periodic check that the state directory is
     // writable alike.
     disk.set(&disk.stall_file(1), true);
-    let stalled = c.mark("host 1: fsync stalls");
-    std::thread::sleep(Duration::from_millis(200));
+    let stalled = c.mark("host 1: fsync stalls from now on");
+    // A leader checks every 2 s that its state directory is writable: wait
+    // (a little longer) for that fsync to block, so the election below
+    // comes while the leader has a write in flight. A daemon that makes no
+    // fsync while it leads is not waited for beyond that.
+    let in_flight = wait_until(Duration::from_millis(2500), || {
+        disk.faulted(1).iter().any(|l| l.contains("stalling"))
+    });
+    c.mark(if in_flight {
+        "host 1: an fsync is stalled"
+    } else {
+        "host 1: no fsync while leading"
+    });
     // A new election while it stalls: ask the leader to step down. The
     // request may wait on a stalled daemon, so it runs beside the test.
     let socket = c.socket(1);
@@ -357,9 +372,11 @@ fn fsync_stalls_on_the_leader() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     });
+    let asked = realtime_ns();
     let next = c.wait_promote(stalled, &[1], Duration::from_millis(2800));
+    // The stall lasts 3 s from the election on.
     let left = Duration::from_millis(3000).saturating_sub(Duration::from_nanos(
-        (realtime_ns() - stalled) as u64,
+        (realtime_ns() - asked) as u64,
     ));
     std::thread::sleep(left);
     disk.set(&disk.stall_file(1), false);
@@ -383,15 +400,17 @@ fn fsync_stalls_on_the_leader() {
         )
     });
     assert!(
-        disk.faulted(1).iter().any(|l| l.contains("stalled")),
+        disk.faulted(1).iter().any(|l| l.contains("stalled ")),
         "no fsync of host 1 stalled: the test did not test anything\n{}",
         c.dump()
     );
     println!(
-        "node {} promoted epoch {} {:.1} ms after node 1's fsync began to stall",
+        "node {} promoted epoch {} {:.1} ms after node 1 was asked to step down \
+         (an fsync of node 1 was {}stalled then)",
         next.node,
         next.epoch,
-        ms(next.at_ns - stalled)
+        (next.at_ns as f64 - asked as f64) / 1e6,
+        if in_flight { "" } else { "not " }
     );
     assert!(
         wait_until(Duration::from_secs(3), || c.holder().is_some()),
@@ -503,10 +522,16 @@ fn fsync_fails_on_a_claim() {
         led.epoch,
         c.timeline(&crashes)
     );
+    // Last, as it is about what the daemon reports rather than what it did:
+    // a promised epoch `status` shows must be one the node will still hold
+    // after a restart.
     for (h, s) in samples.iter().enumerate().skip(1) {
         assert!(
             s.windows(2).all(|w| w[0] <= w[1]),
-            "node {h}'s promised epoch went down: {s:?}\n{}",
+            "S2: node {h}'s promised epoch, as `status --json` reports it, went down: {s:?} \
+             (samples: start, node 1 down, new leader, node 2 restarted, node 2 leads). A \
+             promise reported while the disk failed was not durable.\n{}\n{}",
+            c.timeline(&crashes),
             c.dump()
         );
     }

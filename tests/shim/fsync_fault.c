@@ -10,10 +10,11 @@
  *                                 doing the real sync: a disk that stalls.
  *   REGENT_TEST_FSYNC_FAIL_FILE   while this file exists, every call fails
  *                                 with EIO without syncing: a failing disk.
- *   REGENT_TEST_FSYNC_LOG         optional; each faulted call appends one
- *                                 line `PID CALL stalled MS` or
- *                                 `PID CALL failed`, so a test can tell that
- *                                 its fault was really hit.
+ *   REGENT_TEST_FSYNC_LOG         optional; each faulted call appends
+ *                                 `PID CALL stalling` when a stall begins,
+ *                                 `PID CALL stalled MS` when it ends, and
+ *                                 `PID CALL failed` for a failure, so a test
+ *                                 can tell that (and when) its fault was hit.
  *
  * Stall is checked first, then failure: both files make a call that waits
  * and then fails. Unset variables mean no fault. Only the three calls are
@@ -56,6 +57,7 @@ static void note(const char *call, const char *what, long ms) {
 static int fault(const char *call) {
     int saved = errno;
     long waited = 0;
+    if (flag_file("REGENT_TEST_FSYNC_STALL_FILE")) note(call, "stalling", -1);
     while (waited < 60000 && flag_file("REGENT_TEST_FSYNC_STALL_FILE")) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
