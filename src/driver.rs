@@ -28,11 +28,13 @@ use crate::core::{
 use crate::hooks::{HookConfig, HookRunner};
 use crate::net::Endpoint;
 use crate::notify::Notifier;
+use crate::persist::{Done, Writer};
 use crate::state::{next_incarnation, StateFile, Stored};
 use crate::wire::{Codec, Drop, DropCounters, DropLog, Filter, MAX_DATAGRAM};
 
 const SOCKET: Token = Token(0);
 const SIGNALS: Token = Token(1);
+const WRITER: Token = Token(2);
 const CONTROL_BASE: usize = 100;
 const METRICS_BASE: usize = 500;
 const HOOKS_BASE: usize = 1000;
@@ -69,7 +71,8 @@ struct Driver {
     endpoint: Endpoint,
     drops: DropCounters,
     drop_log: DropLog,
-    state: StateFile,
+    /// The state writer thread: every write and probe of the state dir.
+    writer: Writer,
     incarnation: Incarnation,
     /// Set when a write of the state failed; cleared by a successful probe.
     storage_failed: bool,
@@ -128,6 +131,15 @@ impl Driver {
         let mut endpoint = Endpoint::open(&cfg.network.transport, &peers)
             .map_err(|e| format!("cannot open the heartbeat socket: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let waker = mio::Waker::new(poll.registry(), WRITER)
+            .map_err(|e| format!("cannot create the event loop's waker: {e}"))?;
+        let writer = Writer::spawn(
+            state,
+            incarnation.0,
+            cfg.state.dir.clone(),
+            std::sync::Arc::new(waker),
+        )
+        .map_err(|e| format!("cannot start the state writer thread: {e}"))?;
         poll.registry()
             .register(&mut endpoint.socket, SOCKET, Interest::READABLE)
             .map_err(|e| format!("cannot watch the heartbeat socket: {e}"))?;
@@ -186,7 +198,7 @@ impl Driver {
             endpoint,
             drops: DropCounters::new(),
             drop_log: DropLog::new(),
-            state,
+            writer,
             incarnation,
             storage_failed: false,
             next_state_probe: start + STATE_PROBE,
@@ -248,12 +260,15 @@ impl Driver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("event loop failed: {e}")),
             }
-            let now = Self::now();
-            crate::logging::tick(now);
+            crate::logging::tick(Self::now());
             let mut socket_ready = false;
             for event in events.iter() {
+                // Each event is dated by a reading taken after it was seen,
+                // not by one taken before the handlers ahead of it ran.
+                let now = Self::now();
                 match event.token() {
                     SOCKET => socket_ready = true,
+                    WRITER => self.on_writer(),
                     SIGNALS => self.on_signals(now),
                     t if self.hooks.owns_token(t) => {
                         self.hooks.on_readable(t, self.poll.registry(), now)
@@ -268,9 +283,9 @@ impl Driver {
                 }
             }
             if socket_ready || self.socket_backlog {
-                self.socket_backlog = self.receive(now);
+                self.socket_backlog = self.receive();
             }
-            self.on_timers(now);
+            self.on_timers(Self::now());
         }
         self.shutdown();
         Ok(())
@@ -350,11 +365,15 @@ impl Driver {
     // ----- the heartbeat socket -----
 
     /// Reads and handles up to `RECEIVE_BUDGET` datagrams; true if it
-    /// stopped at the budget, so more may be waiting.
-    fn receive(&mut self, now: Instant) -> bool {
+    /// stopped at the budget, so more may be waiting. Each datagram is
+    /// stamped with a clock reading taken after its `recv` returned: never
+    /// before it arrived, and not as early as the start of the batch.
+    fn receive(&mut self) -> bool {
         let mut buf = [0u8; MAX_DATAGRAM + 1];
         for _ in 0..RECEIVE_BUDGET {
-            let (len, from) = match self.endpoint.recv(&mut buf) {
+            let received = self.endpoint.recv(&mut buf);
+            let now = Self::now();
+            let (len, from) = match received {
                 Ok(Some(r)) => r,
                 Ok(None) => return false,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -499,24 +518,15 @@ impl Driver {
     // ----- effects -----
 
     /// Carries out the node's effects and feeds back hook results until quiet.
+    /// `now` dates the effects' bookkeeping; results fed back to the core
+    /// get a fresh reading.
     fn drain(&mut self, now: Instant) {
         loop {
-            let mut persisted: Vec<Input> = Vec::new();
-            let mut storage_failed_now = false;
             while let Some(effect) = self.node.poll_effect() {
                 match effect {
-                    Effect::Persist(p) => match self.persist(p) {
-                        Ok(()) => persisted.push(Input::Persisted {
-                            promised: p.promised,
-                        }),
-                        Err(e) => {
-                            error!("cannot persist promised epoch {}: {e}", p.promised);
-                            storage_failed_now = true;
-                            persisted.push(Input::PersistFailed {
-                                promised: p.promised,
-                            });
-                        }
-                    },
+                    // Off the loop: the writer thread reports back through
+                    // the waker, and the core holds its Claim or Ack till then.
+                    Effect::Persist(p) => self.writer.persist(p.promised),
                     Effect::Send(msg) => self.send(&msg),
                     Effect::RunHook(req) => {
                         // A persist before this may have taken long: the
@@ -548,16 +558,8 @@ impl Driver {
                     Effect::Exit => self.exit = true,
                 }
             }
-            let t = self.time(now);
+            let t = self.time(Self::now());
             let mut fed = false;
-            if storage_failed_now && !self.storage_failed {
-                self.storage_failed = true;
-                self.next_state_probe = now + STATE_PROBE;
-            }
-            for input in persisted {
-                self.node.handle(t, input);
-                fed = true;
-            }
             while let Some(done) = self.hooks.poll_done() {
                 self.node.handle(t, Input::HookDone(done));
                 fed = true;
@@ -586,46 +588,61 @@ impl Driver {
             .set_authority(authority, self.poll.registry(), now);
     }
 
-    fn persist(&mut self, p: Persisted) -> Result<(), String> {
-        let current = self.state.stored();
-        if p.promised <= current.promised {
-            return Ok(());
-        }
-        self.state
-            .store(Stored {
-                promised: p.promised,
-                incarnation: self.incarnation.0,
-            })
-            .map_err(|e| e.to_string())
-    }
-
     /// While the state directory fails, retry the write; while leading,
     /// check it is still writable, so a leader that could not persist its
-    /// next promise steps down instead of leading on.
+    /// next promise steps down instead of leading on. The probe runs on the
+    /// writer thread; `on_writer` hands its verdict to the core.
     fn probe_state(&mut self, now: Instant) {
-        let t = self.time(now);
-        let status = self.node.status(t);
+        let status = self.node.status(self.time(now));
         if self.storage_failed {
-            let result = self.persist(Persisted {
-                promised: status.promised,
-            });
-            if result.is_ok() && probe_dir(&self.cfg.state.dir).is_ok() {
-                info!(
-                    "state directory {} is writable again",
-                    self.cfg.state.dir.display()
-                );
-                self.storage_failed = false;
-                self.node.handle(t, Input::Storage { ok: true });
-            }
+            self.writer.probe(Some(status.promised));
         } else if status.role == Role::Leader {
-            if let Err(e) = probe_dir(&self.cfg.state.dir) {
-                error!(
-                    "state directory {} is not writable: {e}",
-                    self.cfg.state.dir.display()
-                );
-                self.storage_failed = true;
-                self.node.handle(t, Input::Storage { ok: false });
+            self.writer.probe(None);
+        }
+    }
+
+    /// Feeds the writer thread's results to the core, each stamped when
+    /// the loop handles it.
+    fn on_writer(&mut self) {
+        while let Some(done) = self.writer.poll_done() {
+            let now = Self::now();
+            let t = self.time(now);
+            match done {
+                Done::Written {
+                    promised,
+                    result: Ok(()),
+                } => self.node.handle(t, Input::Persisted { promised }),
+                Done::Written {
+                    promised,
+                    result: Err(e),
+                } => {
+                    error!("cannot persist promised epoch {promised}: {e}");
+                    if !self.storage_failed {
+                        self.storage_failed = true;
+                        self.next_state_probe = now + STATE_PROBE;
+                    }
+                    self.node.handle(t, Input::PersistFailed { promised });
+                }
+                Done::Probed { result: Ok(()) } if self.storage_failed => {
+                    info!(
+                        "state directory {} is writable again",
+                        self.writer.dir().display()
+                    );
+                    self.storage_failed = false;
+                    self.node.handle(t, Input::Storage { ok: true });
+                }
+                Done::Probed { result: Ok(()) } => {}
+                Done::Probed { result: Err(_) } if self.storage_failed => {}
+                Done::Probed { result: Err(e) } => {
+                    error!(
+                        "state directory {} is not writable: {e}",
+                        self.writer.dir().display()
+                    );
+                    self.storage_failed = true;
+                    self.node.handle(t, Input::Storage { ok: false });
+                }
             }
+            self.drain(now);
         }
     }
 
@@ -921,17 +938,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Option<&'static str> {
     }
 }
 
-/// Writes, syncs and removes a small file in `dir`.
-fn probe_dir(dir: &Path) -> io::Result<()> {
-    use std::io::Write;
-    let path = dir.join(".regent-probe");
-    let mut f = std::fs::File::create(&path)?;
-    f.write_all(b"probe\n")?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::remove_file(&path)
-}
-
 /// Seconds since the Unix epoch: only a floor for the incarnation, never a
 /// protocol time.
 fn unix_seconds() -> u64 {
@@ -976,16 +982,5 @@ mod tests {
         }
         assert_eq!(m.recent.len(), SENT_MEMORY);
         assert!(!m.foreign(3, &datagram(3, 9)), "forgotten: maybe a replay");
-    }
-
-    #[test]
-    fn probe_dir_fails_where_a_file_blocks_the_path() {
-        let base = std::env::temp_dir().join(format!("regent-probe-{}", std::process::id()));
-        std::fs::create_dir_all(&base).expect("temp dir");
-        assert!(probe_dir(&base).is_ok());
-        let file = base.join("file");
-        std::fs::write(&file, b"x").expect("file");
-        assert!(probe_dir(&file.join("sub")).is_err());
-        std::fs::remove_dir_all(&base).expect("cleanup");
     }
 }

@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod logging;
 pub mod net;
 pub mod notify;
+pub mod persist;
 pub mod state;
 pub mod wire;
 
