@@ -22,9 +22,11 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::{Config, Transport};
 use crate::control::{self, ClientId, ControlServer, Counters, MetricsHttp, Request, Snapshot};
+use crate::core::HookKind;
 use crate::core::{
     Effect, Epoch, Incarnation, Input, Message, Node, NodeId, Persisted, Role, Time,
 };
+use crate::guard::GuardClient;
 use crate::hooks::{HookConfig, HookRunner};
 use crate::net::Endpoint;
 use crate::notify::Notifier;
@@ -78,6 +80,8 @@ struct Driver {
     storage_failed: bool,
     next_state_probe: Instant,
     hooks: HookRunner,
+    /// The lease guard process: told of every renewal and release.
+    guard: GuardClient,
     signals: Signals,
     control: Option<ControlServer>,
     metrics_http: Option<MetricsHttp>,
@@ -112,7 +116,11 @@ impl Driver {
     }
 
     fn start(config_path: PathBuf, cfg: Config) -> Result<Driver, String> {
+        // Read first, so that a lease end handed to the guard on this clock
+        // is never later than the driver's own.
+        let origin_ns = crate::guard::monotonic_ns();
         let start = Self::now();
+        crate::guard::lock_memory("regent");
         let (mut state, stored) =
             StateFile::open(&cfg.state.dir, &cfg.cluster, cfg.node).map_err(|e| e.to_string())?;
         let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));
@@ -176,6 +184,9 @@ impl Driver {
         let members: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
         let filter = Filter::new(cfg.node, &members);
         let hooks = HookRunner::new(hook_config(&cfg), HOOKS_BASE, start);
+        let guard = GuardClient::spawn(&crate::guard::Settings::from_config(&cfg), origin_ns)
+            .map_err(|e| format!("cannot start the lease guard: {e}"))?;
+        info!("lease guard started, pid {}", guard.pid());
         let seed = incarnation.0 ^ u64::from(std::process::id()).rotate_left(32);
         let node = Node::new(
             cfg.core(),
@@ -203,6 +214,7 @@ impl Driver {
             storage_failed: false,
             next_state_probe: start + STATE_PROBE,
             hooks,
+            guard,
             signals,
             control: Some(control),
             metrics_http,
@@ -529,6 +541,11 @@ impl Driver {
                     Effect::Persist(p) => self.writer.persist(p.promised),
                     Effect::Send(msg) => self.send(&msg),
                     Effect::RunHook(req) => {
+                        if req.kind == HookKind::Demote {
+                            // The node lets go now: the guard stands down
+                            // before the demote starts, not after.
+                            self.guard.release();
+                        }
                         // A persist before this may have taken long: the
                         // lease is checked against the clock as it is now.
                         let fresh = Self::now();
@@ -577,6 +594,9 @@ impl Driver {
                 break;
             }
         }
+        self.guard.update(self.node.lease());
+        self.counters.guard_renewals = self.guard.renewals;
+        self.counters.guard_lost = self.guard.lost;
         self.grant(Self::now());
     }
 

@@ -4,6 +4,7 @@ pub mod announce;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod guard;
 pub mod hooks;
 pub mod logging;
 pub mod net;

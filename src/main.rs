@@ -52,6 +52,31 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// The lease guard (started by `regent run`, reading its pipe on stdin).
+    #[command(hide = true)]
+    Guard {
+        /// The daemon's process id.
+        #[arg(long)]
+        daemon: u32,
+        /// Past the lease end before the guard acts, in microseconds.
+        #[arg(long)]
+        slack_us: u64,
+        /// The demote hook's deadline.
+        #[arg(long)]
+        timeout_ms: u64,
+        /// From SIGTERM to SIGKILL of a demote past its deadline.
+        #[arg(long)]
+        kill_grace_ms: u64,
+        /// This node's id.
+        #[arg(long)]
+        node: u32,
+        /// The cluster's name.
+        #[arg(long)]
+        cluster: String,
+        /// The demote hook.
+        #[arg(long)]
+        demote: Option<PathBuf>,
+    },
     /// Run three local nodes on loopback and watch a failover (no root needed).
     Demo,
     /// Tell the neighbours on DEV that addresses it holds are here: gratuitous
@@ -123,6 +148,25 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Guard {
+            daemon,
+            slack_us,
+            timeout_ms,
+            kill_grace_ms,
+            node,
+            cluster,
+            demote,
+        } => {
+            let settings = regentd::guard::Settings {
+                demote,
+                timeout: Duration::from_millis(timeout_ms),
+                kill_grace: Duration::from_millis(kill_grace_ms),
+                slack: Duration::from_micros(slack_us),
+                node: NodeId(node),
+                cluster,
+            };
+            ExitCode::from(regentd::guard::run(daemon, &settings))
         }
         Command::Demo => match regentd::demo::run() {
             Ok(()) => ExitCode::SUCCESS,

@@ -55,6 +55,12 @@ pub struct Counters {
     pub duplicate_id: u64,
     /// Control socket connections refused for their credentials.
     pub control_denied: u64,
+    /// Lease renewals and releases written to the lease guard.
+    pub guard_renewals: u64,
+    /// Lines written to the lease guard that would have blocked and were lost.
+    pub guard_lost: u64,
+    /// Log lines dropped because the logging thread fell behind.
+    pub log_lines_dropped: u64,
 }
 
 /// Counters of one kind of hook run.
@@ -396,6 +402,9 @@ pub fn render_status_json(s: &Snapshot) -> String {
     k.num("elections_won", c.elections_won);
     k.num("duplicate_id", c.duplicate_id);
     k.num("control_denied", c.control_denied);
+    k.num("guard_renewals", c.guard_renewals);
+    k.num("guard_lost", c.guard_lost);
+    k.num("log_lines_dropped", c.log_lines_dropped);
     k.close();
 
     let mut d = Obj::open(o.key("dropped"));
@@ -710,6 +719,24 @@ pub fn render_metrics(s: &Snapshot) -> String {
         "counter",
         "Control socket connections refused for their credentials.",
         c.control_denied,
+    );
+    e.single(
+        "regent_guard_renewals_total",
+        "counter",
+        "Lease renewals and releases written to the lease guard.",
+        c.guard_renewals,
+    );
+    e.single(
+        "regent_guard_lost_total",
+        "counter",
+        "Lines to the lease guard lost because the pipe would have blocked.",
+        c.guard_lost,
+    );
+    e.single(
+        "regent_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the logging thread fell behind.",
+        c.log_lines_dropped,
     );
     e.single(
         "regent_uptime_seconds",
