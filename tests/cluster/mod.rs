@@ -1,9 +1,23 @@
 //! Real `regent run` daemons on an emulated LAN, with a shared hook log.
 //!
-//! Every host's promote/demote hook appends `REALTIME_NS EPOCH KIND NODE` to
-//! one file, so the test can check across hosts that no two leadership
-//! intervals overlap and that no epoch repeats. All hosts share this
-//! machine's clock, which makes the times comparable.
+//! Every host's promote/demote hook appends `REALTIME_NS EPOCH KIND NODE
+//! REASON` to one file, so the test can check across hosts that no two
+//! leadership intervals overlap and that no epoch repeats. A demote appends a
+//! second line, `demote-end`, once its work is done: S3 counts a leader as
+//! holding until its demote has ended.
+//!
+//! Times: `date +%s%N` in the hook, CLOCK_REALTIME. Network namespaces do not
+//! virtualise clocks, so every host, hook and this test read the one system
+//! clock, and the test's own instants (`realtime_ns`, signals, crashes) are
+//! on the same scale. CLOCK_MONOTONIC would be immune to a wall clock step,
+//! but a shell hook cannot read it without a helper program, and
+//! `/proc/uptime` only has 10 ms resolution, coarser than the margins under
+//! test. The wall clock is only slewed (at most 500 ppm) by NTP during a
+//! run, which does not matter over seconds; a step would show as a jump in
+//! the timeline a failure prints. A stamp is taken inside the hook, so a
+//! promote is logged a little after the hook started and a demote-end a
+//! little before it exited: the logged window is what the hook itself held
+//! (it is the resource), and is a few ms shorter than the process's life.
 
 #![allow(dead_code, clippy::disallowed_methods)]
 
@@ -32,6 +46,11 @@ pub struct Opts {
     /// How many hosts are `[[member]]`s (hosts `1..=members`); `None` for
     /// all. Hosts beyond get no configuration: a test writes its own.
     pub members: Option<usize>,
+    /// The logging hook's demote sleeps this long between its `demote` and
+    /// its `demote-end` line (a demote that takes its time).
+    pub demote_sleep_ms: u64,
+    /// The logging hook logs `refresh` runs too (by default it ignores them).
+    pub log_refresh: bool,
 }
 
 impl Default for Opts {
@@ -47,6 +66,8 @@ impl Default for Opts {
             hooks_extra: String::new(),
             hook: None,
             members: None,
+            demote_sleep_ms: 0,
+            log_refresh: false,
         }
     }
 }
@@ -58,6 +79,30 @@ pub struct HookEvent {
     pub epoch: u64,
     pub kind: String,
     pub node: usize,
+    /// `REGENT_REASON` of the run, when the hook logged it ("" otherwise).
+    pub reason: String,
+}
+
+/// One host's hold on leadership as the shared hook log shows it: from the
+/// start of a promote to the end of the demote that followed (whatever its
+/// epoch: the demote of that epoch, or the next start-up demote), or to a
+/// crash the test caused. `end_ns` is `None` while it still holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub node: usize,
+    pub epoch: u64,
+    pub start_ns: u128,
+    pub end_ns: Option<u128>,
+    /// What ended it, for the timeline.
+    pub ended_by: String,
+}
+
+impl Window {
+    /// Whether this window and `other` share an instant.
+    pub fn overlaps(&self, other: &Window) -> bool {
+        let before = |end: Option<u128>, start: u128| end.is_some_and(|e| e <= start);
+        !before(self.end_ns, other.start_ns) && !before(other.end_ns, self.start_ns)
+    }
 }
 
 pub struct Cluster {
@@ -70,6 +115,10 @@ pub struct Cluster {
     _serial: std::sync::MutexGuard<'static, ()>,
     /// Extra environment for every daemon started from now on.
     env: Vec<(String, String)>,
+    /// Extra environment for one host's daemons (index host - 1), after `env`.
+    host_env: Vec<Vec<(String, String)>>,
+    /// What the test did and when (realtime ns), for the timeline.
+    marks: std::sync::Mutex<Vec<(u128, String)>>,
 }
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -98,6 +147,8 @@ impl Cluster {
             children: (0..n).map(|_| None).collect(),
             _serial: serial,
             env: Vec::new(),
+            host_env: (0..n).map(|_| Vec::new()).collect(),
+            marks: std::sync::Mutex::new(Vec::new()),
         };
         c.write_files();
         c
@@ -119,13 +170,28 @@ impl Cluster {
 
     /// Writes the logging hook to `path`, logging `node` (a literal host
     /// number, or `$REGENT_NODE`) as the node that ran it.
+    /// A demote also logs `demote-end` when done, after sleeping
+    /// `demote_sleep_ms` if set; `refresh` is logged if `log_refresh`.
     pub fn write_hook(&self, path: &Path, node: &str) {
+        let log = self.hook_log();
+        let log = log.display();
+        let refresh = if self.opts.log_refresh {
+            ""
+        } else {
+            "[ \"$1\" = refresh ] && exit 0\n"
+        };
+        let sleep = match self.opts.demote_sleep_ms {
+            0 => String::new(),
+            ms => format!("    sleep {}.{:03}\n", ms / 1000, ms % 1000),
+        };
         std::fs::write(
             path,
             format!(
-                "#!/bin/sh\n[ \"$1\" = refresh ] && exit 0\n\
-                 echo \"$(date +%s%N) $2 $1 {node}\" >> {}\n",
-                self.hook_log().display()
+                "#!/bin/sh\n{refresh}\
+                 echo \"$(date +%s%N) $2 $1 {node} $REGENT_REASON\" >> {log}\n\
+                 if [ \"$1\" = demote ]; then\n{sleep}\
+                 \x20   echo \"$(date +%s%N) $2 demote-end {node} $REGENT_REASON\" >> {log}\n\
+                 fi\n",
             ),
         )
         .expect("hook");
@@ -201,6 +267,25 @@ impl Cluster {
             .collect();
     }
 
+    /// Sets extra environment variables for host's daemons started from now
+    /// on (on top of, and overriding, `set_env`'s).
+    pub fn set_host_env(&mut self, host: usize, vars: &[(&str, String)]) {
+        self.host_env[host - 1] = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+    }
+
+    /// Notes in the timeline that the test did `what` now.
+    pub fn mark(&self, what: impl Into<String>) -> u128 {
+        let at = realtime_ns();
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((at, what.into()));
+        at
+    }
+
     /// Starts `regent run` in host's namespace, logging to its file.
     pub fn start(&mut self, host: usize) {
         let log = std::fs::OpenOptions::new()
@@ -215,10 +300,12 @@ impl Cluster {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.host_env[host - 1].iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         let child = self.lan.spawn(host, &mut cmd);
+        self.mark(format!("host {host}: daemon started (pid {})", child.id()));
         self.children[host - 1] = Some(child);
     }
 
@@ -237,7 +324,7 @@ impl Cluster {
 
     /// Sends `signal` to host's daemon; returns the realtime instant.
     pub fn signal(&mut self, host: usize, signal: i32) -> u128 {
-        let at = realtime_ns();
+        let at = self.mark(format!("host {host}: {} to the daemon", signal_name(signal)));
         if let Some(c) = &self.children[host - 1] {
             // SAFETY: kill(2) on our own child; no memory is involved.
             unsafe {
@@ -324,6 +411,7 @@ impl Cluster {
                     epoch: w.next()?.parse().ok()?,
                     kind: w.next()?.to_string(),
                     node: w.next()?.parse().ok()?,
+                    reason: w.next().unwrap_or("").to_string(),
                 })
             })
             .collect();
@@ -420,6 +508,194 @@ impl Cluster {
         }
     }
 
+    /// The leadership windows of every host over the whole run, in order of
+    /// their start. `crashes` are (node, realtime) instants at which the
+    /// test took a host off the LAN and killed it: a window open then ends
+    /// there.
+    pub fn windows(&self, crashes: &[(usize, u128)]) -> Vec<Window> {
+        let mut all: Vec<(u128, usize, String, u64, String)> = self
+            .hook_events()
+            .into_iter()
+            .map(|e| (e.at_ns, e.node, e.kind, e.epoch, e.reason))
+            .collect();
+        all.extend(
+            crashes
+                .iter()
+                .map(|&(n, t)| (t, n, "crash".to_string(), 0, String::new())),
+        );
+        all.sort_by_key(|e| e.0);
+        let mut open: Vec<Option<Window>> = vec![None; self.hosts() + 1];
+        let mut done = Vec::new();
+        for (at, node, kind, epoch, reason) in all {
+            let Some(slot) = open.get_mut(node) else {
+                continue;
+            };
+            match kind.as_str() {
+                // A promote while still holding (a demote that never ended)
+                // extends the window it is in.
+                "promote" if slot.is_none() => {
+                    *slot = Some(Window {
+                        node,
+                        epoch,
+                        start_ns: at,
+                        end_ns: None,
+                        ended_by: "still holding at the end".to_string(),
+                    });
+                }
+                "demote-end" | "crash" => {
+                    if let Some(mut w) = slot.take() {
+                        w.end_ns = Some(at);
+                        w.ended_by = if kind == "crash" {
+                            "crash".to_string()
+                        } else {
+                            format!("demote-end of epoch {epoch} ({reason})")
+                        };
+                        done.push(w);
+                    }
+                }
+                _ => {}
+            }
+        }
+        done.extend(open.into_iter().flatten());
+        done.sort_by_key(|w| w.start_ns);
+        done
+    }
+
+    /// The whole run as text: every hook line, crash and test mark in time
+    /// order, in ms since the first, then the windows.
+    pub fn timeline(&self, crashes: &[(usize, u128)]) -> String {
+        // (time, text, refresh run of (node, epoch)): refreshes in a row
+        // print as one line, or they would drown everything else.
+        let mut rows: Vec<(u128, String, Option<(usize, u64)>)> = self
+            .hook_events()
+            .into_iter()
+            .map(|e| {
+                let refresh = (e.kind == "refresh").then_some((e.node, e.epoch));
+                let text = format!(
+                    "node {} {:<10} epoch {:<3} {}",
+                    e.node, e.kind, e.epoch, e.reason
+                );
+                (e.at_ns, text, refresh)
+            })
+            .collect();
+        rows.extend(
+            crashes
+                .iter()
+                .map(|&(n, t)| (t, format!("-- node {n} crashed (cable cut, SIGKILL)"), None)),
+        );
+        rows.extend(
+            self.marks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(t, m)| (*t, format!("-- {m}"), None)),
+        );
+        rows.sort_by_key(|r| r.0);
+        let t0 = rows.first().map_or(0, |r| r.0);
+        let rel = |t: u128| (t as f64 - t0 as f64) / 1e6;
+        let mut s = String::from("--- timeline (ms since the first line) ---\n");
+        let mut i = 0;
+        while i < rows.len() {
+            let (t, text, refresh) = &rows[i];
+            let mut j = i + 1;
+            while refresh.is_some() && j < rows.len() && rows[j].2 == *refresh {
+                j += 1;
+            }
+            if j - i > 1 {
+                let _ = writeln!(
+                    s,
+                    "{:>10.1}  {text} x{} until {:.1}",
+                    rel(*t),
+                    j - i,
+                    rel(rows[j - 1].0)
+                );
+            } else {
+                let _ = writeln!(s, "{:>10.1}  {text}", rel(*t));
+            }
+            i = j;
+        }
+        s += "--- leadership windows (promote start .. demote end) ---\n";
+        for w in self.windows(crashes) {
+            let end = w.end_ns.map_or("open".to_string(), |e| format!("{:.1}", rel(e)));
+            let _ = writeln!(
+                s,
+                "node {} epoch {:<3} {:>10.1} .. {:<10} ended by {}",
+                w.node,
+                w.epoch,
+                rel(w.start_ns),
+                end,
+                w.ended_by
+            );
+        }
+        s
+    }
+
+    /// S1, S2 and S3 from the hook log over the whole run, as strictly as the
+    /// log allows: no two hosts' windows (promote start to demote end, see
+    /// [`Cluster::windows`]) share an instant; no epoch is promoted twice, by
+    /// two hosts or by one; each host's promoted epochs increase; and no host
+    /// refreshes outside its own window (a leader acting after it let go).
+    /// Panics with the timeline. Returns the windows.
+    pub fn check_no_overlap(&self, crashes: &[(usize, u128)]) -> Vec<Window> {
+        let windows = self.windows(crashes);
+        let fail = |what: String| -> ! {
+            panic!("{what}\n{}\n{}", self.timeline(crashes), self.dump())
+        };
+        for (i, a) in windows.iter().enumerate() {
+            for b in &windows[i + 1..] {
+                if a.node != b.node && a.overlaps(b) {
+                    let end = a.end_ns.map_or("still open".to_string(), |e| {
+                        format!("{:.1} ms after", (e as f64 - b.start_ns as f64) / 1e6)
+                    });
+                    fail(format!(
+                        "S3 overlap: node {} promoted epoch {} while node {} still held epoch {} \
+                         (its window ended {end} that promote)",
+                        b.node, b.epoch, a.node, a.epoch
+                    ));
+                }
+            }
+        }
+        let events = self.hook_events();
+        let mut led: Vec<(u64, usize)> = Vec::new();
+        let mut last = vec![0u64; self.hosts() + 1];
+        for e in events.iter().filter(|e| e.kind == "promote") {
+            if let Some(&(_, other)) = led.iter().find(|(epoch, _)| *epoch == e.epoch) {
+                fail(format!(
+                    "S1: epoch {} led twice, by node {other} and by node {}",
+                    e.epoch, e.node
+                ));
+            }
+            led.push((e.epoch, e.node));
+            if e.epoch <= last[e.node] {
+                fail(format!(
+                    "S2: node {} promoted epoch {} after epoch {}",
+                    e.node, e.epoch, last[e.node]
+                ));
+            }
+            last[e.node] = e.epoch;
+        }
+        for e in events.iter().filter(|e| e.kind == "refresh") {
+            let inside = windows.iter().any(|w| {
+                w.node == e.node
+                    && w.start_ns <= e.at_ns
+                    && w.end_ns.map_or(true, |end| e.at_ns <= end)
+            });
+            if !inside {
+                fail(format!(
+                    "node {} refreshed epoch {} outside its leadership window",
+                    e.node, e.epoch
+                ));
+            }
+        }
+        windows
+    }
+
+    /// `regent status --json` of host, if its daemon answers.
+    pub fn status_json(&self, host: usize) -> Option<String> {
+        let (ok, text) = self.ctl(host, &["status", "--json"]);
+        ok.then_some(text)
+    }
+
     /// Runs `regent REQUEST` against host's control socket.
     pub fn ctl(&self, host: usize, args: &[&str]) -> (bool, String) {
         let out = Command::new(regent_bin())
@@ -461,6 +737,31 @@ impl Drop for Cluster {
         } else {
             eprintln!("test files kept in {}", self.dir.display());
         }
+    }
+}
+
+/// The value of `key` in a flat JSON object as text: a number, `null`,
+/// `true`/`false`, or a string without its quotes. Enough for `status --json`.
+pub fn json_field(json: &str, key: &str) -> Option<String> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        return quoted.split('"').next().map(str::to_string);
+    }
+    let end = rest.find([',', '}', ']']).unwrap_or(rest.len());
+    Some(rest[..end].trim().to_string())
+}
+
+/// The usual name of the signals tests send.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGSTOP => "SIGSTOP".into(),
+        libc::SIGCONT => "SIGCONT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        n => format!("signal {n}"),
     }
 }
 
