@@ -72,10 +72,14 @@ pub struct CoreConfig {
 }
 
 mod guard;
+mod leadership;
 mod lease;
 mod node;
+mod peers;
+mod promises;
 mod quorum;
 mod rng;
+mod timers;
 
 pub use guard::{guard_slack, Guard, GuardAction};
 pub use lease::{lease_end, lease_len};

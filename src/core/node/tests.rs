@@ -1,0 +1,593 @@
+//! Node-level tests: the ack rule, claims, leases and restarts, driven
+//! through `handle` and `handle_timeout` as the driver drives them.
+
+use super::*;
+use crate::core::Timing;
+
+const MS: u64 = 1_000_000;
+
+fn cfg(id: u32, priority: u32) -> CoreConfig {
+    CoreConfig {
+        id: NodeId(id),
+        members: vec![NodeId(1), NodeId(2), NodeId(3)],
+        priority,
+        timing: Timing {
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_millis(300),
+            lease_margin: Duration::from_millis(20),
+            max_drift_ppm: 10_000,
+            demote_budget: Duration::from_millis(25),
+        },
+        preempt: true,
+        preempt_delay: Duration::from_millis(1000),
+        holdoff: Duration::from_millis(5000),
+    }
+}
+
+/// A test peer's message stream.
+struct Peer {
+    id: u32,
+    priority: u32,
+    seq: u64,
+}
+
+impl Peer {
+    fn new(id: u32, priority: u32) -> Peer {
+        Peer {
+            id,
+            priority,
+            seq: 0,
+        }
+    }
+
+    fn msg(&mut self, body: Body) -> Input {
+        self.seq += 1;
+        Input::Message(Message {
+            from: NodeId(self.id),
+            incarnation: Incarnation(1),
+            seq: Seq(self.seq),
+            priority: self.priority,
+            known_epoch: Epoch(0),
+            body,
+        })
+    }
+
+    fn heartbeat(&mut self, role: Role, leader: Option<(u32, u64)>, can_lead: bool) -> Input {
+        self.msg(Body::Heartbeat(Heartbeat {
+            role,
+            leader: leader.map(|(l, e)| (NodeId(l), Epoch(e))),
+            can_lead,
+            dead_after_ms: 300,
+            heard: Vec::new(),
+        }))
+    }
+}
+
+/// Node 1 (priority 100), started and past its quiet period, with peers
+/// 2 and 3 heard as followers that cannot lead (so node 1 would claim
+/// itself only if it could; we keep it unhealthy to stay a pure voter).
+fn voter(promised: u64) -> (Node, Peer, Peer, Time) {
+    let mut n = Node::new(
+        cfg(1, 100),
+        Persisted {
+            promised: Epoch(promised),
+        },
+        Incarnation(1),
+        7,
+        Time::ZERO,
+    );
+    let t = Time(0);
+    n.handle(
+        t,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(promised),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    n.handle(t, Input::Health { ok: false });
+    let mut p2 = Peer::new(2, 100);
+    let mut p3 = Peer::new(3, 100);
+    let t = Time(400 * MS);
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    n.handle(t, p3.heartbeat(Role::Follower, None, true));
+    while n.poll_effect().is_some() {}
+    (n, p2, p3, t)
+}
+
+/// What node `n` answered to the last input: Ack, Nack(reason) or
+/// nothing. A promise it asks to persist is reported on disk at `t`.
+fn answer(n: &mut Node, t: Time) -> Option<Result<Epoch, NackReason>> {
+    let mut persisted = None;
+    let mut reported = false;
+    let mut out = None;
+    loop {
+        let Some(e) = n.poll_effect() else {
+            match persisted.take() {
+                Some(promised) if !reported => {
+                    n.handle(t, Input::Persisted { promised });
+                    persisted = Some(promised);
+                    reported = true;
+                    continue;
+                }
+                _ => break,
+            }
+        };
+        match e {
+            Effect::Persist(p) => persisted = Some(p.promised),
+            Effect::Send(Message {
+                body: Body::Ack { epoch, .. },
+                ..
+            }) => {
+                assert_eq!(
+                    persisted,
+                    Some(epoch),
+                    "an ack must follow the persist of its epoch"
+                );
+                out = Some(Ok(epoch));
+            }
+            Effect::Send(Message {
+                body: Body::Nack { reason, .. },
+                ..
+            }) => out = Some(Err(reason)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn ack_rules_table() {
+    type Setup = fn(&mut Node, &mut Peer, &mut Peer, Time) -> Time;
+    type Answer = Option<Result<Epoch, NackReason>>;
+    // what, promised before, setup, claimant, claimed epoch, answer
+    type Case = (&'static str, u64, Setup, u32, u64, Answer);
+    let nothing: Setup = |_, _, _, t| t;
+    let cases: Vec<Case> = vec![
+        (
+            "a fresh claim above every promise is acked",
+            0,
+            nothing,
+            3,
+            1,
+            Some(Ok(Epoch(1))),
+        ),
+        (
+            "an epoch at or below a promise is refused",
+            5,
+            nothing,
+            3,
+            5,
+            Some(Err(NackReason::StaleEpoch)),
+        ),
+        (
+            "one ack per epoch",
+            0,
+            |n, _, p3, t| {
+                n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+                t
+            },
+            2,
+            1,
+            Some(Err(NackReason::StaleEpoch)),
+        ),
+        (
+            "a live leader keeps its followers",
+            0,
+            |n, _, p3, t| {
+                n.handle(t, p3.heartbeat(Role::Leader, Some((3, 1)), true));
+                t
+            },
+            2,
+            2,
+            Some(Err(NackReason::LiveLeader)),
+        ),
+        (
+            "the live leader itself may claim again",
+            0,
+            |n, _, p3, t| {
+                n.handle(t, p3.heartbeat(Role::Leader, Some((3, 1)), true));
+                t
+            },
+            3,
+            2,
+            Some(Ok(Epoch(2))),
+        ),
+        (
+            "after the leader's resign the promise ends",
+            0,
+            |n, _, p3, t| {
+                n.handle(t, p3.heartbeat(Role::Leader, Some((3, 1)), true));
+                n.handle(
+                    t,
+                    p3.msg(Body::Resign {
+                        epoch: Epoch(1),
+                        successor: None,
+                        leaving: false,
+                    }),
+                );
+                t
+            },
+            2,
+            2,
+            Some(Ok(Epoch(2))),
+        ),
+        (
+            "a promise near its end defers the ack",
+            0,
+            |n, p2, _, t| {
+                n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+                t + Duration::from_millis(250)
+            },
+            3,
+            2,
+            None,
+        ),
+        (
+            "a higher-ranked node that can lead is preferred",
+            0,
+            |n, p2, _, t| {
+                n.handle(t, p2.heartbeat(Role::Follower, None, true));
+                t
+            },
+            3,
+            1,
+            Some(Ok(Epoch(1))),
+        ),
+        (
+            "a restarted node acks nothing during its quiet period",
+            0,
+            |_, _, _, _| Time(100 * MS),
+            3,
+            1,
+            None,
+        ),
+    ];
+    for (what, promised, setup, claimant, epoch, want) in cases {
+        let (mut n, mut p2, mut p3, t) = voter(promised);
+        let t = setup(&mut n, &mut p2, &mut p3, t);
+        while n.poll_effect().is_some() {}
+        let claim = if claimant == 2 {
+            p2.msg(Body::Claim {
+                epoch: Epoch(epoch),
+            })
+        } else {
+            p3.msg(Body::Claim {
+                epoch: Epoch(epoch),
+            })
+        };
+        n.handle(t, claim);
+        assert_eq!(answer(&mut n, t), want, "{what}");
+    }
+}
+
+#[test]
+fn lower_ranked_claimant_is_refused_while_a_higher_can_lead() {
+    let (mut n, mut p2, mut p3, t) = voter(0);
+    p2.priority = 200;
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    while n.poll_effect().is_some() {}
+    n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+    assert_eq!(answer(&mut n, t), Some(Err(NackReason::HigherRank)));
+    // Unless the leader named the claimant as its successor.
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+    n.handle(
+        t,
+        p2.msg(Body::Resign {
+            epoch: Epoch(1),
+            successor: Some(NodeId(3)),
+            leaving: false,
+        }),
+    );
+    while n.poll_effect().is_some() {}
+    n.handle(t, p3.msg(Body::Claim { epoch: Epoch(2) }));
+    assert_eq!(answer(&mut n, t), Some(Ok(Epoch(2))));
+}
+
+#[test]
+fn a_restarted_node_renews_no_lease_in_its_quiet_period() {
+    let mut n = Node::new(
+        cfg(1, 100),
+        Persisted::default(),
+        Incarnation(2),
+        7,
+        Time::ZERO,
+    );
+    n.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    n.handle(Time::ZERO, Input::Health { ok: false });
+    let mut p2 = Peer::new(2, 100);
+    let mut p3 = Peer::new(3, 100);
+    // Before crashing, this node may have promised node 3; now node 2's
+    // old lease asks for renewal during the quiet period.
+    n.handle(
+        Time(100 * MS),
+        p2.heartbeat(Role::Leader, Some((2, 1)), true),
+    );
+    let (_, _, leader) = n.reported_role(Time(100 * MS));
+    assert_eq!(leader, None, "no lease renewed during the quiet period");
+    while n.poll_effect().is_some() {}
+    n.handle(Time(350 * MS), p3.msg(Body::Claim { epoch: Epoch(2) }));
+    assert_eq!(answer(&mut n, Time(350 * MS)), Some(Ok(Epoch(2))));
+}
+
+#[test]
+fn a_deferred_ack_is_sent_when_the_promise_ends() {
+    let (mut n, mut p2, mut p3, t) = voter(0);
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+    let t = t + Duration::from_millis(250);
+    while n.poll_effect().is_some() {}
+    n.handle(t, p3.msg(Body::Claim { epoch: Epoch(2) }));
+    assert_eq!(answer(&mut n, t), None);
+    // The ack leaves exactly when the promise to node 2 ends.
+    loop {
+        let wake = n.next_timeout().expect("a timer for the promise's end");
+        n.handle_timeout(wake);
+        if let Some(a) = answer(&mut n, t) {
+            assert_eq!(a, Ok(Epoch(2)));
+            assert_eq!(wake, Time(400 * MS) + Duration::from_millis(300));
+            break;
+        }
+        assert!(wake < Time(700 * MS), "no ack by the promise's end");
+    }
+}
+
+#[test]
+fn claim_persists_before_it_is_sent_and_a_quorum_makes_a_leader() {
+    let mut n = Node::new(
+        cfg(1, 100),
+        Persisted::default(),
+        Incarnation(1),
+        7,
+        Time::ZERO,
+    );
+    n.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    let mut p2 = Peer::new(2, 50);
+    let t = Time(300 * MS);
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    let is_claim = |e: &Effect| {
+        matches!(
+            e,
+            Effect::Send(Message {
+                body: Body::Claim { .. },
+                ..
+            })
+        )
+    };
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(p) if p.promised == Epoch(1))),
+        "{effects:?}"
+    );
+    assert!(
+        !effects.iter().any(is_claim),
+        "the claim waits for its epoch to be on disk: {effects:?}"
+    );
+    n.handle(t, Input::Persisted { promised: Epoch(1) });
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    assert!(effects.iter().any(is_claim), "{effects:?}");
+    n.handle(
+        t,
+        p2.msg(Body::Ack {
+            to: NodeId(1),
+            epoch: Epoch(1),
+            dead_after_ms: 300,
+        }),
+    );
+    assert_eq!(n.leading(), Some(Epoch(1)));
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::RunHook(HookRequest {
+            kind: HookKind::Promote,
+            epoch: Epoch(1),
+            ..
+        })
+    )));
+    // The lease ends at the claim's send plus the drift-bounded promise.
+    let lease = n.status(t).lease_remaining.expect("leading");
+    assert!(lease <= cfg(1, 100).timing.lease());
+    assert!(lease > Duration::from_millis(200), "{lease:?}");
+}
+
+#[test]
+fn a_leader_without_acks_demotes_when_its_lease_ends() {
+    let mut n = Node::new(
+        cfg(1, 100),
+        Persisted::default(),
+        Incarnation(1),
+        7,
+        Time::ZERO,
+    );
+    n.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    let mut p2 = Peer::new(2, 50);
+    let t = Time(300 * MS);
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    n.handle(t, Input::Persisted { promised: Epoch(1) });
+    n.handle(
+        t,
+        p2.msg(Body::Ack {
+            to: NodeId(1),
+            epoch: Epoch(1),
+            dead_after_ms: 300,
+        }),
+    );
+    assert_eq!(n.leading(), Some(Epoch(1)));
+    while n.poll_effect().is_some() {}
+    // No more acks: fire timers until the lease ends.
+    let mut now = t;
+    while n.leading().is_some() {
+        now = n.next_timeout().expect("timers while leading");
+        n.handle_timeout(now);
+    }
+    let demote = std::iter::from_fn(|| n.poll_effect()).any(|e| {
+        matches!(
+            e,
+            Effect::RunHook(HookRequest {
+                kind: HookKind::Demote,
+                reason: Reason::LeaseExpired,
+                ..
+            })
+        )
+    });
+    assert!(demote);
+    assert!(now <= t + cfg(1, 100).timing.lease());
+}
+
+#[test]
+fn a_claim_whose_epoch_failed_to_persist_is_never_sent() {
+    let mut n = Node::new(
+        cfg(1, 100),
+        Persisted::default(),
+        Incarnation(1),
+        7,
+        Time::ZERO,
+    );
+    n.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    let mut p2 = Peer::new(2, 50);
+    let t = Time(300 * MS);
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    n.handle(t, Input::PersistFailed { promised: Epoch(1) });
+    // A late "persisted" for an older write does not release it either.
+    n.handle(t, Input::Persisted { promised: Epoch(0) });
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    assert!(
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::Send(Message {
+                body: Body::Claim { .. },
+                ..
+            }) | Effect::RunHook(HookRequest {
+                kind: HookKind::Promote,
+                ..
+            })
+        )),
+        "{effects:?}"
+    );
+    assert!(
+        !n.status(t).eligible,
+        "a node that cannot persist is not eligible"
+    );
+    // Even an ack that arrives now wins nothing.
+    n.handle(
+        t,
+        p2.msg(Body::Ack {
+            to: NodeId(1),
+            epoch: Epoch(1),
+            dead_after_ms: 300,
+        }),
+    );
+    assert_eq!(n.leading(), None);
+}
+
+#[test]
+fn a_leader_that_wakes_past_its_lease_lets_go_before_it_sends() {
+    let mut n = Node::new(
+        cfg(1, 100),
+        Persisted::default(),
+        Incarnation(1),
+        7,
+        Time::ZERO,
+    );
+    n.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    let mut p2 = Peer::new(2, 50);
+    let t = Time(300 * MS);
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    n.handle(t, Input::Persisted { promised: Epoch(1) });
+    n.handle(
+        t,
+        p2.msg(Body::Ack {
+            to: NodeId(1),
+            epoch: Epoch(1),
+            dead_after_ms: 300,
+        }),
+    );
+    assert_eq!(n.leading(), Some(Epoch(1)));
+    while n.poll_effect().is_some() {}
+    // The loop was stopped for a second; the first thing it sees is an
+    // Election, and its heartbeat timer is long due.
+    let late = t + Duration::from_secs(1);
+    n.handle(late, p2.msg(Body::Election));
+    n.handle_timeout(late);
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    let demote = effects.iter().position(|e| {
+        matches!(
+            e,
+            Effect::RunHook(HookRequest {
+                kind: HookKind::Demote,
+                reason: Reason::LeaseExpired,
+                ..
+            })
+        )
+    });
+    let first_send = effects.iter().position(|e| matches!(e, Effect::Send(_)));
+    assert!(
+        demote.is_some() && demote < first_send,
+        "the demote comes before anything is sent: {effects:?}"
+    );
+    let as_leader = effects.iter().any(|e| match e {
+        Effect::Send(Message {
+            body: Body::Heartbeat(hb),
+            ..
+        }) => hb.role == Role::Leader,
+        _ => false,
+    });
+    assert!(
+        !as_leader,
+        "nothing sent as leader after the lease: {effects:?}"
+    );
+}
+
+#[test]
+fn an_impostor_keeps_the_node_out_of_the_election() {
+    let (mut n, _p2, mut p3, t) = voter(0);
+    n.handle(t, Input::Health { ok: true });
+    while n.poll_effect().is_some() {}
+    n.handle(t, Input::Impostor);
+    assert!(!n.status(t).eligible);
+    n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+    assert_eq!(
+        answer(&mut n, t),
+        None,
+        "no vote while two hosts share the id"
+    );
+    let later = t + Duration::from_millis(300) * IMPOSTOR_WINDOW;
+    n.handle_timeout(later);
+    assert!(n.status(later).eligible, "eligible again after the window");
+}
