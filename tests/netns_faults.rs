@@ -289,7 +289,12 @@ fn sigstop_a_follower() {
     let mut c = Cluster::new(Lan::new(3), opts(DEMOTE_BUDGET_MS));
     c.start_all();
     let first = first_leader(&c);
-    assert_eq!(first.node, 1, "node 1 has the highest priority\n{}", c.dump());
+    assert_eq!(
+        first.node,
+        1,
+        "node 1 has the highest priority\n{}",
+        c.dump()
+    );
     std::thread::sleep(Duration::from_millis(1000));
     // Node 2 is next in line: the one that would claim if, on waking, it
     // took its stale view of the leader for the truth.
@@ -337,7 +342,12 @@ fn fsync_stalls_on_the_leader() {
     let disk = with_shim(&mut c);
     c.start_all();
     let first = first_leader(&c);
-    assert_eq!(first.node, 1, "node 1 has the highest priority\n{}", c.dump());
+    assert_eq!(
+        first.node,
+        1,
+        "node 1 has the highest priority\n{}",
+        c.dump()
+    );
     std::thread::sleep(Duration::from_millis(1000));
     // Every fsync on node 1 now blocks until the file goes: its own state
     // writes and the leader's periodic check that the state directory is
@@ -375,9 +385,8 @@ fn fsync_stalls_on_the_leader() {
     let asked = realtime_ns();
     let next = c.wait_promote(stalled, &[1], Duration::from_millis(2800));
     // The stall lasts 3 s from the election on.
-    let left = Duration::from_millis(3000).saturating_sub(Duration::from_nanos(
-        (realtime_ns() - asked) as u64,
-    ));
+    let left = Duration::from_millis(3000)
+        .saturating_sub(Duration::from_nanos((realtime_ns() - asked) as u64));
     std::thread::sleep(left);
     disk.set(&disk.stall_file(1), false);
     c.mark("host 1: fsync works again");
@@ -428,7 +437,12 @@ fn fsync_fails_on_a_claim() {
     let disk = with_shim(&mut c);
     c.start_all();
     let first = first_leader(&c);
-    assert_eq!(first.node, 1, "node 1 has the highest priority\n{}", c.dump());
+    assert_eq!(
+        first.node,
+        1,
+        "node 1 has the highest priority\n{}",
+        c.dump()
+    );
     std::thread::sleep(Duration::from_millis(1000));
     // S2 from the daemons' own account: each host's promised epoch, sampled
     // as the test goes, never goes down, restarts included.

@@ -200,7 +200,14 @@ pub fn render_status(s: &Snapshot) -> String {
         ("leader", leader),
         (
             "promised",
-            format!("epoch {} (highest known {})", st.promised, st.known),
+            if st.promised > st.durable {
+                format!(
+                    "epoch {} on disk, {} being written (highest known {})",
+                    st.durable, st.promised, st.known
+                )
+            } else {
+                format!("epoch {} (highest known {})", st.durable, st.known)
+            },
         ),
         (
             "quorum",
@@ -358,7 +365,7 @@ pub fn render_status_json(s: &Snapshot) -> String {
     o.bool("transitioning", st.transitioning);
     o.opt_num("epoch", st.epoch);
     o.opt_num("leader", st.leader);
-    o.num("promised_epoch", st.promised);
+    o.num("promised_epoch", st.durable);
     o.num("known_epoch", st.known);
     o.num("members", st.peers.len() + 1);
     o.num("alive", st.alive);
@@ -522,8 +529,8 @@ pub fn render_metrics(s: &Snapshot) -> String {
     e.single(
         "regent_promised_epoch",
         "gauge",
-        "The highest epoch this node has promised (persisted).",
-        st.promised,
+        "The highest epoch this node has promised and persisted.",
+        st.durable,
     );
     e.single(
         "regent_known_epoch",
@@ -777,6 +784,7 @@ mod tests {
             epoch: Some(Epoch(7)),
             leader: Some(NodeId(3)),
             promised: Epoch(7),
+            durable: Epoch(7),
             known: Epoch(7),
             alive: 2,
             quorum: 2,

@@ -102,8 +102,12 @@ pub struct Status {
     pub epoch: Option<Epoch>,
     /// The leader it follows (itself when leading).
     pub leader: Option<NodeId>,
-    /// The highest epoch it promised.
+    /// The highest epoch it promised, on disk or not yet: what a write must
+    /// make durable.
     pub promised: Epoch,
+    /// The highest promise on disk: what survives a crash, and what status
+    /// reports.
+    pub durable: Epoch,
     /// The highest epoch it knows of.
     pub known: Epoch,
     /// Members alive in its view, itself included.
@@ -291,6 +295,7 @@ impl Node {
             }),
             leader,
             promised: self.promises.promised(),
+            durable: self.promises.durable(),
             known: self.known,
             alive: self.alive_count(now),
             quorum: self.quorum,
@@ -582,6 +587,9 @@ impl Node {
         if !matches!(self.state, State::Leader(_)) {
             let (_, _, leader) = self.reported_role(now);
             let msg = match leader {
+                _ if matches!(self.state, State::Demoting(_)) => {
+                    "this node is already leaving leadership: its demote hook runs".to_string()
+                }
                 Some(id) => format!("this node does not lead; node {id} does"),
                 None => "this node does not lead and no leader is known".to_string(),
             };

@@ -86,6 +86,11 @@ impl Promises {
         self.promised
     }
 
+    /// The highest promise known to be on disk.
+    pub(super) fn durable(&self) -> Epoch {
+        self.durable
+    }
+
     /// Raises the promised epoch; the caller persists it.
     pub(super) fn promise(&mut self, epoch: Epoch) {
         debug_assert!(epoch > self.promised);

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::netns::Lan;
 
+/// One line of a timeline: when, what, and the (node, epoch) of a refresh.
+type TimelineRow = (u128, String, Option<(usize, u64)>);
+
 /// How the cluster is set up.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -324,7 +327,10 @@ impl Cluster {
 
     /// Sends `signal` to host's daemon; returns the realtime instant.
     pub fn signal(&mut self, host: usize, signal: i32) -> u128 {
-        let at = self.mark(format!("host {host}: {} to the daemon", signal_name(signal)));
+        let at = self.mark(format!(
+            "host {host}: {} to the daemon",
+            signal_name(signal)
+        ));
         if let Some(c) = &self.children[host - 1] {
             // SAFETY: kill(2) on our own child; no memory is involved.
             unsafe {
@@ -566,7 +572,7 @@ impl Cluster {
     pub fn timeline(&self, crashes: &[(usize, u128)]) -> String {
         // (time, text, refresh run of (node, epoch)): refreshes in a row
         // print as one line, or they would drown everything else.
-        let mut rows: Vec<(u128, String, Option<(usize, u64)>)> = self
+        let mut rows: Vec<TimelineRow> = self
             .hook_events()
             .into_iter()
             .map(|e| {
@@ -616,7 +622,9 @@ impl Cluster {
         }
         s += "--- leadership windows (promote start .. demote end) ---\n";
         for w in self.windows(crashes) {
-            let end = w.end_ns.map_or("open".to_string(), |e| format!("{:.1}", rel(e)));
+            let end = w
+                .end_ns
+                .map_or("open".to_string(), |e| format!("{:.1}", rel(e)));
             let _ = writeln!(
                 s,
                 "node {} epoch {:<3} {:>10.1} .. {:<10} ended by {}",
@@ -638,9 +646,8 @@ impl Cluster {
     /// Panics with the timeline. Returns the windows.
     pub fn check_no_overlap(&self, crashes: &[(usize, u128)]) -> Vec<Window> {
         let windows = self.windows(crashes);
-        let fail = |what: String| -> ! {
-            panic!("{what}\n{}\n{}", self.timeline(crashes), self.dump())
-        };
+        let fail =
+            |what: String| -> ! { panic!("{what}\n{}\n{}", self.timeline(crashes), self.dump()) };
         for (i, a) in windows.iter().enumerate() {
             for b in &windows[i + 1..] {
                 if a.node != b.node && a.overlaps(b) {
