@@ -88,15 +88,19 @@ pub enum Drop {
     OtherCluster,
     /// The sender id is not in the member list.
     UnknownNode,
-    /// Already seen, older than the replay window, or from an older incarnation.
+    /// Already seen, or older than the replay window.
     Replay,
+    /// From an earlier incarnation of a member than one already heard: a
+    /// replay of its old run, or a member that restarted with a lower
+    /// incarnation (state file lost and a clock behind).
+    OldIncarnation,
     /// The sender id is this node's own: our own multicast looped back, or a duplicate id.
     OwnId,
 }
 
 impl Drop {
     /// Every reason, in a fixed order (the order of metrics output).
-    pub const ALL: [Drop; 9] = [
+    pub const ALL: [Drop; 10] = [
         Drop::Truncated,
         Drop::Oversized,
         Drop::BadVersion,
@@ -105,6 +109,7 @@ impl Drop {
         Drop::OtherCluster,
         Drop::UnknownNode,
         Drop::Replay,
+        Drop::OldIncarnation,
         Drop::OwnId,
     ];
 
@@ -119,6 +124,7 @@ impl Drop {
             Drop::OtherCluster => "other_cluster",
             Drop::UnknownNode => "unknown_node",
             Drop::Replay => "replay",
+            Drop::OldIncarnation => "old_incarnation",
             Drop::OwnId => "own_id",
         }
     }
@@ -139,6 +145,11 @@ impl Drop {
                 "sender id is not in [[member]]: member lists differ between hosts"
             }
             Drop::Replay => "duplicate, delayed or replayed message",
+            Drop::OldIncarnation => {
+                "from an earlier run of this member than one already heard: a replay of \
+                 its old datagrams, or the member restarted with a lower incarnation \
+                 (its state file was lost and its clock is behind)"
+            }
             Drop::OwnId => "sender id is our own: multicast loopback, or two hosts share a node id",
         }
     }
@@ -331,7 +342,7 @@ impl Window {
             });
         }
         if incarnation < self.incarnation {
-            return Err(Drop::Replay);
+            return Err(Drop::OldIncarnation);
         }
         if seq > self.top {
             let shift = seq - self.top;
@@ -902,7 +913,7 @@ mod tests {
                 &[Accept(1, 500), Accept(2, 400), Accept(2, 401)],
             ),
             (
-                "old incarnation is a replay",
+                "old incarnation is refused under its own reason",
                 &[Accept(2, 5), Reject(1, 6), Reject(1, 1000), Accept(2, 6)],
             ),
             (
@@ -917,8 +928,16 @@ mod tests {
                     Accept(inc, seq) => (inc, seq, true),
                     Reject(inc, seq) => (inc, seq, false),
                 };
+                let current = filter
+                    .window(NodeId(2))
+                    .flatten()
+                    .map_or(0, |w| w.incarnation);
                 let got = filter.admit(&msg(2, incarnation, seq, Body::Election));
-                let want = if ok { Ok(()) } else { Err(Drop::Replay) };
+                let want = match (ok, incarnation < current) {
+                    (true, _) => Ok(()),
+                    (false, true) => Err(Drop::OldIncarnation),
+                    (false, false) => Err(Drop::Replay),
+                };
                 assert_eq!(got, want, "{name}: step {i} {step:?}");
                 // Another sender's window is untouched.
                 assert_eq!(filter.window(NodeId(3)), Some(None), "{name}");

@@ -356,10 +356,13 @@ fn replays_within_and_across_a_restart_are_dropped() {
         "not a new incarnation"
     );
 
-    // Across the restart: the old incarnation's datagram is a replay to every
-    // follower, and changes nothing.
+    // Across the restart: the old incarnation's datagram is refused by every
+    // follower under its own reason, `old_incarnation`, and changes nothing.
     let before = c.hook_events().len();
-    let start: Vec<f64> = followers.iter().map(|&h| c.dropped(h, "replay")).collect();
+    let start: Vec<f64> = followers
+        .iter()
+        .map(|&h| c.dropped(h, "old_incarnation"))
+        .collect();
     for _ in 0..20 {
         send(&tx, &old);
     }
@@ -367,15 +370,15 @@ fn replays_within_and_across_a_restart_are_dropped() {
         followers
             .iter()
             .zip(&start)
-            .all(|(&h, s)| c.dropped(h, "replay") - s >= 20.0)
+            .all(|(&h, s)| c.dropped(h, "old_incarnation") - s >= 20.0)
     });
     let deltas: Vec<f64> = followers
         .iter()
         .zip(&start)
-        .map(|(&h, s)| c.dropped(h, "replay") - s)
+        .map(|(&h, s)| c.dropped(h, "old_incarnation") - s)
         .collect();
     println!(
-        "old incarnation {} replayed after restart (now {}): replay drops on followers {followers:?}: {deltas:?}",
+        "old incarnation {} replayed after restart (now {}): old_incarnation drops on followers {followers:?}: {deltas:?}",
         msg.incarnation, fresh_msg.incarnation
     );
     assert!(counted, "cross-restart replays not counted\n{}", c.dump());
