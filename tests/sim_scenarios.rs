@@ -426,7 +426,10 @@ fn a_demote_that_takes_its_whole_budget_ends_before_the_next_promote() {
     .expect("n1's demote ends");
     assert_eq!(ended, asked + ms(25), "the demote took its whole budget");
     let n3_leads = promoted(&sim, N3, 2).expect("n3 promotes epoch 2");
-    assert!(ended <= n3_leads, "demote ended {ended:?}, promote {n3_leads:?}");
+    assert!(
+        ended <= n3_leads,
+        "demote ended {ended:?}, promote {n3_leads:?}"
+    );
 }
 
 /// Scenario 7: a follower whose loop stalls for 2 s handles the backlog of

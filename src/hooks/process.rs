@@ -343,11 +343,7 @@ impl Run {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
             Err(e) => {
-                log::error!(
-                    "hook {}[{}]: cannot wait for it: {e}",
-                    self.label,
-                    self.pid
-                );
+                log::error!("hook {}[{}]: cannot wait for it: {e}", self.label, self.pid);
                 Some(Ending::Lost(e))
             }
         }

@@ -456,8 +456,7 @@ impl Schedule {
         match run.job.work {
             Work::Transition(req) => {
                 let budget = self.cfg.demote_budget;
-                if req.kind == HookKind::Demote && req.reason != Reason::Startup && took > budget
-                {
+                if req.kind == HookKind::Demote && req.reason != Reason::Startup && took > budget {
                     self.stats.demote.overruns += 1;
                     self.actions.push_back(Action::DemoteOverrun {
                         epoch: req.epoch,
@@ -912,9 +911,7 @@ mod tests {
             assert!(!a.iter().any(|a| matches!(a, Action::Kill(_))));
             s.finished(Time(took * MS), started(&a)[0], Exit::Ok);
             let a = drain(&mut s);
-            let reported = a
-                .iter()
-                .any(|a| matches!(a, Action::DemoteOverrun { .. }));
+            let reported = a.iter().any(|a| matches!(a, Action::DemoteOverrun { .. }));
             assert_eq!(reported, overrun, "{reason} {took} ms");
             assert_eq!(s.stats().demote.overruns, u64::from(overrun));
         }

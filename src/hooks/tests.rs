@@ -5,11 +5,11 @@
 #![allow(clippy::disallowed_methods)] // Tests stand in for the driver: they read the clock.
 use super::*;
 use crate::core::{HookOutcome, Reason};
-use std::io;
-use std::process::Command;
 use mio::{Events, Poll};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The longest a test loop turn waits: stands in for the driver's
@@ -20,8 +20,7 @@ const TURN: Duration = Duration::from_millis(10);
 fn test_dir(name: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir =
-        std::env::temp_dir().join(format!("regent-hooks-{}-{name}-{n}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("regent-hooks-{}-{name}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir

@@ -41,9 +41,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use regentd::core::{
-    guard_slack, CoreConfig, Effect, Epoch, Guard, GuardAction, HookKind, HookRequest,
-    Incarnation, Input, Message, Node, NodeId, Persisted, Reason, Rng, Role, Time, Timing,
-    Transition,
+    guard_slack, CoreConfig, Effect, Epoch, Guard, GuardAction, HookKind, HookRequest, Incarnation,
+    Input, Message, Node, NodeId, Persisted, Reason, Rng, Role, Time, Timing, Transition,
 };
 use regentd::hooks::schedule::{Action, Exit, Job, JobId, Schedule, ScheduleConfig, Work};
 
@@ -624,7 +623,11 @@ impl Sim {
                 }
                 h.stalled = false;
                 let backlog = std::mem::take(&mut h.backlog);
-                self.log(format!("n{} resumes: {} events waited", node + 1, backlog.len()));
+                self.log(format!(
+                    "n{} resumes: {} events waited",
+                    node + 1,
+                    backlog.len()
+                ));
                 for event in backlog {
                     self.step(event);
                 }
@@ -643,7 +646,10 @@ impl Sim {
             Event::GuardDemoteEnd { node, epoch } => {
                 self.hosts[node].fencing = false;
                 self.demote_ended(node, epoch, Reason::LeaseExpired);
-                self.log(format!("n{} guard: demote {epoch} done; restart in 1 s", node + 1));
+                self.log(format!(
+                    "n{} guard: demote {epoch} done; restart in 1 s",
+                    node + 1
+                ));
                 self.schedule(self.now + 1_000_000_000, Event::Fault(Fault::Restart(node)));
             }
             Event::Persisted {
@@ -861,15 +867,25 @@ impl Sim {
         let generation = h.guard_generation;
         if let Some(t) = deadline {
             let at = self.real_at(i, t);
-            self.schedule(at, Event::GuardCheck { node: i, generation });
+            self.schedule(
+                at,
+                Event::GuardCheck {
+                    node: i,
+                    generation,
+                },
+            );
         }
     }
 
     /// The guard fires: the daemon and its hooks are killed, and the guard
     /// runs the demote of `epoch`; the host holds until it ends.
     fn fence(&mut self, i: usize, epoch: Epoch) {
-        self.log(format!("n{} guard: lease of epoch {epoch} over, FENCE", i + 1));
-        self.observed.push((self.now, Observed::Fence { node: i, epoch }));
+        self.log(format!(
+            "n{} guard: lease of epoch {epoch} over, FENCE",
+            i + 1
+        ));
+        self.observed
+            .push((self.now, Observed::Fence { node: i, epoch }));
         self.down(i);
         let h = &mut self.hosts[i];
         h.restart_on_exit = false;
@@ -953,7 +969,10 @@ impl Sim {
         }
         if demote {
             let budget_us = self.plan.timing.demote_budget.as_micros() as u64;
-            return (self.rng.range(1_000.min(budget_us), budget_us) * 1_000, exit);
+            return (
+                self.rng.range(1_000.min(budget_us), budget_us) * 1_000,
+                exit,
+            );
         }
         if fail && self.rng.chance(30) {
             return (timeout, Exit::TimedOut);
@@ -978,7 +997,12 @@ impl Sim {
             Work::Transition(req) => Some(req.clone()),
             _ => None,
         };
-        self.log(format!("n{} starts {} (job {})", i + 1, job.work.label(), job.id.0));
+        self.log(format!(
+            "n{} starts {} (job {})",
+            i + 1,
+            job.work.label(),
+            job.id.0
+        ));
         if let Some(req) = &req {
             match req.kind {
                 HookKind::Promote => self.promote_started(i, req.epoch),
@@ -1033,7 +1057,8 @@ impl Sim {
     /// or not the loop runs; the loop learns of it when it can.
     fn process_end(&mut self, i: usize, generation: u64, job: JobId, exit: Exit, killed: bool) {
         let h = &mut self.hosts[i];
-        if h.proc_generation != generation || h.procs.get(&job).is_none_or(|p| p.killed != killed) {
+        if h.proc_generation != generation || !h.procs.get(&job).is_some_and(|p| p.killed == killed)
+        {
             return;
         }
         let Some(p) = h.procs.remove(&job) else {
@@ -1053,8 +1078,7 @@ impl Sim {
     fn demote_ended(&mut self, i: usize, epoch: Epoch, reason: Reason) {
         self.log(format!("n{} demote {epoch} ({reason}) ended", i + 1));
         let h = &mut self.hosts[i];
-        if h
-            .holding
+        if h.holding
             .is_some_and(|(held, _)| held == epoch || reason == Reason::Startup)
         {
             h.holding = None;
