@@ -807,6 +807,9 @@ impl Sim {
                     Action::Start(job) => self.start_job(i, job),
                     Action::Kill(job) => self.kill_job(i, job),
                     Action::Done(done) => {
+                        if done.kind == HookKind::Demote {
+                            self.hosts[i].guard.release();
+                        }
                         self.log(format!(
                             "n{} hook {} epoch {} done: {:?}",
                             i + 1,
@@ -850,13 +853,15 @@ impl Sim {
     }
 
     /// The daemon tells its guard of the lease after every drain; the
-    /// guard's timer is set at the lease end plus its slack.
+    /// guard's timer is set at the lease end plus its slack. The guard is
+    /// released only when the demote starts or is reported (skipped with
+    /// its promote), not when the core stops leading: a loop that stalls
+    /// between the two would otherwise leave nobody to demote.
     fn renew_guard(&mut self, i: usize) {
         let slack = guard_slack(self.plan.timing.lease_margin);
         let h = &mut self.hosts[i];
-        match h.node.as_ref().and_then(|n| n.lease()) {
-            Some((epoch, end)) => h.guard.renew(epoch, end),
-            None => h.guard.release(),
+        if let Some((epoch, end)) = h.node.as_ref().and_then(|n| n.lease()) {
+            h.guard.renew(epoch, end);
         }
         let deadline = h.guard.deadline(slack);
         if deadline == h.guard_scheduled {
@@ -1251,7 +1256,11 @@ impl Sim {
                         .as_ref()
                         .is_some_and(|n| n.leading().is_some())
                 });
-                if let Some(l) = leader {
+                if let Some(l) = leader.filter(|&l| self.hosts[l].stalled) {
+                    // The control socket waits for the stalled loop too.
+                    let event = Event::Fault(Fault::StepDown { to });
+                    self.hosts[l].backlog.push_back(event);
+                } else if let Some(l) = leader {
                     let to = to.filter(|&t| t != l).map(|t| self.hosts[t].id);
                     self.input(l, Input::StepDown { to });
                 }
