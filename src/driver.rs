@@ -820,7 +820,7 @@ impl Driver {
             dead_after: self.cfg.timing.dead_after,
             counters: &self.counters,
             drops: &self.drops,
-            hooks: hook_figures(self.hooks.stats()),
+            hooks: hook_figures(&self.hooks.stats()),
             uptime: now.duration_since(self.start),
         };
         f(&snap)
@@ -914,6 +914,7 @@ fn hook_config(cfg: &Config) -> HookConfig {
         check_timeout: h.check_timeout,
         check_fall: h.check_fall,
         check_rise: h.check_rise,
+        demote_budget: cfg.timing.demote_budget,
         node: cfg.node,
         cluster: cfg.cluster.clone(),
     }
@@ -927,6 +928,7 @@ fn hook_figures(stats: &crate::hooks::HookStats) -> control::HookFigures {
         skipped: k.skipped,
         cancelled: k.cancelled,
         held: k.held,
+        overruns: k.overruns,
         last_duration: k.last_duration,
     };
     control::HookFigures {

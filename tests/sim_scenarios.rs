@@ -320,3 +320,138 @@ fn a_lapsed_promise_still_refuses_its_epoch_to_another_claimant() {
     within("n2 promotes epoch 2", promoted(&sim, N2, 2), 662, 1_500);
     assert_eq!(sim.leader(), Some((N2, Epoch(2))));
 }
+
+/// The daemon's default timing, demote budget included.
+fn budget_timing() -> Timing {
+    Timing {
+        demote_budget: ms(25),
+        ..default_timing()
+    }
+}
+
+fn observed_at(sim: &Sim, want: Observed) -> Option<Duration> {
+    first(sim, |o| *o == want)
+}
+
+/// Scenario 5: the leader's event loop stalls for twice its lease.
+///
+/// Three nodes, n1 (priority 200) leads epoch 1. At 2000 ms its loop stops
+/// for two leases: it neither renews nor lets go. Its guard fires at the
+/// lease end plus half the margin, kills it and runs the demote; only after
+/// that demote has ended may n3 (150) promote epoch 2. n1 comes back a
+/// second later with a start-up demote, and S1-S3 keep being checked.
+#[test]
+fn a_stalled_leader_is_fenced_by_its_guard() {
+    let timing = budget_timing();
+    let lease = timing.lease();
+    let mut plan = Plan::fixed(3, timing);
+    plan.priorities = vec![200, 100, 150];
+    let mut sim = pinned(plan);
+    for i in 0..3 {
+        sim.start_at(i, ms(0));
+    }
+    sim.set_demote_duration(ms(25));
+    sim.stall_at(N1, ms(2_000), lease * 2);
+    sim.run_until(ms(6_000));
+
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 295, 310);
+    let fenced = within(
+        "the guard fences n1",
+        observed_at(
+            &sim,
+            Observed::Fence {
+                node: N1,
+                epoch: Epoch(1),
+            },
+        ),
+        2_000,
+        2_000 + lease.as_millis() as u64 + 20,
+    );
+    let released = observed_at(
+        &sim,
+        Observed::DemoteEnd {
+            node: N1,
+            epoch: Epoch(1),
+        },
+    )
+    .expect("the guard's demote ends");
+    assert_eq!(released, fenced + ms(25));
+    let n3_leads = promoted(&sim, N3, 2).expect("n3 promotes epoch 2");
+    assert!(released < n3_leads, "{released:?} {n3_leads:?}");
+    assert_eq!(
+        demoted(&sim, N1, 1, "lease-expired"),
+        None,
+        "the stalled daemon itself never let go"
+    );
+}
+
+/// Scenario 6: a lease-expiry demote that takes its whole budget, at the
+/// drift bound.
+///
+/// Three nodes, drift bound 1 %: n1's clock runs 1 % slow (its lease lasts
+/// longest in real time), n2's and n3's 1 % fast (their promises to n1 end
+/// soonest). n1 (priority 200) leads epoch 1; at 2000 ms all its messages
+/// are lost. Its demote takes exactly the 25 ms budget; n3's promote of
+/// epoch 2 must start after that demote ended.
+#[test]
+fn a_demote_that_takes_its_whole_budget_ends_before_the_next_promote() {
+    let mut plan = Plan::fixed(3, budget_timing());
+    plan.priorities = vec![200, 100, 150];
+    let mut sim = pinned(plan);
+    sim.set_rate_ppm(N1, -10_000);
+    sim.set_rate_ppm(N2, 10_000);
+    sim.set_rate_ppm(N3, 10_000);
+    sim.set_demote_duration(ms(25));
+    for i in 0..3 {
+        sim.start_at(i, ms(0));
+    }
+    sim.block_at(N1, N2, ms(2_000));
+    sim.block_at(N1, N3, ms(2_000));
+    sim.run_until(ms(4_000));
+
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 295, 310);
+    let asked = within(
+        "n1's lease ends",
+        demoted(&sim, N1, 1, "lease-expired"),
+        2_000,
+        2_400,
+    );
+    let ended = observed_at(
+        &sim,
+        Observed::DemoteEnd {
+            node: N1,
+            epoch: Epoch(1),
+        },
+    )
+    .expect("n1's demote ends");
+    assert_eq!(ended, asked + ms(25), "the demote took its whole budget");
+    let n3_leads = promoted(&sim, N3, 2).expect("n3 promotes epoch 2");
+    assert!(
+        ended <= n3_leads,
+        "demote ended {ended:?}, promote {n3_leads:?}"
+    );
+}
+
+/// Scenario 7: a follower whose loop stalls for 2 s handles the backlog of
+/// heartbeats when it resumes, each stamped at resume (never earlier than
+/// its arrival), and S3 holds; the leader keeps its quorum throughout.
+#[test]
+fn a_stalled_follower_handles_its_backlog_and_keeps_s3() {
+    let mut plan = Plan::fixed(3, budget_timing());
+    plan.priorities = vec![200, 100, 150];
+    let mut sim = pinned(plan);
+    for i in 0..3 {
+        sim.start_at(i, ms(0));
+    }
+    sim.stall_at(N3, ms(2_000), ms(2_000));
+    sim.run_until(ms(6_000));
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 295, 310);
+    within(
+        "n3 stalls",
+        observed_at(&sim, Observed::Stalled { node: N3 }),
+        2_000,
+        2_000,
+    );
+    assert_eq!(sim.leader(), Some((N1, Epoch(1))));
+    assert_eq!(sim.promotions, 1, "no other promote");
+}

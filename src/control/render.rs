@@ -78,6 +78,8 @@ pub struct HookCounts {
     pub cancelled: u64,
     /// Promotes held back because no lease covered them when they could start.
     pub held: u64,
+    /// Demotes (not the start-up one) that ran longer than the demote budget.
+    pub overruns: u64,
     /// How long the last finished run took.
     pub last_duration: Option<Duration>,
 }
@@ -429,6 +431,7 @@ pub fn render_status_json(s: &Snapshot) -> String {
         k.num("skipped", f.skipped);
         k.num("cancelled", f.cancelled);
         k.num("held", f.held);
+        k.num("overruns", f.overruns);
         k.opt_num("last_duration_ms", f.last_duration.map(|d| d.as_millis()));
         k.close();
     }
@@ -701,6 +704,12 @@ pub fn render_metrics(s: &Snapshot) -> String {
             e.sample(name, Some(("hook", hook)), field(f));
         }
     }
+    e.single(
+        "regent_demote_overrun_total",
+        "counter",
+        "Demote runs (not the start-up one) longer than hooks.demote_budget_ms.",
+        s.hooks.demote.overruns,
+    );
     e.family(
         "regent_hook_last_duration_seconds",
         "gauge",

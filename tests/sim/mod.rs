@@ -4,11 +4,24 @@
 //! reorders messages and can be partitioned symmetrically or one way; nodes
 //! crash (keeping only what they persisted) and restart; each node's clock
 //! runs at its own rate within the configured drift bound; hooks are slow or
-//! fail; health checks flap; operators step leaders down and stop nodes.
+//! fail; health checks flap; operators step leaders down and stop nodes;
+//! state writes are slow, coalesced or fail; a node's event loop stalls.
+//!
+//! Hooks run through the daemon's own scheduler
+//! (`regentd::hooks::schedule`): the simulator only models the processes,
+//! each running for a drawn time (demotes within the demote budget, the
+//! contract S3 rests on; others 1-30 ms, up to 1 s with slow hooks, killed
+//! at the timeout). A stalled loop handles nothing (its events wait and are
+//! handled in arrival order on resume), but hook processes end on time and
+//! the lease guard (`regentd::core::Guard`) still fires: it kills the
+//! daemon, runs the demote itself, and systemd restarts the daemon a second
+//! after.
 //!
 //! After every event the invariants of the design brief are checked:
 //! S1 (one leader per epoch), S2 (promised and led epochs never decrease, also
-//! across restarts) and S3 (no instant with two leaders, in real time). After
+//! across restarts) and S3 (no instant with two leaders, in real time: a host
+//! holds from its promote hook's start to the end of the demote for that
+//! epoch, or of the start-up demote after a crash, or of the guard's demote). After
 //! the faults heal, L1 (a leader emerges, the right one) is checked, and in
 //! runs whose only fault is loss that cannot cut a quorum off, L2 (no
 //! leadership change). A failure panics with the seed and the event trace.
@@ -28,9 +41,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use regentd::core::{
-    CoreConfig, Effect, Epoch, HookDone, HookKind, HookOutcome, HookRequest, Incarnation, Input,
-    Message, Node, NodeId, Persisted, Reason, Rng, Role, Time, Timing, Transition,
+    guard_slack, CoreConfig, Effect, Epoch, Guard, GuardAction, HookKind, HookRequest, Incarnation,
+    Input, Message, Node, NodeId, Persisted, Reason, Rng, Role, Time, Timing, Transition,
 };
+use regentd::hooks::schedule::{Action, Exit, Job, JobId, Schedule, ScheduleConfig, Work};
 
 /// What kind of run a seed makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +72,12 @@ pub struct Plan {
     pub loss_percent: u32,
     /// A scripted run (`Plan::fixed`): the seed does not replay it.
     pub scripted: bool,
+    /// A notify hook is configured (it shares the main lane).
+    pub notify: bool,
+    /// Refresh runs while leading, at this interval.
+    pub refresh: Option<Duration>,
+    /// A hook still running after this is killed and reports `TimedOut`.
+    pub hook_timeout: Duration,
 }
 
 impl Plan {
@@ -78,6 +98,9 @@ impl Plan {
             chaos: Duration::ZERO,
             loss_percent: 0,
             scripted: true,
+            notify: false,
+            refresh: None,
+            hook_timeout: Duration::from_secs(10),
         }
     }
 
@@ -120,6 +143,11 @@ impl Plan {
             chaos: Duration::from_millis(rng.range(3_000, 12_000)),
             loss_percent: rng.range(5, 20) as u32,
             scripted: false,
+            notify: rng.chance(50),
+            refresh: rng
+                .chance(50)
+                .then(|| Duration::from_millis(rng.range(50, 1_000))),
+            hook_timeout: Duration::from_millis(600),
         }
     }
 }
@@ -134,13 +162,36 @@ enum Event {
         node: usize,
         generation: u64,
     },
-    HookDone {
+    /// A hook process ended (in real time, whatever the loop does).
+    ProcessEnd {
+        node: usize,
+        generation: u64,
+        job: JobId,
+        exit: Exit,
+        /// The end of a kill, not of the run as drawn.
+        killed: bool,
+    },
+    /// The event loop learns that a hook process ended.
+    HookFinished {
+        node: usize,
+        generation: u64,
+        job: JobId,
+        exit: Exit,
+    },
+    /// A stalled event loop runs again.
+    Resume {
         node: usize,
         generation: u64,
     },
-    HookReport {
+    /// The lease guard's timer.
+    GuardCheck {
         node: usize,
-        done: HookDone,
+        generation: u64,
+    },
+    /// The demote the guard ran after fencing has ended.
+    GuardDemoteEnd {
+        node: usize,
+        epoch: Epoch,
     },
     /// A write of the state file finished (or failed) on node's disk.
     Persisted {
@@ -201,6 +252,12 @@ enum Fault {
     StepDown {
         to: Option<usize>,
     },
+    /// The node's event loop stops for this long (ns): nothing is handled,
+    /// but hook processes and the guard go on.
+    Stall {
+        node: usize,
+        ns: u64,
+    },
     HealAll,
     // Node::reconfigure(cfg) on node .0; later restarts use cfg too.
     Reload(usize, Box<CoreConfig>),
@@ -211,14 +268,28 @@ enum Fault {
 pub enum Observed {
     /// A node's `Effect::Transition`.
     Transition { node: usize, transition: Transition },
-    /// A promote hook was requested: the node holds from here.
+    /// A promote hook started: the node holds from here.
     Promote { node: usize, epoch: Epoch },
-    /// A demote hook was requested (not the start-up one): the hold ends.
+    /// A demote hook was requested (not the start-up one).
     Demote {
         node: usize,
         epoch: Epoch,
         reason: Reason,
     },
+    /// A demote hook ended (the daemon's, or the guard's): the hold ends.
+    DemoteEnd { node: usize, epoch: Epoch },
+    /// The node's event loop stalled.
+    Stalled { node: usize },
+    /// The guard killed the stalled daemon and runs the demote of `epoch`.
+    Fence { node: usize, epoch: Epoch },
+}
+
+/// A hook process the simulator runs for a node.
+struct Proc {
+    /// The promote or demote it runs, if it is one.
+    req: Option<HookRequest>,
+    /// A kill was asked for: only the kill's end counts.
+    killed: bool,
 }
 
 /// One simulated host: the core, its clock, its durable state and its hooks.
@@ -242,13 +313,28 @@ struct Host {
     /// Local time at real time zero.
     offset: u64,
     timer_generation: u64,
-    hook_queue: VecDeque<HookRequest>,
-    hook_running: Option<HookRequest>,
-    hook_generation: u64,
+    /// The daemon's hook scheduler: the same code the daemon runs.
+    sched: Option<Schedule>,
+    /// Hook processes running, by job.
+    procs: BTreeMap<JobId, Proc>,
+    /// Bumped when the process goes away: its hooks die with it.
+    proc_generation: u64,
+    /// The event loop is stalled; events wait in `backlog`.
+    stalled: bool,
+    stall_generation: u64,
+    backlog: VecDeque<Event>,
+    /// The lease guard: a separate process, which survives the daemon.
+    guard: Guard,
+    guard_generation: u64,
+    guard_scheduled: Option<Time>,
+    /// The guard runs its demote; the daemon is down until it ends.
+    fencing: bool,
     hook_fail_percent: u32,
     slow_hooks: bool,
     healthy: bool,
-    /// Leadership held (epoch, real start), between promote and demote effects.
+    /// Leadership held (epoch, real start): from the promote hook's start to
+    /// the end of its demote (or of the start-up demote after a crash, or of
+    /// the guard's demote).
     holding: Option<(Epoch, u64)>,
     last_led: Epoch,
     promised_seen: Epoch,
@@ -272,6 +358,8 @@ pub struct Sim {
     link_delay: Vec<Vec<Option<u64>>>,
     /// Fixed hook run time (ns), overriding the random one.
     hook_duration: Option<u64>,
+    /// Fixed demote run time (ns), overriding the others for demotes.
+    demote_duration: Option<u64>,
     /// Fixed state write time (ns), overriding the random one.
     disk_latency: Option<u64>,
     led: BTreeMap<Epoch, NodeId>,
@@ -322,9 +410,16 @@ impl Sim {
                     rate_ppm,
                     offset: rng.range(0, 1_000_000_000_000),
                     timer_generation: 0,
-                    hook_queue: VecDeque::new(),
-                    hook_running: None,
-                    hook_generation: 0,
+                    sched: None,
+                    procs: BTreeMap::new(),
+                    proc_generation: 0,
+                    stalled: false,
+                    stall_generation: 0,
+                    backlog: VecDeque::new(),
+                    guard: Guard::new(),
+                    guard_generation: 0,
+                    guard_scheduled: None,
+                    fencing: false,
                     hook_fail_percent: 0,
                     slow_hooks: false,
                     healthy: true,
@@ -349,6 +444,7 @@ impl Sim {
             max_delay_us: 2_000,
             link_delay: vec![vec![None; n]; n],
             hook_duration: None,
+            demote_duration: None,
             disk_latency: None,
             led: BTreeMap::new(),
             observed: Vec::new(),
@@ -452,6 +548,24 @@ impl Sim {
     }
 
     fn step(&mut self, event: Event) {
+        // What the event loop of a node handles waits while it is stalled,
+        // and is handled in arrival order when it resumes.
+        let target = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. }
+            | Event::HookFinished { node, .. }
+            | Event::Persisted { node, .. }
+            | Event::StorageProbe { node, .. }
+            | Event::Fault(Fault::Health { node, .. }) => Some(*node),
+            Event::Fault(Fault::Stop(i)) | Event::Fault(Fault::Reload(i, _)) => Some(*i),
+            _ => None,
+        };
+        if let Some(i) = target {
+            if self.hosts[i].stalled {
+                self.hosts[i].backlog.push_back(event);
+                return;
+            }
+        }
         match event {
             Event::Deliver { to, msg } => {
                 if self.hosts[to].node.is_some() {
@@ -468,32 +582,75 @@ impl Sim {
                     && self.hosts[node].node.is_some()
                 {
                     let local = self.local(node, self.now);
-                    if let Some(n) = self.hosts[node].node.as_mut() {
-                        n.handle_timeout(local);
+                    let h = &mut self.hosts[node];
+                    if let Some(n) = h.node.as_mut() {
+                        if n.next_timeout().is_some_and(|t| t <= local) {
+                            n.handle_timeout(local);
+                        }
+                    }
+                    if let Some(sched) = h.sched.as_mut() {
+                        sched.tick(local);
                     }
                     self.drain(node);
                 }
             }
-            Event::HookDone { node, generation } => {
-                if self.hosts[node].hook_generation != generation {
+            Event::ProcessEnd {
+                node,
+                generation,
+                job,
+                exit,
+                killed,
+            } => self.process_end(node, generation, job, exit, killed),
+            Event::HookFinished {
+                node,
+                generation,
+                job,
+                exit,
+            } => {
+                if self.hosts[node].proc_generation != generation {
                     return;
                 }
-                let Some(req) = self.hosts[node].hook_running.take() else {
-                    return;
-                };
-                let fail = self.rng.chance(self.hosts[node].hook_fail_percent);
-                let outcome = match (fail, self.rng.chance(30)) {
-                    (false, _) => HookOutcome::Ok,
-                    (true, true) => HookOutcome::TimedOut,
-                    (true, false) => HookOutcome::Failed,
-                };
-                self.report_hook(node, req, outcome);
-                self.start_hook(node);
+                let local = self.local(node, self.now);
+                if let Some(sched) = self.hosts[node].sched.as_mut() {
+                    sched.finished(local, job, exit);
+                    self.drain(node);
+                }
             }
-            Event::HookReport { node, done } => {
-                if self.hosts[node].node.is_some() {
-                    self.input(node, Input::HookDone(done));
+            Event::Resume { node, generation } => {
+                let h = &mut self.hosts[node];
+                if h.stall_generation != generation || !h.stalled {
+                    return;
                 }
+                h.stalled = false;
+                let backlog = std::mem::take(&mut h.backlog);
+                self.log(format!(
+                    "n{} resumes: {} events waited",
+                    node + 1,
+                    backlog.len()
+                ));
+                for event in backlog {
+                    self.step(event);
+                }
+            }
+            Event::GuardCheck { node, generation } => {
+                let h = &self.hosts[node];
+                if h.guard_generation != generation || h.fencing {
+                    return;
+                }
+                let slack = guard_slack(self.plan.timing.lease_margin);
+                let local = self.local(node, self.now);
+                if let GuardAction::Fence(epoch) = h.guard.poll(local, slack) {
+                    self.fence(node, epoch);
+                }
+            }
+            Event::GuardDemoteEnd { node, epoch } => {
+                self.hosts[node].fencing = false;
+                self.demote_ended(node, epoch, Reason::LeaseExpired);
+                self.log(format!(
+                    "n{} guard: demote {epoch} done; restart in 1 s",
+                    node + 1
+                ));
+                self.schedule(self.now + 1_000_000_000, Event::Fault(Fault::Restart(node)));
             }
             Event::Persisted {
                 node,
@@ -595,42 +752,91 @@ impl Sim {
         self.drain(i);
     }
 
-    /// Carries out a node's effects in order, checking invariants as they happen.
+    /// Carries out a node's effects in order, as the driver does: requests
+    /// and transitions go to the hook scheduler with the lease as it is
+    /// now, its actions start and kill processes and feed the core.
     fn drain(&mut self, i: usize) {
-        while let Some(effect) = self.hosts[i].node.as_mut().and_then(|n| n.poll_effect()) {
-            match effect {
-                Effect::Persist(p) => self.persist(i, p),
-                Effect::Send(msg) => self.broadcast(i, msg),
-                Effect::RunHook(req) => self.run_hook(i, req),
-                Effect::Transition(t) => {
-                    self.observed.push((
-                        self.now,
-                        Observed::Transition {
-                            node: i,
-                            transition: t.clone(),
-                        },
-                    ));
-                    self.log(format!(
-                        "n{} -> {} epoch {} leader {:?} ({})",
-                        i + 1,
-                        t.role,
-                        t.epoch,
-                        t.leader.map(|l| l.0),
-                        t.reason
-                    ));
-                }
-                Effect::StepDownResult(r) => self.log(format!("n{} step-down: {r:?}", i + 1)),
-                Effect::Exit => {
-                    self.log(format!("n{} exits", i + 1));
-                    self.down(i);
-                    if std::mem::take(&mut self.hosts[i].restart_on_exit) {
-                        self.fault(Fault::Restart(i));
+        loop {
+            while let Some(effect) = self.hosts[i].node.as_mut().and_then(|n| n.poll_effect()) {
+                match effect {
+                    Effect::Persist(p) => self.persist(i, p),
+                    Effect::Send(msg) => self.broadcast(i, msg),
+                    Effect::RunHook(req) => self.request_hook(i, req),
+                    Effect::Transition(t) => {
+                        self.observed.push((
+                            self.now,
+                            Observed::Transition {
+                                node: i,
+                                transition: t.clone(),
+                            },
+                        ));
+                        self.log(format!(
+                            "n{} -> {} epoch {} leader {:?} ({})",
+                            i + 1,
+                            t.role,
+                            t.epoch,
+                            t.leader.map(|l| l.0),
+                            t.reason
+                        ));
+                        let local = self.local(i, self.now);
+                        if let Some(sched) = self.hosts[i].sched.as_mut() {
+                            sched.notify(local, &t);
+                        }
                     }
-                    return;
+                    Effect::StepDownResult(r) => self.log(format!("n{} step-down: {r:?}", i + 1)),
+                    Effect::Exit => {
+                        self.log(format!("n{} exits", i + 1));
+                        self.down(i);
+                        if std::mem::take(&mut self.hosts[i].restart_on_exit) {
+                            self.fault(Fault::Restart(i));
+                        }
+                        return;
+                    }
                 }
             }
+            let local = self.local(i, self.now);
+            let h = &mut self.hosts[i];
+            let (Some(n), Some(sched)) = (h.node.as_mut(), h.sched.as_mut()) else {
+                return;
+            };
+            sched.set_lease(local, n.lease());
+            let actions: Vec<Action> = std::iter::from_fn(|| sched.poll_action()).collect();
+            let mut fed = false;
+            for action in actions {
+                match action {
+                    Action::Start(job) => self.start_job(i, job),
+                    Action::Kill(job) => self.kill_job(i, job),
+                    Action::Done(done) => {
+                        if done.kind == HookKind::Demote {
+                            self.hosts[i].guard.release();
+                        }
+                        self.log(format!(
+                            "n{} hook {} epoch {} done: {:?}",
+                            i + 1,
+                            done.kind.as_str(),
+                            done.epoch,
+                            done.outcome
+                        ));
+                        if let Some(n) = self.hosts[i].node.as_mut() {
+                            n.handle(local, Input::HookDone(done));
+                        }
+                        fed = true;
+                    }
+                    Action::DemoteOverrun { epoch, took, .. } => {
+                        self.log(format!("n{} demote {epoch} over budget: {took:?}", i + 1))
+                    }
+                    Action::Health(_) | Action::Note(_) => {}
+                }
+            }
+            if !fed {
+                break;
+            }
         }
-        let next = self.hosts[i].node.as_ref().and_then(|n| n.next_timeout());
+        self.renew_guard(i);
+        let h = &self.hosts[i];
+        let node_next = h.node.as_ref().and_then(|n| n.next_timeout());
+        let sched_next = h.sched.as_ref().and_then(|s| s.next_timeout());
+        let next = [node_next, sched_next].into_iter().flatten().min();
         let h = &mut self.hosts[i];
         h.timer_generation += 1;
         let generation = h.timer_generation;
@@ -644,6 +850,55 @@ impl Sim {
                 },
             );
         }
+    }
+
+    /// The daemon tells its guard of the lease after every drain; the
+    /// guard's timer is set at the lease end plus its slack. The guard is
+    /// released only when the demote starts or is reported (skipped with
+    /// its promote), not when the core stops leading: a loop that stalls
+    /// between the two would otherwise leave nobody to demote.
+    fn renew_guard(&mut self, i: usize) {
+        let slack = guard_slack(self.plan.timing.lease_margin);
+        let h = &mut self.hosts[i];
+        if let Some((epoch, end)) = h.node.as_ref().and_then(|n| n.lease()) {
+            h.guard.renew(epoch, end);
+        }
+        let deadline = h.guard.deadline(slack);
+        if deadline == h.guard_scheduled {
+            return;
+        }
+        h.guard_scheduled = deadline;
+        h.guard_generation += 1;
+        let generation = h.guard_generation;
+        if let Some(t) = deadline {
+            let at = self.real_at(i, t);
+            self.schedule(
+                at,
+                Event::GuardCheck {
+                    node: i,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// The guard fires: the daemon and its hooks are killed, and the guard
+    /// runs the demote of `epoch`; the host holds until it ends.
+    fn fence(&mut self, i: usize, epoch: Epoch) {
+        self.log(format!(
+            "n{} guard: lease of epoch {epoch} over, FENCE",
+            i + 1
+        ));
+        self.observed
+            .push((self.now, Observed::Fence { node: i, epoch }));
+        self.down(i);
+        let h = &mut self.hosts[i];
+        h.restart_on_exit = false;
+        h.guard.release();
+        h.guard_scheduled = None;
+        h.fencing = true;
+        let (ns, _) = self.draw_run(i, true);
+        self.schedule(self.now + ns, Event::GuardDemoteEnd { node: i, epoch });
     }
 
     fn broadcast(&mut self, from: usize, msg: Message) {
@@ -672,150 +927,219 @@ impl Sim {
         }
     }
 
-    // ----- hooks: one at a time, in order, a demote cancels a running promote -----
+    // ----- hooks: the daemon's scheduler decides, the simulator runs processes -----
 
-    fn run_hook(&mut self, i: usize, req: HookRequest) {
+    fn request_hook(&mut self, i: usize, req: HookRequest) {
         self.log(format!(
-            "n{} hook {} epoch {} ({})",
+            "n{} hook {} epoch {} ({}) requested",
             i + 1,
             req.kind.as_str(),
             req.epoch,
             req.reason
         ));
-        match req.kind {
-            HookKind::Promote => {
-                let h = &mut self.hosts[i];
-                if let Some((e, _)) = h.holding {
-                    let what = format!("n{} promoted epoch {} while holding {e}", i + 1, req.epoch);
-                    self.fail(&what);
-                }
-                if req.epoch <= h.last_led {
-                    let what = format!(
-                        "S2: n{} led epoch {} after {}",
-                        i + 1,
-                        req.epoch,
-                        h.last_led
-                    );
-                    self.fail(&what);
-                }
-                if let Some(other) = self.led.get(&req.epoch) {
-                    let what = format!("S1: epoch {} led by n{} and n{}", req.epoch, other, i + 1);
-                    self.fail(&what);
-                }
-                for (j, o) in self.hosts.iter().enumerate() {
-                    if let Some((e, since)) = o.holding {
-                        let what = format!(
-                            "S3: n{} promoted epoch {} while n{} holds epoch {e} since {:.3}ms",
-                            i + 1,
-                            req.epoch,
-                            j + 1,
-                            since as f64 / 1e6
-                        );
-                        self.fail(&what);
-                    }
-                }
-                self.led.insert(req.epoch, self.hosts[i].id);
-                self.observed.push((
-                    self.now,
-                    Observed::Promote {
-                        node: i,
-                        epoch: req.epoch,
-                    },
-                ));
-                let h = &mut self.hosts[i];
-                h.last_led = req.epoch;
-                h.holding = Some((req.epoch, self.now));
-                self.promotions += 1;
-            }
-            HookKind::Demote => {
-                if req.reason != Reason::Startup {
-                    self.demotions += 1;
-                    self.observed.push((
-                        self.now,
-                        Observed::Demote {
-                            node: i,
-                            epoch: req.epoch,
-                            reason: req.reason,
-                        },
-                    ));
-                }
-                let h = &mut self.hosts[i];
-                h.holding = None;
-                // A queued promote and this demote cancel out.
-                if let Some(last) = h.hook_queue.back() {
-                    if last.kind == HookKind::Promote && last.epoch == req.epoch {
-                        let promote = h.hook_queue.pop_back().expect("checked above");
-                        self.report_hook(i, promote, HookOutcome::Skipped);
-                        self.report_hook(i, req, HookOutcome::Skipped);
-                        return;
-                    }
-                }
-                // A running promote is killed so the demote starts at once.
-                if h.hook_running
-                    .as_ref()
-                    .is_some_and(|r| r.kind == HookKind::Promote)
-                {
-                    let running = h.hook_running.take().expect("checked above");
-                    h.hook_generation += 1;
-                    self.report_hook(i, running, HookOutcome::TimedOut);
-                }
-            }
+        if req.kind == HookKind::Demote && req.reason != Reason::Startup {
+            self.demotions += 1;
+            self.observed.push((
+                self.now,
+                Observed::Demote {
+                    node: i,
+                    epoch: req.epoch,
+                    reason: req.reason,
+                },
+            ));
         }
-        self.hosts[i].hook_queue.push_back(req);
-        self.start_hook(i);
+        let local = self.local(i, self.now);
+        let h = &mut self.hosts[i];
+        if let (Some(n), Some(sched)) = (h.node.as_ref(), h.sched.as_mut()) {
+            // As the driver: the lease as it is now, then the request.
+            sched.set_lease(local, n.lease());
+            sched.request(local, req);
+        }
     }
 
-    fn start_hook(&mut self, i: usize) {
-        let h = &mut self.hosts[i];
-        if h.hook_running.is_some() {
-            return;
+    /// How long a run takes and how it ends: demotes within the demote
+    /// budget (the contract S3 rests on), others 1-30 ms, or up to 1 s with
+    /// slow hooks; a run that reaches the timeout is killed there.
+    fn draw_run(&mut self, i: usize, demote: bool) -> (u64, Exit) {
+        let fail = self.rng.chance(self.hosts[i].hook_fail_percent);
+        let exit = if fail { Exit::Failed } else { Exit::Ok };
+        let timeout = self.plan.hook_timeout.as_nanos() as u64;
+        let fixed = if demote {
+            self.demote_duration.or(self.hook_duration)
+        } else {
+            self.hook_duration
+        };
+        if let Some(fixed) = fixed {
+            return (fixed, exit);
         }
-        let Some(req) = h.hook_queue.pop_front() else {
-            return;
+        if demote {
+            let budget_us = self.plan.timing.demote_budget.as_micros() as u64;
+            return (
+                self.rng.range(1_000.min(budget_us), budget_us) * 1_000,
+                exit,
+            );
+        }
+        if fail && self.rng.chance(30) {
+            return (timeout, Exit::TimedOut);
+        }
+        let ns = if self.hosts[i].slow_hooks {
+            self.rng.range(100, 1_000) * 1_000_000
+        } else {
+            self.rng.range(1, 30) * 1_000_000
         };
-        h.hook_running = Some(req);
-        h.hook_generation += 1;
-        let generation = h.hook_generation;
-        let slow = h.slow_hooks;
-        let ns = match self.hook_duration {
-            Some(fixed) => fixed,
-            None if slow => self.rng.range(100, 1000) * 1_000_000,
-            None => self.rng.range(1, 30) * 1_000_000,
+        if ns >= timeout {
+            (timeout, Exit::TimedOut)
+        } else {
+            (ns, exit)
+        }
+    }
+
+    /// The scheduler starts a job: a process runs for a drawn time. A
+    /// promote's start is where S1-S3 are checked and the hold begins; a
+    /// demote's start releases the guard.
+    fn start_job(&mut self, i: usize, job: Job) {
+        let req = match &job.work {
+            Work::Transition(req) => Some(req.clone()),
+            _ => None,
         };
+        self.log(format!(
+            "n{} starts {} (job {})",
+            i + 1,
+            job.work.label(),
+            job.id.0
+        ));
+        if let Some(req) = &req {
+            match req.kind {
+                HookKind::Promote => self.promote_started(i, req.epoch),
+                HookKind::Demote => {
+                    let h = &mut self.hosts[i];
+                    h.guard.release();
+                    h.guard_scheduled = None;
+                }
+            }
+        }
+        let demote = req.as_ref().is_some_and(|r| r.kind == HookKind::Demote);
+        let (ns, exit) = self.draw_run(i, demote);
+        let h = &mut self.hosts[i];
+        h.procs.insert(job.id, Proc { req, killed: false });
+        let generation = h.proc_generation;
         self.schedule(
             self.now + ns,
-            Event::HookDone {
+            Event::ProcessEnd {
                 node: i,
                 generation,
+                job: job.id,
+                exit,
+                killed: false,
             },
         );
     }
 
-    fn report_hook(&mut self, i: usize, req: HookRequest, outcome: HookOutcome) {
-        let done = HookDone {
-            kind: req.kind,
-            epoch: req.epoch,
-            outcome,
+    /// SIGKILL to a job's process group: it ends at once.
+    fn kill_job(&mut self, i: usize, job: JobId) {
+        let h = &mut self.hosts[i];
+        let Some(p) = h.procs.get_mut(&job) else {
+            return;
         };
-        self.log(format!(
-            "n{} hook {} epoch {} done: {:?}",
-            i + 1,
-            req.kind.as_str(),
-            req.epoch,
-            outcome
-        ));
-        self.schedule(self.now, Event::HookReport { node: i, done });
+        if p.killed {
+            return;
+        }
+        p.killed = true;
+        let generation = h.proc_generation;
+        self.schedule(
+            self.now + 100_000,
+            Event::ProcessEnd {
+                node: i,
+                generation,
+                job,
+                exit: Exit::Failed,
+                killed: true,
+            },
+        );
+    }
+
+    /// A process ended, in real time: a demote ends the hold now, whether
+    /// or not the loop runs; the loop learns of it when it can.
+    fn process_end(&mut self, i: usize, generation: u64, job: JobId, exit: Exit, killed: bool) {
+        let h = &mut self.hosts[i];
+        if h.proc_generation != generation || !h.procs.get(&job).is_some_and(|p| p.killed == killed)
+        {
+            return;
+        }
+        let Some(p) = h.procs.remove(&job) else {
+            return;
+        };
+        if let Some(req) = p.req.filter(|r| r.kind == HookKind::Demote) {
+            self.demote_ended(i, req.epoch, req.reason);
+        }
+        self.step(Event::HookFinished {
+            node: i,
+            generation,
+            job,
+            exit,
+        });
+    }
+
+    fn demote_ended(&mut self, i: usize, epoch: Epoch, reason: Reason) {
+        self.log(format!("n{} demote {epoch} ({reason}) ended", i + 1));
+        let h = &mut self.hosts[i];
+        if h.holding
+            .is_some_and(|(held, _)| held == epoch || reason == Reason::Startup)
+        {
+            h.holding = None;
+            self.observed
+                .push((self.now, Observed::DemoteEnd { node: i, epoch }));
+        }
+    }
+
+    /// A promote starts: S1, S2 and S3 are checked, and the hold begins.
+    fn promote_started(&mut self, i: usize, epoch: Epoch) {
+        let h = &self.hosts[i];
+        if let Some((e, _)) = h.holding {
+            let what = format!("n{} promoted epoch {epoch} while holding {e}", i + 1);
+            self.fail(&what);
+        }
+        if epoch <= h.last_led {
+            let what = format!("S2: n{} led epoch {epoch} after {}", i + 1, h.last_led);
+            self.fail(&what);
+        }
+        if let Some(other) = self.led.get(&epoch) {
+            let what = format!("S1: epoch {epoch} led by n{} and n{}", other, i + 1);
+            self.fail(&what);
+        }
+        for (j, o) in self.hosts.iter().enumerate() {
+            if let Some((e, since)) = o.holding {
+                let what = format!(
+                    "S3: n{} promoted epoch {epoch} while n{} holds epoch {e} since {:.3}ms",
+                    i + 1,
+                    j + 1,
+                    since as f64 / 1e6
+                );
+                self.fail(&what);
+            }
+        }
+        self.led.insert(epoch, self.hosts[i].id);
+        self.observed
+            .push((self.now, Observed::Promote { node: i, epoch }));
+        let h = &mut self.hosts[i];
+        h.last_led = epoch;
+        h.holding = Some((epoch, self.now));
+        self.promotions += 1;
     }
 
     // ----- faults -----
 
+    /// The daemon goes away (crash, exit, fence) with its hooks; what it
+    /// holds stays held until a demote ends.
     fn down(&mut self, i: usize) {
         let h = &mut self.hosts[i];
         h.node = None;
-        h.holding = None;
-        h.hook_queue.clear();
-        h.hook_running = None;
-        h.hook_generation += 1;
+        h.sched = None;
+        h.procs.clear();
+        h.proc_generation += 1;
+        h.stalled = false;
+        h.stall_generation += 1;
+        h.backlog.clear();
         h.timer_generation += 1;
         h.disk_generation += 1;
         h.disk_busy = false;
@@ -835,6 +1159,10 @@ impl Sim {
                 }
             }
             Fault::Restart(i) => {
+                if self.hosts[i].fencing {
+                    // The guard's demote runs; systemd restarts after it.
+                    return;
+                }
                 if self.hosts[i].node.is_some() {
                     self.hosts[i].restart_on_exit = true;
                     return;
@@ -863,6 +1191,18 @@ impl Sim {
                     seed,
                     local,
                 ));
+                let sched = ScheduleConfig {
+                    promote: true,
+                    demote: true,
+                    notify: self.plan.notify,
+                    check: false,
+                    refresh_interval: self.plan.refresh,
+                    check_interval: Duration::from_secs(2),
+                    check_fall: 1,
+                    check_rise: 1,
+                    demote_budget: self.plan.timing.demote_budget,
+                };
+                h.sched = Some(Schedule::new(sched, local));
                 self.drain(i);
                 if !self.hosts[i].healthy {
                     self.input(i, Input::Health { ok: false });
@@ -898,6 +1238,17 @@ impl Sim {
             Fault::SlowHooks { node, slow } => self.hosts[node].slow_hooks = slow,
             Fault::SlowDisk { node, slow } => self.hosts[node].slow_disk = slow,
             Fault::FailingDisk { node, percent } => self.hosts[node].disk_fail_percent = percent,
+            Fault::Stall { node, ns } => {
+                let h = &mut self.hosts[node];
+                if h.node.is_none() || h.stalled {
+                    return;
+                }
+                h.stalled = true;
+                h.stall_generation += 1;
+                let generation = h.stall_generation;
+                self.observed.push((self.now, Observed::Stalled { node }));
+                self.schedule(self.now + ns, Event::Resume { node, generation });
+            }
             Fault::StepDown { to } => {
                 let leader = (0..self.hosts.len()).find(|&i| {
                     self.hosts[i]
@@ -905,7 +1256,11 @@ impl Sim {
                         .as_ref()
                         .is_some_and(|n| n.leading().is_some())
                 });
-                if let Some(l) = leader {
+                if let Some(l) = leader.filter(|&l| self.hosts[l].stalled) {
+                    // The control socket waits for the stalled loop too.
+                    let event = Event::Fault(Fault::StepDown { to });
+                    self.hosts[l].backlog.push_back(event);
+                } else if let Some(l) = leader {
                     let to = to.filter(|&t| t != l).map(|t| self.hosts[t].id);
                     self.input(l, Input::StepDown { to });
                 }
@@ -952,7 +1307,7 @@ impl Sim {
                 break;
             }
             let node = self.rng.range(0, n as u64 - 1) as usize;
-            let f = match self.rng.range(0, 17) {
+            let f = match self.rng.range(0, 19) {
                 0 | 1 => {
                     let back = t + self.rng.range(10, 3_000) * 1_000_000;
                     self.schedule(back.min(end), Event::Fault(Fault::Restart(node)));
@@ -1001,6 +1356,19 @@ impl Sim {
                     node,
                     percent: [0, 30, 100][self.rng.range(0, 2) as usize],
                 },
+                16 | 17 => {
+                    // 0.1 to 3 dead_afters, sometimes up to 10.
+                    let hundredths = if self.rng.chance(15) {
+                        self.rng.range(300, 1_000)
+                    } else {
+                        self.rng.range(10, 300)
+                    };
+                    let dead = self.plan.timing.dead_after.as_nanos() as u64;
+                    Fault::Stall {
+                        node,
+                        ns: dead * hundredths / 100,
+                    }
+                }
                 _ => {
                     let to = self.rng.chance(50).then_some(node);
                     Fault::StepDown { to }
@@ -1047,6 +1415,22 @@ impl Sim {
     /// Every hook runs exactly `d` and succeeds (unless hook failures are set).
     pub fn set_hook_duration(&mut self, d: Duration) {
         self.hook_duration = Some(d.as_nanos() as u64);
+    }
+
+    /// Every demote (and the guard's) runs exactly `d`, other hooks as set.
+    pub fn set_demote_duration(&mut self, d: Duration) {
+        self.demote_duration = Some(d.as_nanos() as u64);
+    }
+
+    /// At `at`, node `i`'s event loop stalls for `d`.
+    pub fn stall_at(&mut self, i: usize, at: Duration, d: Duration) {
+        self.schedule(
+            at.as_nanos() as u64,
+            Event::Fault(Fault::Stall {
+                node: i,
+                ns: d.as_nanos() as u64,
+            }),
+        );
     }
 
     /// Every state write takes exactly `d` and succeeds (unless disk
@@ -1255,6 +1639,10 @@ pub fn liveness_bound(plan: &Plan) -> Duration {
         // then fails, and the driver's probe that finds the disk working
         // again (every 2 s) before the node is eligible again
         + Duration::from_secs(5)
+        // a stall begun just before healing (up to 10 dead_afters), the
+        // guard's demote and the restart a second later
+        + t.dead_after * 10
+        + Duration::from_secs(1)
 }
 
 /// Runs one seed to completion; panics with the trace on a violation.
