@@ -2,7 +2,8 @@
 //! instant, counted from the promote hook's start to the demote hook's end)
 //! and S1/S2 must hold for the whole daemon, not only its core, when its
 //! process is stopped past its lease, when fsync stalls or fails under it,
-//! and when its demote takes the whole budget.
+//! when its event loop is held inside a receive call, and when its demote
+//! takes the whole budget.
 //!
 //! Each test runs three `regent run` processes on a namespace LAN with the
 //! shared hook log of `tests/cluster`, makes one fault, and checks the whole
@@ -13,7 +14,11 @@
 //! compiled here with `cc` (as `tests/clock.rs` does for its clock shim):
 //! while a host's control file exists its `fsync`, `fdatasync` and `syncfs`
 //! stall, or fail with EIO. Each host has its own control files, so one
-//! host's disk is faulted while the others' work.
+//! host's disk is faulted while the others' work. A held event loop comes
+//! from `tests/shim/recv_stall.c`, built the same way and preloaded into one
+//! host: its next `recvfrom`/`recvmsg` after a control file appears sleeps
+//! first, while datagrams pile up in the socket, so the daemon reads them
+//! in one batch after the hold.
 //!
 //! Needs root (skips otherwise, fails under `CI=true`).
 
@@ -129,10 +134,10 @@ impl Disk {
     }
 }
 
-/// Compiles `tests/shim/fsync_fault.c` into the cluster's directory.
-fn build_shim(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shim/fsync_fault.c");
-    let lib = dir.join("fsync_fault.so");
+/// Compiles `tests/shim/NAME.c` into the cluster's directory.
+fn build_shim(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/shim/{name}.c"));
+    let lib = dir.join(format!("{name}.so"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
     let out = Command::new(&cc)
         .args(["-shared", "-fPIC", "-O1", "-Wall", "-o"])
@@ -152,7 +157,7 @@ fn build_shim(dir: &Path) -> PathBuf {
 /// Preloads the shim into every daemon started from now on, each host with
 /// its own control files.
 fn with_shim(c: &mut Cluster) -> Disk {
-    let lib = build_shim(&c.dir);
+    let lib = build_shim(&c.dir, "fsync_fault");
     let disk = Disk { dir: c.dir.clone() };
     for h in 1..=c.hosts() {
         c.set_host_env(
@@ -172,6 +177,72 @@ fn with_shim(c: &mut Cluster) -> Disk {
         );
     }
     disk
+}
+
+// ----- the receive-stall shim -----
+
+/// One host's receive stall (`tests/shim/recv_stall.c`): its control file
+/// and the shim's log.
+struct RecvStall {
+    file: PathBuf,
+    log: PathBuf,
+}
+
+impl RecvStall {
+    /// Preloads the shim into host's daemons started from now on.
+    fn preload(c: &mut Cluster, host: usize) -> RecvStall {
+        let lib = build_shim(&c.dir, "recv_stall");
+        let stall = RecvStall {
+            file: c.dir.join(format!("recv-stall-h{host}")),
+            log: c.dir.join(format!("recv-h{host}.log")),
+        };
+        c.set_host_env(
+            host,
+            &[
+                ("LD_PRELOAD", lib.display().to_string()),
+                (
+                    "REGENT_TEST_RECV_STALL_FILE",
+                    stall.file.display().to_string(),
+                ),
+                ("REGENT_TEST_RECV_LOG", stall.log.display().to_string()),
+            ],
+        );
+        stall
+    }
+
+    /// Holds the daemon's next receive call for `ms`.
+    fn arm(&self, ms: u64) {
+        std::fs::write(&self.file, format!("{ms}\n")).expect("receive stall file");
+    }
+
+    /// The shim's log lines whose third field is `what`, as (value, realtime
+    /// ns): `stalling`/`stalled` give the stall's length, `batch` the
+    /// datagrams read after it until the socket was empty.
+    fn noted(&self, what: &str) -> Vec<(u64, u128)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                if w.len() != 5 || w[2] != what {
+                    return None;
+                }
+                Some((w[3].parse().ok()?, w[4].parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Sleeps until the realtime instant `at_ns` (at once if it has passed).
+fn sleep_until(at_ns: u128) {
+    let now = realtime_ns();
+    if at_ns > now {
+        std::thread::sleep(Duration::from_nanos((at_ns - now) as u64));
+    }
 }
 
 // ----- the tests -----
@@ -628,4 +699,244 @@ fn demote_takes_its_whole_budget() {
         c.dump()
     );
     c.check_no_overlap(&[]);
+}
+
+/// A follower whose loop is held inside a receive call dates what it then
+/// reads no earlier than the moment it reads it (§3.13, §4.1: "the promises
+/// are dated after their messages arrived"). A loop that took one clock
+/// reading per batch dated every datagram of the batch at that reading; a
+/// hold inside the batch then made the follower's promises end early while
+/// the leader counted them in full, and a second node could be elected
+/// under a live lease.
+///
+/// L is node 1 (priority 300, leads), C node 3 (priority 200, next in line),
+/// F node 2, a voter that cannot lead (its health check is `false`), so that
+/// only F's promises, never a claim of its own, are in play. D = `dead_after`
+/// 600 ms, the lease is ℓ = 468 ms (D·0.99/1.01 − margin 20 − budget 100),
+/// the stall S = 3·D = 1800 ms. Times are from t0, the instant F's shim
+/// starts the stall (its log says when).
+///
+/// Why C hears L until shortly before the stall ends: with three hosts, a
+/// C that never hears L leaves L's lease on F alone, and a stall of F longer
+/// than ℓ lets that lease run out: L steps down during the stall and there
+/// is nothing left to overlap with. So C carries L's lease through the stall,
+/// and is then cut off from L so that its promise lapses and it claims at a
+/// known time. L → F is blocked just before the stall ends, so that the
+/// newest L heartbeats F reads are in its held batch and none come after.
+///
+/// - Before t0: L leads, F and C follow it and echo each heartbeat.
+/// - t0: F's loop is in `recvfrom`, held 1800 ms. F sends nothing. L's
+///   heartbeats (re-sent every 10 ms while an alive follower has not acked,
+///   F for D, C after the cut) and C's messages queue at F: about 150
+///   datagrams, below the loop's batch of 256 (the shim counts them).
+/// - ≈1500 (x): L and C are cut off from each other. C last heard L at
+///   h ∈ (x − 100, x]; L's lease, resting on C's echoes, runs to h + ℓ, past
+///   the stall's end, so L still leads when F's echoes arrive.
+/// - ≈1750 (y): L → F blocked (F → L still passes). The newest L heartbeat
+///   queued at F was sent at y' ≈ y.
+/// - 1800: the stall ends; F reads the queue in one batch and echoes L's
+///   heartbeats; L's lease now rests on F's ack: y' + ℓ ≈ 2220. F hears
+///   nothing of L from then on.
+/// - h + 600 ≈ 1950–2100: C's promise to L lapses, L is silent in its view,
+///   F alive again: C claims on the fast path. C + F are a quorum; L cannot
+///   hear the claim.
+///
+/// Correct stamps: F stamped each datagram of the batch when it read it, at
+/// ≥ 1800, so its promise to L runs to ≥ 2400 and L is alive in its view
+/// until then. F refuses C (rule 4, LiveLeader; rule 5 too) and defers C's
+/// later claims until 2400. L's lease ends at y' + ℓ ≈ 2220, its demote
+/// starts within the margin and ends within its budget, by ≈ 2340. C
+/// promotes after 2400: no overlap.
+///
+/// One reading per batch (the old loop): F dated the whole batch t0. Its
+/// promise to L, renewed by every L heartbeat of the batch, ran to t0 + 600,
+/// and L was last heard at t0, so L is not alive in F's view either. F
+/// still echoed those heartbeats, and L counts each as a promise of D from
+/// its send: lease to y' + ℓ. When C claims at ≈ 2000, F holds no promise
+/// and sees no contender above C: it acks. C promotes at ≈ 2000 plus two
+/// fsyncs and a round trip, while L leads until ≈ 2220 and holds until its
+/// demote ends: the windows overlap by 100 ms or more, and
+/// `check_no_overlap` fails.
+///
+/// Not deterministic: the cuts are nft commands (10–70 ms on a busy 2-core
+/// machine, so each is started 40 ms early), and h is known only to within
+/// a heartbeat. The stale case overlaps if h < y' − (D − ℓ) − C's claim
+/// time + L's demote time (≈ 1550–1600); the scenario holds at all only if
+/// h + ℓ comes after F's echo (h > ≈ 1350) and L → F is blocked before the
+/// stall ends, which the test checks: otherwise the run tested nothing and
+/// says so.
+#[test]
+fn a_follower_held_inside_a_receive_dates_nothing_early() {
+    if !require_root() {
+        return;
+    }
+    const L: usize = 1;
+    const F: usize = 2;
+    const C: usize = 3;
+    const STALL_MS: u64 = 3 * DEAD_AFTER_MS;
+    /// When L and C are cut off, and L → F is blocked, from t0.
+    const CUT_L_C_MS: u64 = 1500;
+    const BLOCK_L_F_MS: u64 = 1750;
+    /// How early each nft command is started (its usual run time).
+    const NFT_LEAD_MS: u64 = 40;
+    let mut c = Cluster::new(
+        Lan::new(3),
+        Opts {
+            priorities: vec![300, 100, 200],
+            ..opts(DEMOTE_BUDGET_MS)
+        },
+    );
+    let voter = c.config(F).replace(
+        "[hooks]\n",
+        "[hooks]\ncheck = \"/bin/false\"\ncheck_interval_ms = 100\ncheck_fall = 1\n",
+    );
+    assert!(voter.contains("check = "), "no [hooks] table in\n{voter}");
+    std::fs::write(c.config_path(F), voter).expect("config of F");
+    let stall = RecvStall::preload(&mut c, F);
+    c.start_all();
+    let first = first_leader(&c);
+    assert_eq!(
+        first.node,
+        L,
+        "node {L} has the highest priority\n{}",
+        c.dump()
+    );
+    let steady = wait_until(Duration::from_secs(5), || {
+        let follows = |h| role(&c, h).is_some_and(|(r, l)| r == "follower" && l == Some(L as u64));
+        follows(F)
+            && follows(C)
+            && c.status_json(F)
+                .and_then(|j| json_field(&j, "eligible"))
+                .is_some_and(|e| e == "false")
+    });
+    assert!(
+        steady,
+        "F and C do not both follow L, or F can still lead: F {:?}, C {:?}\n{}",
+        role(&c, F),
+        role(&c, C),
+        c.dump()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stall.arm(STALL_MS);
+    c.mark(format!("host {F}: next receive held {STALL_MS} ms"));
+    let began = wait_until(Duration::from_secs(2), || {
+        !stall.noted("stalling").is_empty()
+    });
+    assert!(
+        began,
+        "F's daemon made no recvfrom/recvmsg call within 2 s of arming the stall\n{}",
+        c.dump()
+    );
+    let t0 = stall.noted("stalling")[0].1;
+    c.mark_at(t0, format!("host {F}: receive held (t0)"));
+    let rel = |at: u128| (at as f64 - t0 as f64) / 1e6;
+
+    sleep_until(t0 + u128::from(CUT_L_C_MS - NFT_LEAD_MS) * 1_000_000);
+    let asked = realtime_ns();
+    c.lan.block(&[(L, C), (C, L)]);
+    let done = c.mark(format!(
+        "L and C cut off from each other (nft from {:.1})",
+        rel(asked)
+    ));
+    let cut_l_c = (asked, done);
+    sleep_until(t0 + u128::from(BLOCK_L_F_MS - NFT_LEAD_MS) * 1_000_000);
+    let asked = realtime_ns();
+    c.lan.block(&[(L, C), (C, L), (L, F)]);
+    let done = c.mark(format!("L -> F blocked (nft from {:.1})", rel(asked)));
+    let block_l_f = (asked, done);
+
+    let ended = wait_until(Duration::from_millis(STALL_MS + 1000), || {
+        !stall.noted("stalled").is_empty()
+    });
+    assert!(ended, "F's stall never ended\n{}", stall.log_text());
+    let t_end = stall.noted("stalled")[0].1;
+    c.mark_at(t_end, format!("host {F}: receive returns (stall over)"));
+    let next = c.wait_promote(t0, &[L], Duration::from_secs(4));
+    std::thread::sleep(Duration::from_millis(1000));
+    let batch = stall.noted("batch").first().map(|b| b.0);
+    if let Some((_, at)) = stall.noted("batch").first() {
+        c.mark_at(*at, format!("host {F}: socket empty again"));
+    }
+    println!("{}", c.timeline(&[]));
+    println!("receive shim on host {F}:\n{}", stall.log_text().trim_end());
+    let events = c.hook_events();
+    let l_demote = events
+        .iter()
+        .find(|e| e.node == L && e.kind == "demote" && e.epoch == first.epoch && e.at_ns >= t0)
+        .cloned();
+    println!(
+        "t0 = F's stall start; stall {STALL_MS} ms, over at {:.1}; L-C cut by {:.1} (nft {:.1}..{:.1}); \
+         L->F blocked by {:.1} (nft {:.1}..{:.1}); F read {} datagrams after the stall; \
+         L's demote of epoch {} at {}; next promote: {}",
+        rel(t_end),
+        rel(cut_l_c.1),
+        rel(cut_l_c.0),
+        rel(cut_l_c.1),
+        rel(block_l_f.1),
+        rel(block_l_f.0),
+        rel(block_l_f.1),
+        batch.map_or("an unknown number of".to_string(), |n| n.to_string()),
+        first.epoch,
+        l_demote
+            .as_ref()
+            .map_or("none".to_string(), |d| format!("{:.1} ({})", rel(d.at_ns), d.reason)),
+        next.as_ref().map_or("none".to_string(), |n| format!(
+            "node {} epoch {} at {:.1}",
+            n.node,
+            n.epoch,
+            rel(n.at_ns)
+        )),
+    );
+    c.check_no_overlap(&[]);
+    // The run tested something only if L still led when F's held batch was
+    // handled, and F read that batch as one.
+    let l_demote = l_demote.unwrap_or_else(|| {
+        panic!(
+            "L never let go of epoch {} though cut off from both followers\n{}\n{}",
+            first.epoch,
+            c.timeline(&[]),
+            c.dump()
+        )
+    });
+    assert!(
+        l_demote.at_ns > t_end,
+        "L's lease ran out during F's stall ({:.1} ms after t0, the stall ended at {:.1}): \
+         the run tested nothing; C's echoes stopped backing it too early\n{}\n{}",
+        rel(l_demote.at_ns),
+        rel(t_end),
+        c.timeline(&[]),
+        c.dump()
+    );
+    assert!(
+        block_l_f.1 < t_end,
+        "L -> F was blocked only {:.1} ms after F's stall ended: the run tested nothing\n{}",
+        rel(block_l_f.1) - rel(t_end),
+        c.timeline(&[])
+    );
+    if let Some(n) = batch {
+        assert!(
+            n < 256,
+            "F read {n} datagrams after its stall, more than one batch of the loop: the run \
+             tested less than it should\n{}",
+            c.timeline(&[])
+        );
+    }
+    // Liveness: once F's promise to L (dated when F read its heartbeat)
+    // lapses, C is elected.
+    let next = next.unwrap_or_else(|| {
+        panic!(
+            "no new leader within 4 s of the stall\n{}\n{}",
+            c.timeline(&[]),
+            c.dump()
+        )
+    });
+    assert_eq!(next.node, C, "{}", c.timeline(&[]));
+    println!(
+        "C promoted epoch {} {:.1} ms after L's demote of epoch {} started, {:.1} ms after F's \
+         stall ended",
+        next.epoch,
+        (next.at_ns as f64 - l_demote.at_ns as f64) / 1e6,
+        first.epoch,
+        (next.at_ns as f64 - t_end as f64) / 1e6
+    );
 }

@@ -289,6 +289,15 @@ impl Cluster {
         at
     }
 
+    /// Notes in the timeline that `what` happened at `at` (realtime ns), for
+    /// events the test learns of after the fact (a shim's log, say).
+    pub fn mark_at(&self, at: u128, what: impl Into<String>) {
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((at, what.into()));
+    }
+
     /// Starts `regent run` in host's namespace, logging to its file.
     pub fn start(&mut self, host: usize) {
         let log = std::fs::OpenOptions::new()

@@ -42,6 +42,8 @@ pub const MAX_HOSTS: usize = 99;
 
 /// The nftables table for partitions, in the bridge namespace.
 const PARTITION_TABLE: &str = "bridge rgt_partition";
+/// The nftables table for one-way blocks, in the bridge namespace.
+const BLOCK_TABLE: &str = "bridge rgt_block";
 /// The nftables table for packet loss, in a host namespace.
 const LOSS_TABLE: &str = "netdev rgt_loss";
 
@@ -263,6 +265,31 @@ impl Lan {
     /// Removes the partition; a no-op when there is none.
     pub fn heal_partition(&self) {
         nft(&self.bridge_ns(), &replace_table(PARTITION_TABLE));
+    }
+
+    /// Blocks the links `(from, to)` one way each: the switch drops every
+    /// frame from host `from`'s port to host `to`'s (unicast, multicast and
+    /// ARP alike) while frames from `to` to `from` still pass. Replaces any
+    /// earlier set of blocks atomically; independent of [`Lan::partition`].
+    pub fn block(&self, links: &[(usize, usize)]) {
+        let mut rules = String::new();
+        for &(from, to) in links {
+            rules.push_str(&format!(
+                "    iifname \"{}\" oifname \"{}\" drop\n",
+                self.port(from),
+                self.port(to)
+            ));
+        }
+        let script = format!(
+            "{}table {BLOCK_TABLE} {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n{rules}  }}\n}}\n",
+            replace_table(BLOCK_TABLE)
+        );
+        nft(&self.bridge_ns(), &script);
+    }
+
+    /// Lifts every one-way block; a no-op when there is none.
+    pub fn unblock(&self) {
+        nft(&self.bridge_ns(), &replace_table(BLOCK_TABLE));
     }
 
     /// Makes host `host`'s link lossy: each frame in and each frame out of
