@@ -313,6 +313,9 @@ struct Host {
     /// Local time at real time zero.
     offset: u64,
     timer_generation: u64,
+    /// The real instant of the timer event now pending, if any: a drain
+    /// that wants the same instant schedules nothing new.
+    timer_at: Option<u64>,
     /// The daemon's hook scheduler: the same code the daemon runs.
     sched: Option<Schedule>,
     /// Hook processes running, by job.
@@ -410,6 +413,7 @@ impl Sim {
                     rate_ppm,
                     offset: rng.range(0, 1_000_000_000_000),
                     timer_generation: 0,
+                    timer_at: None,
                     sched: None,
                     procs: BTreeMap::new(),
                     proc_generation: 0,
@@ -581,6 +585,7 @@ impl Sim {
                 if self.hosts[node].timer_generation == generation
                     && self.hosts[node].node.is_some()
                 {
+                    self.hosts[node].timer_at = None;
                     let local = self.local(node, self.now);
                     let h = &mut self.hosts[node];
                     if let Some(n) = h.node.as_mut() {
@@ -837,11 +842,16 @@ impl Sim {
         let node_next = h.node.as_ref().and_then(|n| n.next_timeout());
         let sched_next = h.sched.as_ref().and_then(|s| s.next_timeout());
         let next = [node_next, sched_next].into_iter().flatten().min();
+        let at = next.map(|t| self.real_at(i, t));
         let h = &mut self.hosts[i];
+        if at.is_some() && at == h.timer_at {
+            // The event already queued fires at that instant.
+            return;
+        }
         h.timer_generation += 1;
+        h.timer_at = at;
         let generation = h.timer_generation;
-        if let Some(t) = next {
-            let at = self.real_at(i, t);
+        if let Some(at) = at {
             self.schedule(
                 at,
                 Event::Timer {
@@ -1141,6 +1151,7 @@ impl Sim {
         h.stall_generation += 1;
         h.backlog.clear();
         h.timer_generation += 1;
+        h.timer_at = None;
         h.disk_generation += 1;
         h.disk_busy = false;
         h.disk_next = None;
