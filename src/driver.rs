@@ -541,11 +541,6 @@ impl Driver {
                     Effect::Persist(p) => self.writer.persist(p.promised),
                     Effect::Send(msg) => self.send(&msg),
                     Effect::RunHook(req) => {
-                        if req.kind == HookKind::Demote {
-                            // The node lets go now: the guard stands down
-                            // before the demote starts, not after.
-                            self.guard.release();
-                        }
                         // A persist before this may have taken long: the
                         // lease is checked against the clock as it is now.
                         let fresh = Self::now();
@@ -577,7 +572,15 @@ impl Driver {
             }
             let t = self.time(Self::now());
             let mut fed = false;
+            // The guard watches a demote from its start to its end: if the
+            // daemon dies in between, the guard demotes again at once.
+            while let Some(epoch) = self.hooks.poll_demote_started() {
+                self.guard.demoting(epoch);
+            }
             while let Some(done) = self.hooks.poll_done() {
+                if done.kind == HookKind::Demote {
+                    self.guard.release();
+                }
                 self.node.handle(t, Input::HookDone(done));
                 fed = true;
             }

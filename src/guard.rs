@@ -12,7 +12,10 @@
 //!
 //! Protocol, one ASCII line each, daemon to guard:
 //! `renew EPOCH END_NS` (the lease of EPOCH ends at END_NS, CLOCK_MONOTONIC
-//! nanoseconds) and `release` (the demote hook is starting).
+//! nanoseconds), `demoting EPOCH` (the demote hook's process has started)
+//! and `release` (the demote hook ended). If the daemon dies while its
+//! demote runs, the service manager may kill that hook too: the guard then
+//! runs the demote at once.
 //!
 //! Architecture Invariant: the daemon never blocks on the pipe (a write
 //! that would block is dropped and counted: the guard then fences at the
@@ -43,7 +46,12 @@ pub enum Line {
         /// The lease end, CLOCK_MONOTONIC nanoseconds.
         end: Time,
     },
-    /// The daemon lets go: its demote hook starts now.
+    /// The daemon's demote hook of this epoch has started.
+    Demoting {
+        /// The epoch demoted.
+        epoch: Epoch,
+    },
+    /// The demote hook ended: the daemon holds nothing.
     Release,
 }
 
@@ -52,7 +60,8 @@ pub enum Line {
 pub enum ParseError {
     /// The first word is neither `renew` nor `release`.
     UnknownVerb(String),
-    /// A `renew` without an epoch and an end, both decimal.
+    /// A `renew` without an epoch and an end, or a `demoting` without an
+    /// epoch, in decimal.
     BadRenew(String),
     /// Words after a complete line.
     Trailing(String),
@@ -62,7 +71,9 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseError::UnknownVerb(l) => write!(f, "unknown guard line {l:?}"),
-            ParseError::BadRenew(l) => write!(f, "renew needs EPOCH END_NS: {l:?}"),
+            ParseError::BadRenew(l) => {
+                write!(f, "renew needs EPOCH END_NS, demoting needs EPOCH: {l:?}")
+            }
             ParseError::Trailing(l) => write!(f, "trailing words in guard line {l:?}"),
         }
     }
@@ -73,6 +84,7 @@ impl Line {
     pub fn format(&self) -> String {
         match self {
             Line::Renew { epoch, end } => format!("renew {} {}\n", epoch.0, end.0),
+            Line::Demoting { epoch } => format!("demoting {}\n", epoch.0),
             Line::Release => "release\n".to_string(),
         }
     }
@@ -91,6 +103,10 @@ impl Line {
                     _ => return Err(ParseError::BadRenew(line.to_string())),
                 }
             }
+            Some("demoting") => match words.next().and_then(|w| w.parse::<u64>().ok()) {
+                Some(e) => Line::Demoting { epoch: Epoch(e) },
+                None => return Err(ParseError::BadRenew(line.to_string())),
+            },
             Some("release") => Line::Release,
             _ => return Err(ParseError::UnknownVerb(line.to_string())),
         };
@@ -241,7 +257,15 @@ impl GuardClient {
         }
     }
 
-    /// The demote hook is about to start: the guard stands down.
+    /// The demote hook of `epoch` has started: the guard stops watching
+    /// the lease, and watches the demote instead.
+    pub fn demoting(&mut self, epoch: Epoch) {
+        if self.write(&Line::Demoting { epoch }) {
+            self.sent = None;
+        }
+    }
+
+    /// The demote hook ended: the guard stands down.
     pub fn release(&mut self) {
         if self.write(&Line::Release) {
             self.sent = None;
@@ -337,6 +361,14 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
         match input.read(&mut buf) {
             Ok(0) | Err(_) => {
                 open = false;
+                if let Some(epoch) = guard.daemon_gone() {
+                    say(&format!(
+                        "the daemon is gone while its demote of epoch {epoch} ran: \
+                         running the demote again"
+                    ));
+                    fence(daemon, false, epoch, settings);
+                    return 0;
+                }
                 if let Some((e, _)) = guard.lease() {
                     say(&format!(
                         "the daemon is gone while leading epoch {e}: fencing at the lease end"
@@ -350,6 +382,7 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
                     let text = String::from_utf8_lossy(&line[..i]);
                     match Line::parse(&text) {
                         Ok(Line::Renew { epoch, end }) => guard.renew(epoch, end),
+                        Ok(Line::Demoting { epoch }) => guard.demoting(epoch),
                         Ok(Line::Release) => guard.release(),
                         Err(e) => say(&e.to_string()),
                     }
@@ -589,6 +622,7 @@ mod tests {
                 end: Time(123_456_789_000),
             },
             Line::Release,
+            Line::Demoting { epoch: Epoch(9) },
             Line::Renew {
                 epoch: Epoch(u64::MAX),
                 end: Time(u64::MAX),

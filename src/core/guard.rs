@@ -20,6 +20,10 @@ use super::types::{Epoch, Time};
 pub struct Guard {
     /// The epoch led and the instant its lease ends, while leading.
     lease: Option<(Epoch, Time)>,
+    /// The demote hook of this epoch runs (its process exists) and has not
+    /// been reported done. If the daemon dies meanwhile, its service
+    /// manager may kill that hook with it: the guard demotes at once.
+    demoting: Option<Epoch>,
 }
 
 /// What the guard must do now.
@@ -47,9 +51,24 @@ impl Guard {
         };
     }
 
-    /// The daemon let go (its demote hook starts) or does not lead.
+    /// The demote hook of `epoch` has started: the lease is no longer
+    /// watched, but the hold is not over until `release`.
+    pub fn demoting(&mut self, epoch: Epoch) {
+        self.lease = None;
+        self.demoting = Some(epoch);
+    }
+
+    /// The demote hook ended, or the daemon holds nothing.
     pub fn release(&mut self) {
         self.lease = None;
+        self.demoting = None;
+    }
+
+    /// The daemon is gone (its pipe closed). A demote it had started may
+    /// die with it: the epoch to demote at once, if any. A lease still
+    /// watched is fenced at its deadline as usual (`poll`).
+    pub fn daemon_gone(&self) -> Option<Epoch> {
+        self.demoting
     }
 
     /// The epoch and lease end watched, if any.
@@ -100,6 +119,28 @@ mod tests {
             assert_eq!(g.poll(Time(now), slack), want, "at {now}");
         }
         assert_eq!(g.deadline(slack), Some(Time(110 * MS)));
+    }
+
+    #[test]
+    fn a_demote_under_way_is_redone_only_if_the_daemon_dies() {
+        let slack = Duration::ZERO;
+        let mut g = Guard::new();
+        g.renew(Epoch(4), Time(100));
+        assert_eq!(g.daemon_gone(), None, "a lease waits for its deadline");
+        g.demoting(Epoch(4));
+        assert_eq!(
+            g.poll(Time(1_000), slack),
+            GuardAction::Wait,
+            "the demote runs"
+        );
+        assert_eq!(g.deadline(slack), None);
+        assert_eq!(
+            g.daemon_gone(),
+            Some(Epoch(4)),
+            "redo a demote that may have died"
+        );
+        g.release();
+        assert_eq!(g.daemon_gone(), None);
     }
 
     #[test]

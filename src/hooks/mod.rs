@@ -164,6 +164,8 @@ pub struct HookRunner {
     lanes: [Option<Run>; LANES],
     /// Reports for the core, in request order.
     done: VecDeque<HookDone>,
+    /// Demote hooks whose process has started, by epoch, for the guard.
+    demotes_started: VecDeque<Epoch>,
     health_changes: VecDeque<bool>,
     /// The lease as last given, to skip unchanged ones.
     authority: Option<(Epoch, Instant)>,
@@ -198,6 +200,7 @@ impl HookRunner {
             schedule,
             lanes: [None, None],
             done: VecDeque::new(),
+            demotes_started: VecDeque::new(),
             health_changes: VecDeque::new(),
             authority: None,
             last_step: now,
@@ -313,6 +316,12 @@ impl HookRunner {
         let t = self.time(now);
         self.schedule.tick(t);
         self.step(registry, now);
+    }
+
+    /// The epoch of a demote hook whose process has started since the last
+    /// call, for the lease guard.
+    pub fn poll_demote_started(&mut self) -> Option<Epoch> {
+        self.demotes_started.pop_front()
     }
 
     /// The next report for the core, in request order.
@@ -446,7 +455,14 @@ impl HookRunner {
     fn drain_actions(&mut self, registry: &Registry, now: Instant) {
         while let Some(action) = self.schedule.poll_action() {
             match action {
-                Action::Start(job) => self.start(job, registry, now),
+                Action::Start(job) => {
+                    if let Work::Transition(req) = &job.work {
+                        if req.kind == HookKind::Demote {
+                            self.demotes_started.push_back(req.epoch);
+                        }
+                    }
+                    self.start(job, registry, now)
+                }
                 Action::Kill(id) => {
                     if let Some(run) = self.lanes.iter_mut().flatten().find(|r| r.job == id) {
                         run.cancel();

@@ -1022,8 +1022,9 @@ impl Sim {
             match req.kind {
                 HookKind::Promote => self.promote_started(i, req.epoch),
                 HookKind::Demote => {
+                    // The guard now watches the demote instead of the lease.
                     let h = &mut self.hosts[i];
-                    h.guard.release();
+                    h.guard.demoting(req.epoch);
                     h.guard_scheduled = None;
                 }
             }
@@ -1161,8 +1162,16 @@ impl Sim {
         self.log(format!("FAULT {f:?}"));
         match f {
             Fault::Crash(i) => {
+                // A demote under way dies with the daemon (its cgroup is
+                // killed): the guard, which outlives it, demotes again.
+                let redo = self.hosts[i].guard.daemon_gone();
                 self.down(i);
                 self.hosts[i].restart_on_exit = false;
+                if let Some(epoch) = redo {
+                    if !self.hosts[i].fencing {
+                        self.fence(i, epoch);
+                    }
+                }
             }
             Fault::Stop(i) => {
                 if self.hosts[i].node.is_some() {
