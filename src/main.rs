@@ -1,5 +1,6 @@
 //! The `regent` command line.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,11 +91,11 @@ fn main() -> ExitCode {
         Command::Check { config } => {
             let (code, text) = regentd::config::check_command(&config);
             if code == 0 {
-                println!("{text}");
+                out(&format!("{text}\n"))
             } else {
                 eprintln!("{text}");
+                ExitCode::from(u8::try_from(code).unwrap_or(1))
             }
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Command::Status { target, json } => {
             ask(&target, if json { "status json" } else { "status" })
@@ -113,10 +114,16 @@ fn main() -> ExitCode {
             let interval = Duration::from_millis(interval_ms);
             match regentd::announce::announce(&dev, &addrs, count, interval) {
                 Ok(link) => {
-                    for addr in &addrs {
-                        println!("announced {addr} at {} on {dev}, {count} time(s)", link.mac);
-                    }
-                    ExitCode::SUCCESS
+                    let text: String = addrs
+                        .iter()
+                        .map(|addr| {
+                            format!(
+                                "announced {addr} at {} on {dev}, {count} time(s)\n",
+                                link.mac
+                            )
+                        })
+                        .collect();
+                    out(&text)
                 }
                 Err(e) => {
                     eprintln!("regent announce: {e}");
@@ -131,6 +138,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Writes a command's answer to standard output.
+///
+/// A reader that closed the pipe early (`regent metrics | head`, `regent
+/// status | grep -q leader`) chose to stop reading: the command still did
+/// its job, so that is exit 0 and no message, as ripgrep does, rather than
+/// the panic (exit 101) of `println!` or the 141 of a death by SIGPIPE,
+/// which `set -o pipefail` would turn into a failed script. Any other write
+/// error is a failure and says so.
+fn out(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("regent: cannot write to standard output: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -201,10 +231,7 @@ fn ask(target: &Target, request: &str) -> ExitCode {
         }
     };
     match regentd::control::request(&socket, request, Duration::from_secs(10)) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => out(&text),
         Err(e) => {
             eprintln!("regent: {e}");
             ExitCode::FAILURE
