@@ -84,7 +84,27 @@ struct Target {
     socket: Option<PathBuf>,
 }
 
+/// The packaging step's command, `regent generate-docs DIR`: kept out of the
+/// clap definitions so that neither --help, the man page nor the
+/// completions offer it.
+const GENERATE_DOCS: &str = "generate-docs";
+
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == GENERATE_DOCS) {
+        let Some(dir) = args.get(2).filter(|_| args.len() == 3) else {
+            eprintln!("usage: regent {GENERATE_DOCS} DIR");
+            return ExitCode::from(2);
+        };
+        let dir = Path::new(dir);
+        return match generate_docs(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("regent {GENERATE_DOCS}: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
@@ -162,6 +182,62 @@ fn out(text: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The man page and the bash, zsh and fish completions, from the clap
+/// definitions above: one source of truth for the options, so the package's
+/// documentation cannot fall behind the binary it ships with.
+fn generate_docs(dir: &Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    // The SUBCOMMANDS list points at one page per command (regent-run(1));
+    // there is one page, with a section per command below.
+    let mut man = String::from_utf8_lossy(&page).into_owned();
+    for sub in cmd.get_subcommands() {
+        let name = sub.get_name();
+        man = man.replace(
+            &format!("regent\\-{}(1)", name.replace('-', "\\-")),
+            &format!("\\fBregent {}\\fR", name.replace('-', "\\-")),
+        );
+    }
+    let mut man = man.into_bytes();
+    // Then a section per command with its synopsis and options, which the
+    // page's own SUBCOMMANDS section leaves out.
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("regent {}", sub.get_name());
+        let page = clap_mangen::Man::new(sub.clone().bin_name(&name));
+        let mut section = Vec::new();
+        page.render_synopsis_section(&mut section)?;
+        page.render_description_section(&mut section)?;
+        page.render_options_section(&mut section)?;
+        man.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        // The parts become subsections of the command's section.
+        for line in String::from_utf8_lossy(&section).lines() {
+            let line = match line.strip_prefix(".SH ") {
+                Some(title) => format!(".SS {title}"),
+                None => line.to_string(),
+            };
+            man.extend_from_slice(line.as_bytes());
+            man.push(b'\n');
+        }
+    }
+    std::fs::write(dir.join("regent.1"), man)?;
+    for (shell, file) in [
+        (Shell::Bash, "regent.bash"),
+        (Shell::Zsh, "_regent"),
+        (Shell::Fish, "regent.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "regent", &mut out);
+        std::fs::write(dir.join(file), out)?;
+    }
+    Ok(())
 }
 
 /// An address as the vip hook writes it, with or without `/PREFIX`.
