@@ -2327,6 +2327,42 @@ mod tests {
     }
 
     #[test]
+    fn installed_config_is_the_reference_less_its_defaults() {
+        // The short /etc/regent/regent.toml of the package: it passes as it
+        // stands (the operator replaces its example values with the
+        // cluster's) and means exactly what the reference means.
+        let short = include_str!("../conf/regent.etc.toml");
+        let config = Config::parse(
+            short,
+            Path::new("/etc/regent/regent.toml"),
+            DiskChecks::Skip,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let reference = Config::parse(
+            include_str!("../conf/regent.toml"),
+            Path::new("/etc/regent/regent.toml"),
+            DiskChecks::Skip,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.summary(), reference.summary());
+        assert_eq!(config.hooks, reference.hooks);
+        assert_eq!(config.auth, reference.auth);
+        assert_eq!(config.control.socket, reference.control.socket);
+        assert!(short.contains("/usr/share/doc/regent/regent.toml.example"));
+        // The group the package creates is the one it suggests.
+        let uncommented = short
+            .replace("# [control]", "[control]")
+            .replace("# group", "group");
+        let config = Config::parse(
+            &uncommented,
+            Path::new("/etc/regent/regent.toml"),
+            DiskChecks::Skip,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.control.group.as_deref(), Some("regent"));
+    }
+
+    #[test]
     fn reference_config_parses_and_documents_the_defaults() {
         let text = include_str!("../conf/regent.toml");
         let config = Config::parse(text, Path::new("/etc/regent/regent.toml"), DiskChecks::Skip)

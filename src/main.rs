@@ -1,5 +1,6 @@
 //! The `regent` command line.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -108,18 +109,38 @@ struct Target {
     socket: Option<PathBuf>,
 }
 
+/// The packaging step's command, `regent generate-docs DIR`: kept out of the
+/// clap definitions so that neither --help, the man page nor the
+/// completions offer it.
+const GENERATE_DOCS: &str = "generate-docs";
+
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == GENERATE_DOCS) {
+        let Some(dir) = args.get(2).filter(|_| args.len() == 3) else {
+            eprintln!("usage: regent {GENERATE_DOCS} DIR");
+            return ExitCode::from(2);
+        };
+        let dir = Path::new(dir);
+        return match generate_docs(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("regent {GENERATE_DOCS}: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => {
             let (code, text) = regentd::config::check_command(&config);
             if code == 0 {
-                println!("{text}");
+                out(&format!("{text}\n"))
             } else {
                 eprintln!("{text}");
+                ExitCode::from(u8::try_from(code).unwrap_or(1))
             }
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Command::Status { target, json } => {
             ask(&target, if json { "status json" } else { "status" })
@@ -138,10 +159,16 @@ fn main() -> ExitCode {
             let interval = Duration::from_millis(interval_ms);
             match regentd::announce::announce(&dev, &addrs, count, interval) {
                 Ok(link) => {
-                    for addr in &addrs {
-                        println!("announced {addr} at {} on {dev}, {count} time(s)", link.mac);
-                    }
-                    ExitCode::SUCCESS
+                    let text: String = addrs
+                        .iter()
+                        .map(|addr| {
+                            format!(
+                                "announced {addr} at {} on {dev}, {count} time(s)\n",
+                                link.mac
+                            )
+                        })
+                        .collect();
+                    out(&text)
                 }
                 Err(e) => {
                     eprintln!("regent announce: {e}");
@@ -176,6 +203,85 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Writes a command's answer to standard output.
+///
+/// A reader that closed the pipe early (`regent metrics | head`, `regent
+/// status | grep -q leader`) chose to stop reading: the command still did
+/// its job, so that is exit 0 and no message, as ripgrep does, rather than
+/// the panic (exit 101) of `println!` or the 141 of a death by SIGPIPE,
+/// which `set -o pipefail` would turn into a failed script. Any other write
+/// error is a failure and says so.
+fn out(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("regent: cannot write to standard output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The man page and the bash, zsh and fish completions, from the clap
+/// definitions above: one source of truth for the options, so the package's
+/// documentation cannot fall behind the binary it ships with.
+fn generate_docs(dir: &Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    // The SUBCOMMANDS list points at one page per command (regent-run(1));
+    // there is one page, with a section per command below.
+    let mut man = String::from_utf8_lossy(&page).into_owned();
+    for sub in cmd.get_subcommands() {
+        let name = sub.get_name();
+        man = man.replace(
+            &format!("regent\\-{}(1)", name.replace('-', "\\-")),
+            &format!("\\fBregent {}\\fR", name.replace('-', "\\-")),
+        );
+    }
+    let mut man = man.into_bytes();
+    // Then a section per command with its synopsis and options, which the
+    // page's own SUBCOMMANDS section leaves out.
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("regent {}", sub.get_name());
+        let page = clap_mangen::Man::new(sub.clone().bin_name(&name));
+        let mut section = Vec::new();
+        page.render_synopsis_section(&mut section)?;
+        page.render_description_section(&mut section)?;
+        page.render_options_section(&mut section)?;
+        man.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        // The parts become subsections of the command's section.
+        for line in String::from_utf8_lossy(&section).lines() {
+            let line = match line.strip_prefix(".SH ") {
+                Some(title) => format!(".SS {title}"),
+                None => line.to_string(),
+            };
+            man.extend_from_slice(line.as_bytes());
+            man.push(b'\n');
+        }
+    }
+    std::fs::write(dir.join("regent.1"), man)?;
+    for (shell, file) in [
+        (Shell::Bash, "regent.bash"),
+        (Shell::Zsh, "_regent"),
+        (Shell::Fish, "regent.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "regent", &mut out);
+        std::fs::write(dir.join(file), out)?;
+    }
+    Ok(())
 }
 
 /// An address as the vip hook writes it, with or without `/PREFIX`.
@@ -248,10 +354,7 @@ fn ask(target: &Target, request: &str) -> ExitCode {
         }
     };
     match regentd::control::request(&socket, request, Duration::from_secs(10)) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => out(&text),
         Err(e) => {
             eprintln!("regent: {e}");
             ExitCode::FAILURE

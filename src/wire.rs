@@ -4,7 +4,8 @@
 //! A datagram is `[version: u8][payload][tag: 32 bytes]`. The payload is the
 //! bincode encoding of the cluster name followed by the [`Message`], in the one
 //! frozen configuration returned by `config()`. The tag is HMAC-SHA256 over the
-//! version byte and the payload.
+//! version byte and the payload. docs/PROTOCOL.md ("Wire format") gives the
+//! layout byte by byte; a unit test pins it to exact bytes.
 //!
 //! Architecture Invariant: this is the only module that knows how a message
 //! looks as bytes; nothing else calls bincode. It does no I/O and reads no
@@ -676,6 +677,8 @@ mod tests {
         let codec = Codec::new(&cluster, Some(KEY));
         let m = msg(u32::MAX, u64::MAX, u64::MAX, heartbeat(64));
         let bytes = codec.encode(&m).expect("a 64-peer heartbeat fits");
+        // The figure docs/PROTOCOL.md ("Wire format") works out.
+        assert_eq!(bytes.len(), 939);
         assert!(bytes.len() <= MAX_DATAGRAM, "{} bytes", bytes.len());
         assert_eq!(codec.decode(&bytes), Ok(m));
     }
@@ -1047,5 +1050,125 @@ mod tests {
         );
         assert!(!codec.is_insecure());
         assert!(Codec::new("db-vip", None).is_insecure());
+    }
+
+    /// Lowercase hex of `bytes`, for comparing against the layout written
+    /// field by field.
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The exact bytes of three datagrams, written field by field as
+    /// docs/PROTOCOL.md ("Wire format") describes them: if bincode, its
+    /// configuration or a message type changes the bytes, this fails and the
+    /// document (and [`VERSION`]) must change with it. The tags were computed
+    /// apart from this crate (HMAC-SHA256 with `KEY` over everything before
+    /// the tag).
+    #[test]
+    fn datagrams_encode_to_the_documented_bytes() {
+        let codec = Codec::new("db", Some(KEY));
+        // Version, then the cluster name: u64 length, UTF-8 bytes.
+        let head = ["01", "0000000000000002", "6462"].concat();
+        let cases = [
+            (
+                Message {
+                    from: NodeId(2),
+                    incarnation: Incarnation(5),
+                    seq: Seq(9),
+                    priority: 100,
+                    known_epoch: Epoch(7),
+                    body: Body::Heartbeat(Heartbeat {
+                        role: Role::Leader,
+                        leader: Some((NodeId(2), Epoch(7))),
+                        can_lead: true,
+                        dead_after_ms: 300,
+                        heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
+                    }),
+                },
+                [
+                    "00000002",         // from: u32
+                    "0000000000000005", // incarnation: u64
+                    "0000000000000009", // seq: u64
+                    "00000064",         // priority: u32
+                    "0000000000000007", // known_epoch: u64
+                    "00000000",         // body: variant 0, Heartbeat
+                    "00000002",         // role: variant 2, Leader
+                    "01",               // leader: Some
+                    "00000002",         //   node
+                    "0000000000000007", //   epoch
+                    "01",               // can_lead: true
+                    "0000012c",         // dead_after_ms: 300
+                    "0000000000000002", // heard: 2 entries
+                    "00000001",         //   node 1
+                    "0000000000000029", //   seq 41
+                    "00000003",         //   node 3
+                    "0000000000000028", //   seq 40
+                    "d852603bc46f9ed719fdb122133a31562ca42825a2397381927dc30f49da7f23",
+                ]
+                .concat(),
+            ),
+            (
+                Message {
+                    from: NodeId(2),
+                    incarnation: Incarnation(5),
+                    seq: Seq(10),
+                    priority: 100,
+                    known_epoch: Epoch(7),
+                    body: Body::Resign {
+                        epoch: Epoch(7),
+                        successor: Some(NodeId(3)),
+                        leaving: true,
+                    },
+                },
+                [
+                    "00000002",
+                    "0000000000000005",
+                    "000000000000000a",
+                    "00000064",
+                    "0000000000000007",
+                    "00000006",         // body: variant 6, Resign
+                    "0000000000000007", // epoch
+                    "01",               // successor: Some
+                    "00000003",         //   node 3
+                    "01",               // leaving: true
+                    "7b80c7ddce5fdd2b12bc41ae8523e7e04cc7fc724a620057ba99c1fe64a19ce0",
+                ]
+                .concat(),
+            ),
+            (
+                Message {
+                    from: NodeId(1),
+                    incarnation: Incarnation(5),
+                    seq: Seq(11),
+                    priority: 100,
+                    known_epoch: Epoch(8),
+                    body: Body::Nack {
+                        to: NodeId(2),
+                        epoch: Epoch(8),
+                        promised: Epoch(8),
+                        reason: NackReason::LiveLeader,
+                    },
+                },
+                [
+                    "00000001",
+                    "0000000000000005",
+                    "000000000000000b",
+                    "00000064",
+                    "0000000000000008",
+                    "00000005",         // body: variant 5, Nack
+                    "00000002",         // to
+                    "0000000000000008", // epoch
+                    "0000000000000008", // promised
+                    "00000001",         // reason: variant 1, LiveLeader
+                    "800d87441201e6df32bb28b3b7770eded25ef0fd62bb36288394cb55ea2a0065",
+                ]
+                .concat(),
+            ),
+        ];
+        for (msg, fields) in cases {
+            let bytes = codec.encode(&msg).expect("encode");
+            assert_eq!(hex(&bytes), format!("{head}{fields}"), "{msg:?}");
+            assert_eq!(codec.decode(&bytes), Ok(msg));
+        }
     }
 }

@@ -1488,3 +1488,124 @@ fn vip_hook_is_idempotent_and_fails_clearly() {
     assert_eq!(code, Some(1), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A network namespace of its own, removed on drop (so also on a failed
+/// assertion), with an `eth0` that is up (one end of a veth pair: not every
+/// kernel has the dummy driver): the interface an unconfigured hook used to
+/// take for granted.
+struct BareNetns(String);
+
+impl BareNetns {
+    fn new(tag: &str) -> BareNetns {
+        let name = format!("regent-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ns = BareNetns(name);
+        for args in [
+            vec!["netns", "add", &ns.0],
+            vec![
+                "-n", &ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+            ],
+            vec!["-n", &ns.0, "link", "set", "peer0", "up"],
+            vec!["-n", &ns.0, "link", "set", "eth0", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        ns
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Every global address on `eth0` (none is there until something adds
+    /// one; the kernel's own link-local address is not listed).
+    fn addresses(&self) -> String {
+        let out = self.exec(&["ip", "-o", "addr", "show", "dev", "eth0", "scope", "global"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for BareNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The hook as shipped, with no environment file: promote and refresh
+/// refuse and name what is missing, nothing is added to the interface, and
+/// demote (which regent runs once at every start) succeeds with nothing to
+/// remove.
+#[test]
+fn vip_hook_without_configuration_refuses_to_promote_and_touches_nothing() {
+    if !require_root() {
+        return;
+    }
+    let ns = BareNetns::new("vip-unconfigured");
+    let dir = std::env::temp_dir().join(format!("regent-vip-unconfigured-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let empty = dir.join("vip.env");
+    std::fs::write(&empty, "# nothing set yet\n").expect("env file");
+    let vip = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/hooks/vip");
+    let vip = vip.display().to_string();
+    let path_arg = format!("PATH={}", regentd::hooks::HOOK_PATH);
+    let empty_arg = format!("REGENT_VIP_ENV={}", empty.display());
+
+    // With no file at all (the default path, as on a fresh install), and
+    // with a file that sets nothing.
+    let mut envs: Vec<Vec<&str>> = vec![vec![&empty_arg]];
+    let default_file = Path::new("/etc/regent/vip.env");
+    if default_file.exists() {
+        println!(
+            "{} exists on this host: only the empty file is tried",
+            default_file.display()
+        );
+    } else {
+        envs.push(vec![]);
+    }
+    for env in envs {
+        let hook = |args: &[&str]| {
+            let mut cmd = vec!["env", "-i", &path_arg];
+            cmd.extend_from_slice(&env);
+            cmd.push(&vip);
+            cmd.extend_from_slice(args);
+            let out = ns.exec(&cmd);
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.code(), text)
+        };
+        let file = if env.is_empty() {
+            "/etc/regent/vip.env".to_string()
+        } else {
+            empty.display().to_string()
+        };
+        for action in ["promote", "refresh"] {
+            let (code, text) = hook(&[action, "1"]);
+            println!(
+                "vip {action} unconfigured ({env:?}): exit {code:?}: {}",
+                text.trim()
+            );
+            assert_eq!(code, Some(1), "{text}");
+            assert!(text.contains("not configured"), "{text}");
+            assert!(text.contains("VIP and DEV"), "{text}");
+            assert!(text.contains(&file), "{text}");
+            let held = ns.addresses();
+            assert!(
+                !held.contains(" inet"),
+                "the unconfigured hook added an address: {held}"
+            );
+        }
+        let (code, text) = hook(&["demote", "0"]);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("nothing to remove"), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
