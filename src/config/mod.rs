@@ -2331,7 +2331,7 @@ mod tests {
         // The short /etc/regent/regent.toml of the package: it passes as it
         // stands (the operator replaces its example values with the
         // cluster's) and means exactly what the reference means.
-        let short = include_str!("../conf/regent.etc.toml");
+        let short = include_str!("../../conf/regent.etc.toml");
         let config = Config::parse(
             short,
             Path::new("/etc/regent/regent.toml"),
@@ -2339,7 +2339,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let reference = Config::parse(
-            include_str!("../conf/regent.toml"),
+            include_str!("../../conf/regent.toml"),
             Path::new("/etc/regent/regent.toml"),
             DiskChecks::Skip,
         )
@@ -2364,7 +2364,7 @@ mod tests {
 
     #[test]
     fn reference_config_parses_and_documents_the_defaults() {
-        let text = include_str!("../conf/regent.toml");
+        let text = include_str!("../../conf/regent.toml");
         let config = Config::parse(text, Path::new("/etc/regent/regent.toml"), DiskChecks::Skip)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.cluster, "db-vip");
