@@ -14,6 +14,8 @@
 //! creates nothing and never runs a hook. With `DiskChecks::Skip` it touches
 //! nothing at all.
 
+mod defaults;
+
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -28,6 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::core::{CoreConfig, NodeId, Timing};
+use defaults::limits;
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -392,42 +395,6 @@ pub fn check_command(path: &Path) -> (i32, String) {
 /// `Timing::lease`); `None` if nothing is left of it.
 fn lease(timing: &Timing) -> Option<Duration> {
     Some(timing.lease()).filter(|l| !l.is_zero())
-}
-
-/// Default values, shared by the parser, the `Default` impls and the docs in
-/// `conf/regent.toml`.
-mod defaults {
-    pub const PRIORITY: u32 = 100;
-    pub const PORT: u16 = 7475;
-    pub const HEARTBEAT_MS: u64 = 100;
-    pub const DEAD_AFTER_MS: u64 = 300;
-    pub const LEASE_MARGIN_MS: u64 = 20;
-    /// Enough for `ip addr del` and a log line from a small script.
-    pub const DEMOTE_BUDGET_MS: u64 = 25;
-    pub const MAX_DRIFT_PPM: u32 = 10_000;
-    pub const PREEMPT_DELAY_MS: u64 = 5_000;
-    pub const HOLDOFF_MS: u64 = 10_000;
-    pub const HOOK_TIMEOUT_MS: u64 = 10_000;
-    pub const KILL_GRACE_MS: u64 = 2_000;
-    pub const REFRESH_INTERVAL_MS: u64 = 10_000;
-    pub const OUTPUT_MAX_BYTES: usize = 65_536;
-    pub const CHECK_INTERVAL_MS: u64 = 1_000;
-    pub const CHECK_TIMEOUT_MS: u64 = 2_000;
-    pub const CHECK_FALL: u32 = 3;
-    pub const CHECK_RISE: u32 = 2;
-    pub const STATE_DIR: &str = "/var/lib/regent";
-}
-
-/// Limits the file is checked against.
-mod limits {
-    pub const CLUSTER_NAME_MAX: usize = 64;
-    pub const MEMBERS_MAX: usize = 64;
-    pub const MEMBER_ID_MAX: u32 = 65_535;
-    pub const HEARTBEAT_MIN_MS: u64 = 5;
-    pub const DRIFT_PPM_LIMIT: u32 = 100_000;
-    pub const KEY_MIN_BYTES: usize = 16;
-    /// Linux interface names are at most IFNAMSIZ - 1 bytes.
-    pub const INTERFACE_NAME_MAX: usize = 15;
 }
 
 // The file as written. Every value keeps its span so that errors found later
