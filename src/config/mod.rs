@@ -15,6 +15,7 @@
 //! nothing at all.
 
 mod defaults;
+mod raw;
 
 use std::fmt;
 use std::fs;
@@ -25,12 +26,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::core::{CoreConfig, NodeId, Timing};
 use defaults::limits;
+use raw::{
+    RawArgv, RawAuth, RawConfig, RawControl, RawHooks, RawLog, RawMember, RawNetwork, RawTiming,
+};
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -395,146 +397,6 @@ pub fn check_command(path: &Path) -> (i32, String) {
 /// `Timing::lease`); `None` if nothing is left of it.
 fn lease(timing: &Timing) -> Option<Duration> {
     Some(timing.lease()).filter(|l| !l.is_zero())
-}
-
-// The file as written. Every value keeps its span so that errors found later
-// can point at its line.
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    cluster: Option<Spanned<String>>,
-    node: Option<Spanned<i64>>,
-    priority: Option<Spanned<u32>>,
-    member: Option<Vec<Spanned<RawMember>>>,
-    #[serde(default)]
-    network: RawNetwork,
-    #[serde(default)]
-    timing: RawTiming,
-    #[serde(default)]
-    election: RawElection,
-    #[serde(default)]
-    hooks: RawHooks,
-    #[serde(default)]
-    auth: RawAuth,
-    #[serde(default)]
-    state: RawState,
-    #[serde(default)]
-    control: RawControl,
-    #[serde(default)]
-    log: RawLog,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMember {
-    id: Option<Spanned<i64>>,
-    address: Option<Spanned<String>>,
-    port: Option<Spanned<u16>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawNetwork {
-    interface: Option<Spanned<String>>,
-    multicast: Option<Spanned<String>>,
-    multicast_loop: Option<Spanned<bool>>,
-    port: Option<Spanned<u16>>,
-    bind: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTiming {
-    heartbeat_ms: Option<Spanned<u64>>,
-    dead_after_ms: Option<Spanned<u64>>,
-    lease_margin_ms: Option<Spanned<u64>>,
-    max_drift_ppm: Option<Spanned<u32>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawElection {
-    preempt: Option<bool>,
-    preempt_delay_ms: Option<u64>,
-    holdoff_ms: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawHooks {
-    promote: Option<Spanned<String>>,
-    demote: Option<Spanned<String>>,
-    notify: Option<Spanned<String>>,
-    timeout_ms: Option<Spanned<u64>>,
-    demote_budget_ms: Option<Spanned<u64>>,
-    kill_grace_ms: Option<u64>,
-    refresh_interval_ms: Option<u64>,
-    output_max_bytes: Option<Spanned<usize>>,
-    check: Option<Spanned<RawArgv>>,
-    check_interval_ms: Option<Spanned<u64>>,
-    check_timeout_ms: Option<Spanned<u64>>,
-    check_fall: Option<Spanned<u32>>,
-    check_rise: Option<Spanned<u32>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawAuth {
-    key_file: Option<Spanned<String>>,
-    insecure: Option<Spanned<bool>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawState {
-    dir: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawControl {
-    socket: Option<Spanned<String>>,
-    group: Option<Spanned<String>>,
-    metrics_listen: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    target: Option<Spanned<String>>,
-    level: Option<Spanned<String>>,
-}
-
-/// The health check's argv: a single path, or an array of strings.
-struct RawArgv(Vec<String>);
-
-impl<'de> Deserialize<'de> for RawArgv {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawArgv, D::Error> {
-        struct ArgvVisitor;
-
-        impl<'de> Visitor<'de> for ArgvVisitor {
-            type Value = RawArgv;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a path, or an array of strings (program and arguments)")
-            }
-
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawArgv, E> {
-                Ok(RawArgv(vec![s.to_owned()]))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawArgv, A::Error> {
-                let mut argv = Vec::new();
-                while let Some(arg) = seq.next_element::<String>()? {
-                    argv.push(arg);
-                }
-                Ok(RawArgv(argv))
-            }
-        }
-
-        deserializer.deserialize_any(ArgvVisitor)
-    }
 }
 
 /// Turns the raw file into a `Config`, collecting every error on the way.
