@@ -16,6 +16,7 @@
 
 mod check;
 mod defaults;
+mod disk;
 mod raw;
 #[cfg(test)]
 mod tests;
