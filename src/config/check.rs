@@ -1,0 +1,855 @@
+//! The checker: turns the raw file into the typed `Config`, collecting every
+//! semantic error with its key, line and a reason an operator can act on,
+//! and going on past each one with a stand-in value so that later checks
+//! still run.
+//!
+//! Architecture Invariant: no I/O of its own. Whatever must be looked up on
+//! the system (hooks, the key file, the control group) goes through
+//! `disk.rs`, and only with `DiskChecks::Check`; with `DiskChecks::Skip` the
+//! result depends on the text and the file's name alone.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::defaults::{self, limits};
+use super::disk::{executable_file, group_exists, read_key};
+use super::raw::{
+    RawArgv, RawAuth, RawConfig, RawControl, RawHooks, RawLog, RawMember, RawNetwork, RawTiming,
+};
+use super::{
+    lease, Auth, Config, ConfigError, ConfigErrors, Control, DiskChecks, Election, Hooks,
+    LogConfig, LogTarget, Member, Network, State, Transport,
+};
+use crate::core::{NodeId, Timing};
+
+/// Turns the raw file into a `Config`, collecting every error on the way.
+pub(super) struct Checker<'a> {
+    text: &'a str,
+    file: &'a Path,
+    /// Relative paths are resolved against this directory.
+    base: &'a Path,
+    disk: DiskChecks,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Checker<'a> {
+    pub(super) fn new(
+        text: &'a str,
+        file: &'a Path,
+        base: &'a Path,
+        disk: DiskChecks,
+    ) -> Checker<'a> {
+        Checker {
+            text,
+            file,
+            base,
+            disk,
+            errors: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = match toml::from_str(self.text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.toml_error(&e);
+                return Err(ConfigErrors(self.errors));
+            }
+        };
+        let config = self.check(raw);
+        if self.errors.is_empty() {
+            Ok(config)
+        } else {
+            // In file order, like a compiler; errors about missing keys last.
+            self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    /// Records a syntax or type error from the TOML parser.
+    fn toml_error(&mut self, e: &toml::de::Error) {
+        let line = e.span().map(|s| line_of(self.text, s.start));
+        let written = line
+            .and_then(|l| self.text.lines().nth(l - 1))
+            .map(str::trim);
+        let message = if written == Some("[member]") {
+            "[member] is a single table; write [[member]], once per host".to_owned()
+        } else {
+            // serde says "field"; the operator wrote a key.
+            e.message().replacen("unknown field", "unknown key", 1)
+        };
+        self.error(e.span(), message);
+    }
+
+    /// Records an error at the line where `span` starts, if there is a span.
+    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let line = span.map(|s| line_of(self.text, s.start));
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Records an error at the line of a spanned value.
+    fn error_at<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.error(Some(at.span()), message);
+    }
+
+    /// Builds the config. Where a value is wrong it records the error and
+    /// goes on with a stand-in, so that later checks still run.
+    fn check(&mut self, raw: RawConfig) -> Config {
+        let cluster = self.cluster(raw.cluster);
+        let mut members = self.members(raw.member);
+        let node = self.node(raw.node, &members);
+        let priority = raw.priority.map_or(defaults::PRIORITY, Spanned::into_inner);
+        let network = self.network(raw.network, &mut members, node);
+        let timing = self.timing(raw.timing, raw.hooks.demote_budget_ms.as_ref());
+        let election = Election {
+            preempt: raw.election.preempt.unwrap_or(true),
+            preempt_delay: ms(raw.election.preempt_delay_ms, defaults::PREEMPT_DELAY_MS),
+            holdoff: ms(raw.election.holdoff_ms, defaults::HOLDOFF_MS),
+        };
+        let hooks = self.hooks(raw.hooks);
+        let auth = self.auth(raw.auth);
+        let state = State {
+            dir: self.path_or("state.dir", raw.state.dir, defaults::STATE_DIR),
+        };
+        let control = self.control(raw.control, &cluster);
+        let log = self.log(raw.log);
+        Config {
+            cluster,
+            node,
+            priority,
+            members: members.into_iter().map(|c| c.member).collect(),
+            network,
+            timing,
+            election,
+            hooks,
+            auth,
+            state,
+            control,
+            log,
+        }
+    }
+
+    fn cluster(&mut self, raw: Option<Spanned<String>>) -> String {
+        let Some(raw) = raw else {
+            self.error(
+                None,
+                "cluster is required: a name shared by every member, e.g. cluster = \"db-vip\"",
+            );
+            return String::new();
+        };
+        let name = raw.get_ref();
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if name.is_empty() || name.len() > limits::CLUSTER_NAME_MAX || !valid_chars {
+            self.error_at(
+                &raw,
+                format!(
+                    "cluster name {name:?} must be 1 to {} characters \
+                     of A-Z, a-z, 0-9, '_', '.', '-'",
+                    limits::CLUSTER_NAME_MAX
+                ),
+            );
+        }
+        raw.into_inner()
+    }
+
+    /// Checks the `[[member]]` tables, skipping any without a usable id.
+    fn members(&mut self, raw: Option<Vec<Spanned<RawMember>>>) -> Vec<CheckedMember> {
+        let raw = match raw {
+            Some(raw) if !raw.is_empty() => raw,
+            _ => {
+                self.error(
+                    None,
+                    "no [[member]] tables: list every host of the cluster, this one included",
+                );
+                return Vec::new();
+            }
+        };
+        if raw.len() > limits::MEMBERS_MAX {
+            let span = raw[limits::MEMBERS_MAX].span();
+            self.error(
+                Some(span),
+                format!(
+                    "{} members are too many; at most {} are supported",
+                    raw.len(),
+                    limits::MEMBERS_MAX
+                ),
+            );
+        }
+        let mut members: Vec<CheckedMember> = Vec::new();
+        for spanned in raw {
+            let table = spanned.span();
+            let m = spanned.into_inner();
+            let Some(id) = m.id else {
+                self.error(Some(table), "[[member]] without an id");
+                continue;
+            };
+            let Some(node) = u32::try_from(*id.get_ref())
+                .ok()
+                .filter(|&n| (1..=limits::MEMBER_ID_MAX).contains(&n))
+                .map(NodeId)
+            else {
+                let message = format!(
+                    "member id {} is out of range (1 to {})",
+                    id.get_ref(),
+                    limits::MEMBER_ID_MAX
+                );
+                self.error_at(&id, message);
+                continue;
+            };
+            if let Some(first) = members.iter().find(|c| c.member.id == node) {
+                let first = line_of(self.text, first.id_span.start);
+                self.error_at(
+                    &id,
+                    format!("member id {node} appears twice (first at line {first})"),
+                );
+                continue;
+            }
+            let address_given = m.address.is_some();
+            let address = m.address.and_then(|a| match a.get_ref().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    let message = format!(
+                        "member {node}: address {:?} is not an IP address \
+                         (host names are not resolved)",
+                        a.get_ref()
+                    );
+                    self.error_at(&a, message);
+                    None
+                }
+            });
+            let port = m.port.filter(|p| {
+                if *p.get_ref() == 0 {
+                    self.error_at(p, format!("member {node}: port 0 is not a usable port"));
+                }
+                *p.get_ref() != 0
+            });
+            members.push(CheckedMember {
+                member: Member {
+                    id: node,
+                    address,
+                    port: port.as_ref().map(|p| *p.get_ref()),
+                },
+                address_given,
+                id_span: id.span(),
+                port_span: port.map(|p| p.span()),
+            });
+        }
+        members
+    }
+
+    fn node(&mut self, raw: Option<Spanned<i64>>, members: &[CheckedMember]) -> NodeId {
+        let Some(raw) = raw else {
+            self.error(
+                None,
+                "node is required: this host's id, one of the [[member]] ids, e.g. node = 1",
+            );
+            return NodeId(0);
+        };
+        if members.is_empty() {
+            // Already reported; "not in an empty list" would add nothing.
+            return NodeId(0);
+        }
+        let wanted = *raw.get_ref();
+        match members.iter().find(|c| i64::from(c.member.id.0) == wanted) {
+            Some(c) => c.member.id,
+            None => {
+                let ids: Vec<String> = members.iter().map(|c| c.member.id.to_string()).collect();
+                let message = format!(
+                    "node {wanted} is not in the [[member]] list (ids: {})",
+                    ids.join(", ")
+                );
+                self.error_at(&raw, message);
+                NodeId(0)
+            }
+        }
+    }
+
+    fn network(
+        &mut self,
+        mut raw: RawNetwork,
+        members: &mut [CheckedMember],
+        node: NodeId,
+    ) -> Network {
+        let transport = match raw.multicast.take() {
+            Some(group) => self.multicast(group, raw, members),
+            None => self.unicast(raw, members, node),
+        };
+        Network { transport }
+    }
+
+    fn multicast(
+        &mut self,
+        group_raw: Spanned<String>,
+        raw: RawNetwork,
+        members: &mut [CheckedMember],
+    ) -> Transport {
+        if let Some(port) = &raw.port {
+            self.error_at(
+                port,
+                "network.port is for unicast only; \
+                 with multicast the port is part of network.multicast",
+            );
+        }
+        if let Some(bind) = &raw.bind {
+            self.error_at(
+                bind,
+                "network.bind is for unicast only; multicast joins the group on network.interface",
+            );
+        }
+        for c in members.iter_mut() {
+            if let Some(span) = c.port_span.take() {
+                let message = format!(
+                    "member {}: port is for unicast only; \
+                     with multicast every member uses the port of network.multicast",
+                    c.member.id
+                );
+                self.error(Some(span), message);
+                c.member.port = None;
+            }
+        }
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let group = match group_raw.get_ref().parse::<SocketAddr>() {
+            Err(_) => {
+                let message = format!(
+                    "network.multicast {:?} is not an address:port \
+                     like \"239.255.42.1:7475\" or \"[ff02::4242]:7475\"",
+                    group_raw.get_ref()
+                );
+                self.error_at(&group_raw, message);
+                unspecified
+            }
+            Ok(group) if !group.ip().is_multicast() => {
+                let message = format!(
+                    "network.multicast {} is not a multicast address \
+                     (IPv4 224.0.0.0/4 or IPv6 ff00::/8); to send to each member's address \
+                     instead, remove network.multicast",
+                    group.ip()
+                );
+                self.error_at(&group_raw, message);
+                group
+            }
+            Ok(group) if group.port() == 0 => {
+                self.error_at(
+                    &group_raw,
+                    "network.multicast needs a port other than 0, e.g. \"239.255.42.1:7475\"",
+                );
+                group
+            }
+            Ok(group) => group,
+        };
+        let interface = match raw.interface {
+            None => {
+                self.error_at(
+                    &group_raw,
+                    "network.multicast needs network.interface, \
+                     the interface to join the group on (e.g. \"eth0\")",
+                );
+                String::new()
+            }
+            Some(name) => {
+                let n = name.get_ref();
+                let valid = !n.is_empty()
+                    && n.len() <= limits::INTERFACE_NAME_MAX
+                    && n.chars()
+                        .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+                if !valid {
+                    let message = format!(
+                        "network.interface {n:?} is not an interface name \
+                         (1 to {} characters, no '/', ':' or spaces)",
+                        limits::INTERFACE_NAME_MAX
+                    );
+                    self.error_at(&name, message);
+                }
+                name.into_inner()
+            }
+        };
+        let loopback = raw.multicast_loop.is_some_and(Spanned::into_inner);
+        Transport::Multicast {
+            group,
+            interface,
+            loopback,
+        }
+    }
+
+    fn unicast(&mut self, raw: RawNetwork, members: &[CheckedMember], node: NodeId) -> Transport {
+        if let Some(interface) = &raw.interface {
+            self.error_at(
+                interface,
+                "network.interface is only used with network.multicast; \
+                 unicast listens on network.bind (or all addresses)",
+            );
+        }
+        if let Some(lo) = &raw.multicast_loop {
+            self.error_at(
+                lo,
+                "network.multicast_loop is only used with network.multicast",
+            );
+        }
+        let port = match raw.port {
+            Some(p) if *p.get_ref() == 0 => {
+                self.error_at(&p, "network.port 0 is not a usable port");
+                defaults::PORT
+            }
+            Some(p) => p.into_inner(),
+            None => defaults::PORT,
+        };
+        let bind = raw.bind.and_then(|b| match b.get_ref().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                let message = format!("network.bind {:?} is not an IP address", b.get_ref());
+                self.error_at(&b, message);
+                None
+            }
+        });
+        let mut endpoints: Vec<(SocketAddr, NodeId)> = Vec::new();
+        for c in members {
+            let id = c.member.id;
+            let Some(address) = c.member.address else {
+                if c.address_given {
+                    continue;
+                }
+                let message = format!(
+                    "member {id} has no address; \
+                     without network.multicast (unicast) every member needs one"
+                );
+                self.error(Some(c.id_span.clone()), message);
+                continue;
+            };
+            if address.is_multicast() || address.is_unspecified() {
+                let message = format!("member {id}: address {address} is not a host's address");
+                self.error(Some(c.id_span.clone()), message);
+                continue;
+            }
+            let endpoint = SocketAddr::new(address, c.member.port.unwrap_or(port));
+            if let Some((_, other)) = endpoints.iter().find(|(e, _)| *e == endpoint) {
+                let message = format!(
+                    "member {id} has the same address and port as member {other} ({endpoint})"
+                );
+                self.error(Some(c.id_span.clone()), message);
+            }
+            endpoints.push((endpoint, id));
+            if let (true, Some(own), Some(span)) = (id == node, c.member.port, &c.port_span) {
+                if own != port {
+                    let message = format!(
+                        "member {id} is this node and has port {own}, \
+                         but this node listens on network.port {port}; make them equal or \
+                         remove the member's port"
+                    );
+                    self.error(Some(span.clone()), message);
+                }
+            }
+        }
+        Transport::Unicast { port, bind }
+    }
+
+    fn timing(&mut self, raw: RawTiming, raw_budget: Option<&Spanned<u64>>) -> Timing {
+        let value =
+            |v: &Option<Spanned<u64>>, default: u64| v.as_ref().map_or(default, |s| *s.get_ref());
+        let heartbeat = value(&raw.heartbeat_ms, defaults::HEARTBEAT_MS);
+        let dead_after = value(&raw.dead_after_ms, defaults::DEAD_AFTER_MS);
+        let margin = value(&raw.lease_margin_ms, defaults::LEASE_MARGIN_MS);
+        let budget = raw_budget.map_or(defaults::DEMOTE_BUDGET_MS, |s| *s.get_ref());
+        let drift = raw
+            .max_drift_ppm
+            .as_ref()
+            .map_or(defaults::MAX_DRIFT_PPM, |s| *s.get_ref());
+        let span = |v: &Option<Spanned<u64>>| v.as_ref().map(Spanned::span);
+        let mut consistent = true;
+
+        if heartbeat < limits::HEARTBEAT_MIN_MS {
+            let message = format!(
+                "timing.heartbeat_ms = {heartbeat} is below the minimum of {}",
+                limits::HEARTBEAT_MIN_MS
+            );
+            self.error(span(&raw.heartbeat_ms), message);
+            consistent = false;
+        } else if dead_after < heartbeat.saturating_mul(2) {
+            let message = match raw.dead_after_ms {
+                Some(_) => format!(
+                    "timing.dead_after_ms = {dead_after} must be at least \
+                     2 x timing.heartbeat_ms ({}), so that one lost heartbeat does not declare \
+                     a peer dead",
+                    heartbeat.saturating_mul(2)
+                ),
+                None => format!(
+                    "timing.dead_after_ms (default {dead_after}) must be at least \
+                     2 x timing.heartbeat_ms ({}); set dead_after_ms or lower heartbeat_ms",
+                    heartbeat.saturating_mul(2)
+                ),
+            };
+            self.error(
+                span(&raw.dead_after_ms).or(span(&raw.heartbeat_ms)),
+                message,
+            );
+            consistent = false;
+        }
+        if drift >= limits::DRIFT_PPM_LIMIT {
+            let message = format!(
+                "timing.max_drift_ppm = {drift} must be below {} (10%)",
+                limits::DRIFT_PPM_LIMIT
+            );
+            self.error(raw.max_drift_ppm.as_ref().map(Spanned::span), message);
+            consistent = false;
+        }
+
+        let timing = Timing {
+            heartbeat: Duration::from_millis(heartbeat),
+            dead_after: Duration::from_millis(dead_after),
+            lease_margin: Duration::from_millis(margin),
+            max_drift_ppm: drift,
+            demote_budget: Duration::from_millis(budget),
+        };
+        // Renewable means dead_after * (1e6 - drift) / (1e6 + drift)
+        // - margin - demote budget > heartbeat, compared exactly in integers.
+        let (up, down) = (1_000_000 + u128::from(drift), 1_000_000 - u128::from(drift));
+        let needed = (u128::from(heartbeat) + u128::from(margin) + u128::from(budget)) * up;
+        if consistent && u128::from(dead_after) * down <= needed {
+            let lease_ms = lease(&timing).map_or(0, |l| l.as_millis());
+            let minimum = needed / down + 1;
+            let message = format!(
+                "the leader's lease would be {lease_ms}ms (timing.dead_after_ms {dead_after} \
+                 shortened for {drift} ppm clock drift, minus timing.lease_margin_ms {margin} \
+                 and hooks.demote_budget_ms {budget}), not longer than timing.heartbeat_ms \
+                 {heartbeat}, so no heartbeat could renew it; raise timing.dead_after_ms to at \
+                 least {minimum} or lower timing.lease_margin_ms or hooks.demote_budget_ms"
+            );
+            let budget_span = raw_budget.map(Spanned::span);
+            self.error(
+                span(&raw.dead_after_ms)
+                    .or(span(&raw.lease_margin_ms))
+                    .or(budget_span)
+                    .or(span(&raw.heartbeat_ms)),
+                message,
+            );
+        }
+        timing
+    }
+
+    fn hooks(&mut self, raw: RawHooks) -> Hooks {
+        let promote = raw.promote.map(|p| self.executable("hooks.promote", p));
+        let demote = raw.demote.map(|p| self.executable("hooks.demote", p));
+        let notify = raw.notify.map(|p| self.executable("hooks.notify", p));
+        let timeout = self.positive_ms(
+            "hooks.timeout_ms",
+            raw.timeout_ms,
+            defaults::HOOK_TIMEOUT_MS,
+        );
+        let kill_grace = ms(raw.kill_grace_ms, defaults::KILL_GRACE_MS);
+        let refresh_interval = Some(ms(raw.refresh_interval_ms, defaults::REFRESH_INTERVAL_MS))
+            .filter(|d| !d.is_zero());
+        let output_max_bytes = match raw.output_max_bytes {
+            Some(n) if *n.get_ref() == 0 => {
+                self.error_at(
+                    &n,
+                    "hooks.output_max_bytes must be at least 1; 0 would hide every hook's output",
+                );
+                defaults::OUTPUT_MAX_BYTES
+            }
+            Some(n) => n.into_inner(),
+            None => defaults::OUTPUT_MAX_BYTES,
+        };
+        let check = raw.check.map(|argv| self.check_argv(argv));
+        let check_interval = self.positive_ms(
+            "hooks.check_interval_ms",
+            raw.check_interval_ms,
+            defaults::CHECK_INTERVAL_MS,
+        );
+        let check_timeout = self.positive_ms(
+            "hooks.check_timeout_ms",
+            raw.check_timeout_ms,
+            defaults::CHECK_TIMEOUT_MS,
+        );
+        let check_fall =
+            self.positive_count("hooks.check_fall", raw.check_fall, defaults::CHECK_FALL);
+        let check_rise =
+            self.positive_count("hooks.check_rise", raw.check_rise, defaults::CHECK_RISE);
+        Hooks {
+            promote,
+            demote,
+            notify,
+            timeout,
+            kill_grace,
+            refresh_interval,
+            output_max_bytes,
+            check,
+            check_interval,
+            check_timeout,
+            check_fall,
+            check_rise,
+        }
+    }
+
+    /// The health check's argv, with argv[0] resolved like any other path.
+    fn check_argv(&mut self, raw: Spanned<RawArgv>) -> Vec<String> {
+        let span = raw.span();
+        let mut argv = raw.into_inner().0;
+        let Some(program) = argv.first() else {
+            self.error(
+                Some(span),
+                "hooks.check is an empty array; give at least the program to run",
+            );
+            return argv;
+        };
+        let path = self.path("hooks.check", Spanned::new(span.clone(), program.clone()));
+        if self.disk == DiskChecks::Check && !program.is_empty() {
+            if let Err(reason) = executable_file(&path) {
+                let mut message = format!("hooks.check {} {reason}", path.display());
+                if argv.len() == 1 && program.contains(char::is_whitespace) {
+                    message.push_str(
+                        "; to pass arguments use an array, \
+                         e.g. check = [\"/usr/bin/pg_isready\", \"-q\"]",
+                    );
+                }
+                self.error(Some(span), message);
+            }
+        }
+        argv[0] = path.to_string_lossy().into_owned();
+        argv
+    }
+
+    /// A hook path, resolved, and checked on disk unless checks are off.
+    fn executable(&mut self, key: &str, raw: Spanned<String>) -> PathBuf {
+        let span = raw.span();
+        let empty = raw.get_ref().is_empty();
+        let path = self.path(key, raw);
+        if self.disk == DiskChecks::Check && !empty {
+            if let Err(reason) = executable_file(&path) {
+                self.error(Some(span), format!("{key} {} {reason}", path.display()));
+            }
+        }
+        path
+    }
+
+    fn auth(&mut self, raw: RawAuth) -> Auth {
+        let insecure = raw.insecure.as_ref().is_some_and(|s| *s.get_ref());
+        match raw.key_file {
+            None if insecure => Auth {
+                key: None,
+                key_file: None,
+                insecure,
+            },
+            None => {
+                self.error(
+                    None,
+                    "auth.key_file is required: a file holding the cluster's shared secret \
+                     (at least 16 bytes, mode 0600); only on a test network, set auth.insecure \
+                     = true instead",
+                );
+                Auth {
+                    key: None,
+                    key_file: None,
+                    insecure,
+                }
+            }
+            Some(file) if insecure => {
+                self.error_at(
+                    &file,
+                    "auth.key_file and auth.insecure = true are both set; remove one of them",
+                );
+                let key_file = Some(self.path("auth.key_file", file));
+                Auth {
+                    key: None,
+                    key_file,
+                    insecure,
+                }
+            }
+            Some(file) => {
+                let span = file.span();
+                let empty = file.get_ref().is_empty();
+                let path = self.path("auth.key_file", file);
+                let key = match self.disk {
+                    DiskChecks::Check if !empty => match read_key(&path) {
+                        Ok(key) => Some(key),
+                        Err(message) => {
+                            self.error(Some(span), message);
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                Auth {
+                    key,
+                    key_file: Some(path),
+                    insecure,
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, raw: RawControl, cluster: &str) -> Control {
+        let socket = self.path_or(
+            "control.socket",
+            raw.socket.clone(),
+            &format!("/run/regent/{cluster}.sock"),
+        );
+        // sun_path holds 108 bytes, the terminating NUL included.
+        let socket_len = socket.as_os_str().len();
+        if socket_len > 107 {
+            let message = format!(
+                "control.socket {} is {socket_len} bytes long; \
+                 a Unix socket path may be at most 107",
+                socket.display()
+            );
+            self.error(raw.socket.as_ref().map(Spanned::span), message);
+        }
+        let group = raw.group.map(|g| {
+            let name = g.get_ref();
+            if name.is_empty()
+                || name.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control())
+            {
+                self.error_at(&g, format!("control.group {name:?} is not a group name"));
+            } else if self.disk == DiskChecks::Check {
+                match group_exists(name) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.error_at(&g, format!("control.group {name:?} does not exist"))
+                    }
+                    Err(e) => self.error_at(
+                        &g,
+                        format!("control.group {name:?} cannot be looked up: {e}"),
+                    ),
+                }
+            }
+            g.into_inner()
+        });
+        let metrics_listen = raw.metrics_listen.and_then(|m| self.metrics_listen(m));
+        Control {
+            socket,
+            group,
+            metrics_listen,
+        }
+    }
+
+    /// The metrics address, if it is a usable loopback address.
+    fn metrics_listen(&mut self, raw: Spanned<String>) -> Option<SocketAddr> {
+        let Ok(addr) = raw.get_ref().parse::<SocketAddr>() else {
+            let message = format!(
+                "control.metrics_listen {:?} is not an address:port like \"127.0.0.1:9475\"",
+                raw.get_ref()
+            );
+            self.error_at(&raw, message);
+            return None;
+        };
+        if !addr.ip().is_loopback() {
+            let message = format!(
+                "control.metrics_listen {addr} is not a loopback address; metrics are served \
+                 without authentication, so listen on 127.0.0.1 or [::1] and proxy them if needed"
+            );
+            self.error_at(&raw, message);
+            return None;
+        }
+        if addr.port() == 0 {
+            let message =
+                "control.metrics_listen needs a port other than 0, e.g. \"127.0.0.1:9475\"";
+            self.error_at(&raw, message);
+            return None;
+        }
+        Some(addr)
+    }
+
+    fn log(&mut self, raw: RawLog) -> LogConfig {
+        let mut log = LogConfig::default();
+        if let Some(target) = raw.target {
+            match target.get_ref().as_str() {
+                "stderr" => log.target = LogTarget::Stderr,
+                "syslog" => log.target = LogTarget::Syslog,
+                other => self.error_at(
+                    &target,
+                    format!("log.target {other:?} must be \"stderr\" or \"syslog\""),
+                ),
+            }
+        }
+        if let Some(level) = raw.level {
+            log.level = match level.get_ref().as_str() {
+                "error" => log::LevelFilter::Error,
+                "warn" => log::LevelFilter::Warn,
+                "info" => log::LevelFilter::Info,
+                "debug" => log::LevelFilter::Debug,
+                "trace" => log::LevelFilter::Trace,
+                other => {
+                    let message = format!(
+                        "log.level {other:?} must be one of error, warn, info, debug, trace"
+                    );
+                    self.error_at(&level, message);
+                    log.level
+                }
+            };
+        }
+        log
+    }
+
+    /// A path from the file, relative to the file's directory.
+    fn path(&mut self, key: &str, raw: Spanned<String>) -> PathBuf {
+        let text = raw.get_ref();
+        if text.is_empty() {
+            self.error_at(&raw, format!("{key} must not be empty"));
+        } else if text.contains('\0') {
+            self.error_at(&raw, format!("{key} must not contain a NUL character"));
+        }
+        self.base.join(text)
+    }
+
+    fn path_or(&mut self, key: &str, raw: Option<Spanned<String>>, default: &str) -> PathBuf {
+        match raw {
+            Some(raw) => self.path(key, raw),
+            None => PathBuf::from(default),
+        }
+    }
+
+    fn positive_ms(&mut self, key: &str, raw: Option<Spanned<u64>>, default: u64) -> Duration {
+        match raw {
+            Some(v) if *v.get_ref() == 0 => {
+                self.error_at(&v, format!("{key} must be at least 1"));
+                Duration::from_millis(default)
+            }
+            Some(v) => Duration::from_millis(v.into_inner()),
+            None => Duration::from_millis(default),
+        }
+    }
+
+    fn positive_count(&mut self, key: &str, raw: Option<Spanned<u32>>, default: u32) -> u32 {
+        match raw {
+            Some(v) if *v.get_ref() == 0 => {
+                self.error_at(&v, format!("{key} must be at least 1"));
+                default
+            }
+            Some(v) => v.into_inner(),
+            None => default,
+        }
+    }
+}
+
+/// A member as checked so far, with the spans later checks point at.
+struct CheckedMember {
+    member: Member,
+    /// An address was written, even if it did not parse (and was reported).
+    address_given: bool,
+    id_span: Range<usize>,
+    /// Set while the member's port is still to be checked against the transport.
+    port_span: Option<Range<usize>>,
+}
+
+/// The 1-based line holding byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A `*_ms` key as a duration.
+fn ms(raw: Option<u64>, default: u64) -> Duration {
+    Duration::from_millis(raw.unwrap_or(default))
+}

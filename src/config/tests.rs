@@ -1,0 +1,957 @@
+//! Whole-config tests: a file in, a `Config` or every error out. They go
+//! through the public entry points only (`Config::parse`, `Config::load`,
+//! `check_command`), so they keep holding wherever a rule moves inside
+//! `config/`. Disk checks run against files in a temporary directory of
+//! their own; nothing else on the machine is written.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+/// Joins lines into a file, so that a case's line numbers are its indices + 1.
+fn lines(lines: &[&str]) -> String {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, Path::new("regent.toml"), DiskChecks::Skip)
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match parse(text) {
+        Ok(config) => panic!("expected errors, got {config:?}\n--- from\n{text}"),
+        Err(ConfigErrors(errors)) => errors,
+    }
+}
+
+/// Valid head of a file: 7 lines, two members, multicast, insecure.
+const HEAD: [&str; 7] = [
+    "cluster = \"t\"",
+    "node = 1",
+    "auth.insecure = true",
+    "[[member]]",
+    "id = 1",
+    "[[member]]",
+    "id = 2",
+];
+const MULTICAST: [&str; 3] = [
+    "[network]",
+    "multicast = \"239.1.1.1:7475\"",
+    "interface = \"eth0\"",
+];
+
+fn head_and(rest: &[&str]) -> String {
+    let mut all: Vec<&str> = HEAD.to_vec();
+    all.extend_from_slice(rest);
+    lines(&all)
+}
+
+fn multicast_and(rest: &[&str]) -> String {
+    let mut all: Vec<&str> = HEAD.to_vec();
+    all.extend_from_slice(&MULTICAST);
+    all.extend_from_slice(rest);
+    lines(&all)
+}
+
+/// A directory of its own under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("regent-config-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, contents: &[u8], mode: u32) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, contents).expect("write temp file");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn broken_configs_give_precise_errors() {
+    let too_many: String = {
+        let mut t = String::from("cluster = \"t\"\nnode = 1\nauth.insecure = true\nnetwork.multicast = \"239.1.1.1:1\"\nnetwork.interface = \"lo\"\n");
+        for id in 1..=65 {
+            t.push_str(&format!("[[member]]\nid = {id}\n"));
+        }
+        t
+    };
+    let long_socket = format!("socket = \"/run/{}\"", "s".repeat(110));
+    // (file, expected line, a substring of the message)
+    #[rustfmt::skip]
+    let cases: Vec<(String, Option<usize>, &str)> = vec![
+        // Syntax, unknown keys and types: the parser's first error.
+        (lines(&["cluster = \"t"]), Some(1), "string"),
+        (head_and(&["[timing", "heartbeat_ms = 5"]), Some(8), "expected `]`"),
+        (head_and(&["[timing]", "heartbeat = 100"]), Some(9), "unknown key `heartbeat`"),
+        (head_and(&["colour = \"red\""]), Some(8), "unknown key `colour`"),
+        (head_and(&["[[member]]", "id = 3", "adress = \"10.0.0.3\""]), Some(10), "unknown key `adress`"),
+        (head_and(&["[timing]", "heartbeat_ms = \"100\""]), Some(9), "invalid type: string \"100\""),
+        (lines(&["priority = -1"]), Some(1), "-1"),
+        (head_and(&["[network]", "port = 70000"]), Some(9), "70000"),
+        (lines(&["cluster = \"t\"", "node = 1", "[member]", "id = 1"]), Some(3), "write [[member]]"),
+        // The cluster and the members.
+        (lines(&["node = 1", "auth.insecure = true", "[[member]]", "id = 1"]), None, "cluster is required"),
+        (lines(&["cluster = \"db vip\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1"]),
+            Some(1), "cluster name \"db vip\" must be 1 to 64 characters"),
+        (lines(&["cluster = \"\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1"]),
+            Some(1), "cluster name \"\""),
+        (lines(&[&format!("cluster = \"{}\"", "a".repeat(65)), "node = 1", "auth.insecure = true", "[[member]]", "id = 1"]), Some(1), "1 to 64 characters"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true"]), None, "no [[member]] tables"),
+        (lines(&["auth.insecure = true", "cluster = \"t\"", "[[member]]", "id = 1"]), None, "node is required"),
+        (lines(&["cluster = \"t\"", "node = 4", "auth.insecure = true", "[[member]]", "id = 1", "[[member]]", "id = 2",
+            "[[member]]", "id = 3"]),
+            Some(2), "node 4 is not in the [[member]] list (ids: 1, 2, 3)"),
+        (head_and(&["[[member]]", "id = 2"]), Some(9), "member id 2 appears twice (first at line 7)"),
+        (head_and(&["[[member]]", "id = 0"]), Some(9), "member id 0 is out of range (1 to 65535)"),
+        (head_and(&["[[member]]", "id = 65536"]), Some(9), "member id 65536 is out of range"),
+        (head_and(&["[[member]]", "address = \"10.0.0.9\""]), Some(8), "[[member]] without an id"),
+        (too_many, Some(134), "65 members are too many; at most 64"),
+        (head_and(&["[[member]]", "id = 3", "address = \"db3.example\""]),
+            Some(10), "member 3: address \"db3.example\" is not an IP address"),
+        // Multicast.
+        (head_and(&["[network]", "multicast = \"10.0.0.1:7475\"", "interface = \"eth0\""]),
+            Some(9), "network.multicast 10.0.0.1 is not a multicast address"),
+        (head_and(&["[network]", "multicast = \"[fe80::1]:7475\"", "interface = \"eth0\""]),
+            Some(9), "fe80::1 is not a multicast address"),
+        (head_and(&["[network]", "multicast = \"239.1.1.1\"", "interface = \"eth0\""]),
+            Some(9), "is not an address:port"),
+        (head_and(&["[network]", "multicast = \"239.1.1.1:0\"", "interface = \"eth0\""]),
+            Some(9), "needs a port other than 0"),
+        (head_and(&["[network]", "multicast = \"239.1.1.1:7475\""]),
+            Some(9), "network.multicast needs network.interface"),
+        (head_and(&["[network]", "multicast = \"239.1.1.1:7475\"", "interface = \"a-very-long-ifname\""]),
+            Some(10), "is not an interface name"),
+        (multicast_and(&["port = 7475"]), Some(11), "network.port is for unicast only"),
+        (multicast_and(&["bind = \"10.0.0.1\""]), Some(11), "network.bind is for unicast only"),
+        (multicast_and(&["[[member]]", "id = 3", "port = 7000"]), Some(13), "member 3: port is for unicast only"),
+        // Unicast.
+        (head_and(&[]), Some(5), "member 1 has no address; without network.multicast (unicast)"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"10.0.0.1\"", "[[member]]", "id = 2", "address = \"10.0.0.1\""]),
+            Some(8), "member 2 has the same address and port as member 1 (10.0.0.1:7475)"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"239.1.1.1\""]), Some(5), "member 1: address 239.1.1.1 is not a host's address"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"10.0.0.1\"", "port = 7000"]),
+            Some(7), "member 1 is this node and has port 7000, but this node listens on network.port 7475"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"10.0.0.1\"", "port = 0"]), Some(7), "member 1: port 0 is not a usable port"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"10.0.0.1\"", "[network]", "interface = \"eth0\""]),
+            Some(8), "network.interface is only used with network.multicast"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"10.0.0.1\"", "[network]", "multicast_loop = true"]),
+            Some(8), "network.multicast_loop is only used with network.multicast"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"10.0.0.1\"", "[network]", "bind = \"eth0\""]),
+            Some(8), "network.bind \"eth0\" is not an IP address"),
+        (lines(&["cluster = \"t\"", "node = 1", "auth.insecure = true", "[[member]]", "id = 1",
+            "address = \"10.0.0.1\"", "[network]", "port = 0"]), Some(8), "network.port 0 is not a usable port"),
+        // Timing.
+        (multicast_and(&["[timing]", "heartbeat_ms = 4"]),
+            Some(12), "timing.heartbeat_ms = 4 is below the minimum of 5"),
+        (multicast_and(&["[timing]", "heartbeat_ms = 100", "dead_after_ms = 150"]),
+            Some(13), "timing.dead_after_ms = 150 must be at least 2 x timing.heartbeat_ms (200)"),
+        (multicast_and(&["[timing]", "heartbeat_ms = 200"]),
+            Some(12), "timing.dead_after_ms (default 300) must be at least 2 x timing.heartbeat_ms (400)"),
+        (multicast_and(&["[timing]", "max_drift_ppm = 100000"]),
+            Some(12), "timing.max_drift_ppm = 100000 must be below 100000"),
+        (multicast_and(&["[timing]", "heartbeat_ms = 100", "dead_after_ms = 200", "lease_margin_ms = 100"]),
+            Some(13), "raise timing.dead_after_ms to at least 230 or lower timing.lease_margin_ms"),
+        (multicast_and(&["[timing]", "lease_margin_ms = 300"]),
+            Some(12), "the leader's lease would be 0ms"),
+        // Hooks.
+        (multicast_and(&["[hooks]", "timeout_ms = 0"]), Some(12), "hooks.timeout_ms must be at least 1"),
+        (multicast_and(&["[hooks]", "demote_budget_ms = 200"]),
+            Some(12), "minus timing.lease_margin_ms 20 and hooks.demote_budget_ms 200"),
+        (multicast_and(&["[hooks]", "check_interval_ms = 0"]), Some(12), "hooks.check_interval_ms must be at least 1"),
+        (multicast_and(&["[hooks]", "check_timeout_ms = 0"]), Some(12), "hooks.check_timeout_ms must be at least 1"),
+        (multicast_and(&["[hooks]", "check_fall = 0"]), Some(12), "hooks.check_fall must be at least 1"),
+        (multicast_and(&["[hooks]", "check_rise = 0"]), Some(12), "hooks.check_rise must be at least 1"),
+        (multicast_and(&["[hooks]", "output_max_bytes = 0"]), Some(12), "hooks.output_max_bytes must be at least 1"),
+        (multicast_and(&["[hooks]", "check = []"]), Some(12), "hooks.check is an empty array"),
+        (multicast_and(&["[hooks]", "check = [\"/bin/true\", 3]"]), Some(12), "invalid type: integer `3`"),
+        (multicast_and(&["[hooks]", "check = 1"]),
+            Some(12), "expected a path, or an array of strings (program and arguments)"),
+        (multicast_and(&["[hooks]", "promote = \"\""]), Some(12), "hooks.promote must not be empty"),
+        // Auth.
+        (lines(&["cluster = \"t\"", "node = 1", "[[member]]", "id = 1", "[network]",
+            "multicast = \"239.1.1.1:7475\"", "interface = \"lo\""]), None, "auth.key_file is required"),
+        (lines(&["cluster = \"t\"", "node = 1", "network.multicast = \"239.1.1.1:7475\"",
+            "network.interface = \"lo\"", "[[member]]", "id = 1", "[auth]", "insecure = true",
+            "key_file = \"/etc/regent/key\""]), Some(9), "auth.key_file and auth.insecure = true are both set"),
+        // Control and log.
+        (multicast_and(&["[control]", "metrics_listen = \"0.0.0.0:9475\""]),
+            Some(12), "control.metrics_listen 0.0.0.0:9475 is not a loopback address"),
+        (multicast_and(&["[control]", "metrics_listen = \"localhost:9475\""]),
+            Some(12), "is not an address:port"),
+        (multicast_and(&["[control]", "group = \"a b\""]), Some(12), "control.group \"a b\" is not a group name"),
+        (multicast_and(&["[control]", &long_socket]), Some(12), "a Unix socket path may be at most 107"),
+        (multicast_and(&["[log]", "target = \"journal\""]),
+            Some(12), "log.target \"journal\" must be \"stderr\" or \"syslog\""),
+        (multicast_and(&["[log]", "level = \"verbose\""]),
+            Some(12), "log.level \"verbose\" must be one of error, warn, info, debug, trace"),
+    ];
+    for (text, line, needle) in &cases {
+        let errors = errors(text);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.line == *line && e.message.contains(needle)),
+            "expected line {line:?} with {needle:?}, got:\n{}\n--- from\n{text}",
+            ConfigErrors(errors.clone())
+        );
+    }
+}
+
+#[test]
+fn every_semantic_error_is_reported_in_file_order() {
+    let text = lines(&[
+        "cluster = \"bad name\"",
+        "node = 9",
+        "[[member]]",
+        "id = 1",
+        "[[member]]",
+        "id = 1",
+        "[network]",
+        "multicast = \"10.1.1.1:7475\"",
+        "[timing]",
+        "dead_after_ms = 150",
+        "[control]",
+        "metrics_listen = \"10.0.0.1:9475\"",
+    ]);
+    let errors = errors(&text);
+    let got: Vec<(Option<usize>, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.message.split(' ').next().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(1), "cluster"),
+            (Some(2), "node"),
+            (Some(6), "member"),
+            (Some(8), "network.multicast"),
+            (Some(8), "network.multicast"),
+            (Some(10), "timing.dead_after_ms"),
+            (Some(12), "control.metrics_listen"),
+            (None, "auth.key_file"),
+        ],
+        "{}",
+        ConfigErrors(errors.clone())
+    );
+    let shown = ConfigErrors(errors).to_string();
+    assert_eq!(shown.lines().count(), 8);
+    assert!(
+        shown.starts_with("regent.toml:1: cluster name \"bad name\""),
+        "{shown}"
+    );
+    assert!(shown.ends_with("regent.toml: auth.key_file is required: a file holding the cluster's shared \
+         secret (at least 16 bytes, mode 0600); only on a test network, set auth.insecure = true instead"), "{shown}");
+}
+
+#[test]
+fn minimal_config_gets_the_defaults() {
+    let config = parse(&multicast_and(&[])).expect("valid");
+    let expected = Config {
+        cluster: "t".to_owned(),
+        node: NodeId(1),
+        priority: 100,
+        members: vec![
+            Member {
+                id: NodeId(1),
+                address: None,
+                port: None,
+            },
+            Member {
+                id: NodeId(2),
+                address: None,
+                port: None,
+            },
+        ],
+        network: Network {
+            transport: Transport::Multicast {
+                group: "239.1.1.1:7475".parse().expect("addr"),
+                interface: "eth0".to_owned(),
+                loopback: false,
+            },
+        },
+        timing: Timing {
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_millis(300),
+            lease_margin: Duration::from_millis(20),
+            demote_budget: Duration::from_millis(25),
+            max_drift_ppm: 10_000,
+        },
+        election: Election {
+            preempt: true,
+            preempt_delay: Duration::from_millis(5000),
+            holdoff: Duration::from_millis(10_000),
+        },
+        hooks: Hooks {
+            promote: None,
+            demote: None,
+            notify: None,
+            timeout: Duration::from_millis(10_000),
+            kill_grace: Duration::from_millis(2000),
+            refresh_interval: Some(Duration::from_millis(10_000)),
+            output_max_bytes: 65_536,
+            check: None,
+            check_interval: Duration::from_millis(1000),
+            check_timeout: Duration::from_millis(2000),
+            check_fall: 3,
+            check_rise: 2,
+        },
+        auth: Auth {
+            key: None,
+            key_file: None,
+            insecure: true,
+        },
+        state: State {
+            dir: PathBuf::from("/var/lib/regent"),
+        },
+        control: Control {
+            socket: PathBuf::from("/run/regent/t.sock"),
+            group: None,
+            metrics_listen: None,
+        },
+        log: LogConfig {
+            target: LogTarget::Stderr,
+            level: log::LevelFilter::Info,
+        },
+    };
+    assert_eq!(config, expected);
+    assert_eq!(config.election, Election::default());
+    assert_eq!(config.hooks, Hooks::default());
+    assert_eq!(config.log, LogConfig::default());
+}
+
+#[test]
+fn full_unicast_config_round_trips() {
+    let text = lines(&[
+        "cluster = \"db-vip.2\"",
+        "node = 2",
+        "priority = 7",
+        "[[member]]",
+        "id = 1",
+        "address = \"10.0.0.1\"",
+        "[[member]]",
+        "id = 2",
+        "address = \"fd00::2\"",
+        "port = 8000",
+        "[[member]]",
+        "id = 300",
+        "address = \"10.0.0.3\"",
+        "port = 9000",
+        "[network]",
+        "port = 8000",
+        "bind = \"fd00::2\"",
+        "[timing]",
+        "heartbeat_ms = 50",
+        "dead_after_ms = 250",
+        "lease_margin_ms = 10",
+        "max_drift_ppm = 20000",
+        "[election]",
+        "preempt = false",
+        "preempt_delay_ms = 1",
+        "holdoff_ms = 2",
+        "[hooks]",
+        "promote = \"/hooks/up\"",
+        "demote = \"hooks/down\"",
+        "notify = \"/hooks/note\"",
+        "timeout_ms = 3",
+        "kill_grace_ms = 0",
+        "refresh_interval_ms = 0",
+        "output_max_bytes = 100",
+        "check = [\"/bin/check\", \"-q\", \"with space\"]",
+        "check_interval_ms = 4",
+        "check_timeout_ms = 5",
+        "check_fall = 6",
+        "check_rise = 7",
+        "[auth]",
+        "key_file = \"key\"",
+        "insecure = false",
+        "[state]",
+        "dir = \"/state\"",
+        "[control]",
+        "socket = \"/run/x.sock\"",
+        "group = \"wheel\"",
+        "metrics_listen = \"[::1]:9475\"",
+        "[log]",
+        "target = \"syslog\"",
+        "level = \"trace\"",
+    ]);
+    let config = Config::parse(
+        &text,
+        Path::new("/etc/regent/regent.toml"),
+        DiskChecks::Skip,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
+    assert_eq!(config.cluster, "db-vip.2");
+    assert_eq!(config.node, NodeId(2));
+    assert_eq!(config.priority, 7);
+    assert_eq!(
+        config.members,
+        vec![
+            Member {
+                id: NodeId(1),
+                address: ip("10.0.0.1"),
+                port: None
+            },
+            Member {
+                id: NodeId(2),
+                address: ip("fd00::2"),
+                port: Some(8000)
+            },
+            Member {
+                id: NodeId(300),
+                address: ip("10.0.0.3"),
+                port: Some(9000)
+            },
+        ]
+    );
+    assert_eq!(
+        config.network.transport,
+        Transport::Unicast {
+            port: 8000,
+            bind: ip("fd00::2")
+        }
+    );
+    assert_eq!(
+        config.timing,
+        Timing {
+            heartbeat: Duration::from_millis(50),
+            dead_after: Duration::from_millis(250),
+            lease_margin: Duration::from_millis(10),
+            demote_budget: Duration::from_millis(25),
+            max_drift_ppm: 20_000,
+        }
+    );
+    assert_eq!(
+        config.election,
+        Election {
+            preempt: false,
+            preempt_delay: Duration::from_millis(1),
+            holdoff: Duration::from_millis(2)
+        }
+    );
+    assert_eq!(
+        config.hooks,
+        Hooks {
+            promote: Some(PathBuf::from("/hooks/up")),
+            demote: Some(PathBuf::from("/etc/regent/hooks/down")),
+            notify: Some(PathBuf::from("/hooks/note")),
+            timeout: Duration::from_millis(3),
+            kill_grace: Duration::ZERO,
+            refresh_interval: None,
+            output_max_bytes: 100,
+            check: Some(vec![
+                "/bin/check".to_owned(),
+                "-q".to_owned(),
+                "with space".to_owned()
+            ]),
+            check_interval: Duration::from_millis(4),
+            check_timeout: Duration::from_millis(5),
+            check_fall: 6,
+            check_rise: 7,
+        }
+    );
+    assert_eq!(
+        config.auth,
+        Auth {
+            key: None,
+            key_file: Some(PathBuf::from("/etc/regent/key")),
+            insecure: false
+        }
+    );
+    assert_eq!(config.state.dir, PathBuf::from("/state"));
+    assert_eq!(
+        config.control,
+        Control {
+            socket: PathBuf::from("/run/x.sock"),
+            group: Some("wheel".to_owned()),
+            metrics_listen: Some("[::1]:9475".parse().expect("addr")),
+        }
+    );
+    assert_eq!(
+        config.log,
+        LogConfig {
+            target: LogTarget::Syslog,
+            level: log::LevelFilter::Trace
+        }
+    );
+
+    let core = config.core();
+    assert_eq!(core.id, NodeId(2));
+    assert_eq!(core.members, vec![NodeId(1), NodeId(2), NodeId(300)]);
+    assert_eq!(core.priority, 7);
+    assert_eq!(core.timing, config.timing);
+    assert!(!core.preempt);
+    assert_eq!(core.preempt_delay, Duration::from_millis(1));
+    assert_eq!(core.holdoff, Duration::from_millis(2));
+    assert_eq!(config.quorum(), 2);
+    assert_eq!(
+        config.summary(),
+        "cluster db-vip.2, node 2 of 3 members (quorum 2), priority 7, unicast fd00::2 port 8000, \
+         heartbeat 50ms, dead_after 250ms, lease 205.2ms, auth hmac-sha256"
+    );
+}
+
+#[test]
+fn quorum_is_a_majority() {
+    for (n, quorum) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (64, 33)] {
+        let mut text = String::from("cluster = \"t\"\nnode = 1\nauth.insecure = true\n");
+        text.push_str("network.multicast = \"239.1.1.1:1\"\nnetwork.interface = \"lo\"\n");
+        for id in 1..=n {
+            text.push_str(&format!("[[member]]\nid = {id}\n"));
+        }
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.quorum(), quorum, "{n} members");
+    }
+}
+
+#[test]
+fn lease_boundary_is_exact() {
+    // 205 * 0.99 / 1.01 - 100 = 100.94 > 100; 204 gives 99.96.
+    let at = |dead_after: u64| {
+        let d = format!("dead_after_ms = {dead_after}");
+        parse(&multicast_and(&[
+            "[timing]",
+            "heartbeat_ms = 100",
+            &d,
+            "lease_margin_ms = 100",
+            "[hooks]",
+            "demote_budget_ms = 0",
+        ]))
+    };
+    assert!(at(205).is_ok());
+    assert!(at(204).is_err());
+    // With no drift the lease is exactly dead_after - margin, and must exceed the heartbeat.
+    let exact = |dead_after: u64| {
+        let d = format!("dead_after_ms = {dead_after}");
+        parse(&multicast_and(&[
+            "[timing]",
+            "heartbeat_ms = 100",
+            &d,
+            "lease_margin_ms = 100",
+            "max_drift_ppm = 0",
+            "[hooks]",
+            "demote_budget_ms = 25",
+        ]))
+    };
+    assert!(exact(226).is_ok());
+    assert!(exact(225).is_err());
+}
+
+#[test]
+fn check_accepts_a_string_or_an_array() {
+    let check = |value: &str| {
+        let line = format!("check = {value}");
+        let config = Config::parse(
+            &multicast_and(&["[hooks]", &line]),
+            Path::new("/etc/regent/regent.toml"),
+            DiskChecks::Skip,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        config.hooks.check.expect("check set")
+    };
+    assert_eq!(
+        check("\"/usr/bin/pg_isready\""),
+        vec!["/usr/bin/pg_isready"]
+    );
+    assert_eq!(
+        check("[\"/usr/bin/pg_isready\"]"),
+        vec!["/usr/bin/pg_isready"]
+    );
+    assert_eq!(
+        check("[\"/usr/bin/pg_isready\", \"-h\", \"db\"]"),
+        vec!["/usr/bin/pg_isready", "-h", "db"]
+    );
+    // A string is one path, spaces and all; only argv[0] is a path.
+    assert_eq!(check("\"/opt/my check\""), vec!["/opt/my check"]);
+    assert_eq!(
+        check("[\"bin/check\", \"rel/arg\"]"),
+        vec!["/etc/regent/bin/check", "rel/arg"]
+    );
+}
+
+#[test]
+fn key_file_is_loaded_and_its_mode_checked() {
+    let dir = TempDir::new("key");
+    let key32 = [b'k'; 32];
+    let config_with = |path: &Path| {
+        let line = format!("key_file = \"{}\"", path.display());
+        let text = lines(&[
+            "cluster = \"t\"",
+            "node = 1",
+            "network.multicast = \"239.1.1.1:1\"",
+            "network.interface = \"lo\"",
+            "[[member]]",
+            "id = 1",
+            "[auth]",
+            &line,
+        ]);
+        Config::parse(&text, Path::new("regent.toml"), DiskChecks::Check)
+    };
+    let only_error = |path: &Path| match config_with(path) {
+        Ok(_) => panic!("{} accepted", path.display()),
+        Err(ConfigErrors(errors)) => {
+            assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+            assert_eq!(errors[0].line, Some(8));
+            errors[0].message.clone()
+        }
+    };
+
+    let mut with_newline = key32.to_vec();
+    with_newline.push(b'\n');
+    let good = dir.file("good", &with_newline, 0o600);
+    let config = config_with(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.auth.key.as_deref(), Some(&key32[..]));
+    assert_eq!(config.auth.key_file.as_deref(), Some(good.as_path()));
+    assert!(!config.auth.insecure);
+    assert!(
+        !format!("{config:?}").contains("kkkk"),
+        "the key must not appear in Debug output"
+    );
+
+    let crlf = dir.file("crlf", b"0123456789abcdef\r\n", 0o400);
+    assert_eq!(
+        config_with(&crlf)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .auth
+            .key
+            .as_deref(),
+        Some(&b"0123456789abcdef"[..])
+    );
+
+    let open = dir.file("open", &key32, 0o644);
+    let p = open.display();
+    assert_eq!(
+        only_error(&open),
+        format!("key file {p} is readable by group or others (mode 0644); run chmod 600 {p}")
+    );
+    let group_writable = dir.file("gw", &key32, 0o620);
+    assert!(only_error(&group_writable).contains("is writable by group or others (mode 0620)"));
+
+    let short = dir.file("short", b"0123456789abcde\n", 0o600);
+    assert!(only_error(&short).contains("is too short (15 bytes, at least 16 needed)"));
+    let empty = dir.file("empty", b"", 0o600);
+    assert!(only_error(&empty).contains("is too short (0 bytes"));
+    let missing = dir.0.join("missing");
+    assert_eq!(
+        only_error(&missing),
+        format!("key file {} does not exist", missing.display())
+    );
+    assert!(only_error(&dir.0).contains("is not a regular file"));
+
+    // Without disk checks the key file is not touched.
+    let config = Config::parse(
+        &lines(&[
+            "cluster = \"t\"",
+            "node = 1",
+            "network.multicast = \"239.1.1.1:1\"",
+            "network.interface = \"lo\"",
+            "auth.key_file = \"/nonexistent/key\"",
+            "[[member]]",
+            "id = 1",
+        ]),
+        Path::new("regent.toml"),
+        DiskChecks::Skip,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.auth.key, None);
+}
+
+#[test]
+fn hooks_must_be_executable_regular_files() {
+    let dir = TempDir::new("hooks");
+    let script = b"#!/bin/sh\nexit 0\n";
+    let good = dir.file("good", script, 0o755);
+    dir.file("plain", script, 0o644);
+    dir.file("open", script, 0o777);
+    fs::create_dir(dir.0.join("subdir")).expect("mkdir");
+    let try_hook = |key: &str, value: &str| {
+        let line = format!("{key} = {value}");
+        Config::parse(
+            &multicast_and(&["[hooks]", &line]),
+            &dir.0.join("regent.toml"),
+            DiskChecks::Check,
+        )
+    };
+    let only_error = |key: &str, value: &str| match try_hook(key, value) {
+        Ok(_) => panic!("{key} = {value} accepted"),
+        Err(ConfigErrors(errors)) => {
+            assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+            assert_eq!(errors[0].line, Some(12));
+            errors[0].message.clone()
+        }
+    };
+
+    let config =
+        try_hook("promote", &format!("\"{}\"", good.display())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.hooks.promote.as_deref(), Some(good.as_path()));
+    // Relative to the config file's directory.
+    let config = try_hook("demote", "\"good\"").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.hooks.demote.as_deref(), Some(good.as_path()));
+    let config = try_hook("check", "[\"good\", \"-x\"]").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.hooks.check,
+        Some(vec![good.to_string_lossy().into_owned(), "-x".to_owned()])
+    );
+
+    let d = dir.0.display();
+    assert_eq!(
+        only_error("promote", "\"missing\""),
+        format!("hooks.promote {d}/missing does not exist")
+    );
+    assert_eq!(
+        only_error("notify", "\"subdir\""),
+        format!("hooks.notify {d}/subdir is not a regular file")
+    );
+    assert_eq!(
+        only_error("demote", "\"plain\""),
+        format!("hooks.demote {d}/plain is not executable (mode 0644); run chmod +x {d}/plain")
+    );
+    assert!(only_error("promote", "\"open\"").contains("is writable by anyone (mode 0777)"));
+    assert_eq!(
+        only_error("check", "\"plain\""),
+        format!("hooks.check {d}/plain is not executable (mode 0644); run chmod +x {d}/plain")
+    );
+    assert!(only_error("check", "\"/no/such/pg_isready -h db\"")
+        .contains("to pass arguments use an array"));
+
+    // Without disk checks, nothing is looked at.
+    let text = multicast_and(&["[hooks]", "promote = \"/no/such/hook\""]);
+    assert!(Config::parse(&text, Path::new("regent.toml"), DiskChecks::Skip).is_ok());
+}
+
+#[test]
+fn control_group_must_exist_when_checked() {
+    let with_group = |group: &str| {
+        let line = format!("group = \"{group}\"");
+        Config::parse(
+            &multicast_and(&["[control]", &line]),
+            Path::new("regent.toml"),
+            DiskChecks::Check,
+        )
+    };
+    assert!(with_group("root").is_ok());
+    let errors = with_group("no-such-group-regent").expect_err("unknown group");
+    assert_eq!(errors.0[0].line, Some(12));
+    assert_eq!(
+        errors.0[0].message,
+        "control.group \"no-such-group-regent\" does not exist"
+    );
+}
+
+#[test]
+fn load_and_check_command() {
+    let dir = TempDir::new("load");
+    let key = dir.file("key", b"0123456789abcdef0123456789abcdef\n", 0o600);
+    let hook = dir.file("vip", b"#!/bin/sh\n", 0o700);
+    let good = lines(&[
+        "cluster = \"db-vip\"",
+        "node = 3",
+        "[[member]]",
+        "id = 1",
+        "[[member]]",
+        "id = 2",
+        "[[member]]",
+        "id = 3",
+        "[network]",
+        "multicast = \"239.255.42.1:7475\"",
+        "interface = \"eth0\"",
+        "[hooks]",
+        "promote = \"vip\"",
+        "demote = \"vip\"",
+        "[auth]",
+        "key_file = \"key\"",
+    ]);
+    let path = dir.file("regent.toml", good.as_bytes(), 0o644);
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.hooks.promote.as_deref(), Some(hook.as_path()));
+    assert_eq!(config.auth.key_file.as_deref(), Some(key.as_path()));
+    assert_eq!(
+        config.auth.key.as_deref(),
+        Some(&b"0123456789abcdef0123456789abcdef"[..])
+    );
+    assert_eq!(
+        check_command(&path),
+        (
+            0,
+            "ok: cluster db-vip, node 3 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 \
+             on eth0, heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
+                .to_owned()
+        )
+    );
+
+    let bad = good
+        .replace("node = 3", "node = 4")
+        .replace("key_file = \"key\"", "key_file = \"nokey\"");
+    let path = dir.file("bad.toml", bad.as_bytes(), 0o644);
+    let (code, text) = check_command(&path);
+    assert_eq!(code, 1);
+    let p = path.display();
+    let d = dir.0.display();
+    assert_eq!(
+        text,
+        format!(
+            "{p}:2: node 4 is not in the [[member]] list (ids: 1, 2, 3)\n\
+             {p}:16: key file {d}/nokey does not exist"
+        )
+    );
+
+    let missing = dir.0.join("absent.toml");
+    let (code, text) = check_command(&missing);
+    assert_eq!(code, 1);
+    assert!(
+        text.starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn installed_config_is_the_reference_less_its_defaults() {
+    // The short /etc/regent/regent.toml of the package: it passes as it
+    // stands (the operator replaces its example values with the
+    // cluster's) and means exactly what the reference means.
+    let short = include_str!("../../conf/regent.etc.toml");
+    let config = Config::parse(
+        short,
+        Path::new("/etc/regent/regent.toml"),
+        DiskChecks::Skip,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reference = Config::parse(
+        include_str!("../../conf/regent.toml"),
+        Path::new("/etc/regent/regent.toml"),
+        DiskChecks::Skip,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.summary(), reference.summary());
+    assert_eq!(config.hooks, reference.hooks);
+    assert_eq!(config.auth, reference.auth);
+    assert_eq!(config.control.socket, reference.control.socket);
+    assert!(short.contains("/usr/share/doc/regent/regent.toml.example"));
+    // The group the package creates is the one it suggests.
+    let uncommented = short
+        .replace("# [control]", "[control]")
+        .replace("# group", "group");
+    let config = Config::parse(
+        &uncommented,
+        Path::new("/etc/regent/regent.toml"),
+        DiskChecks::Skip,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.control.group.as_deref(), Some("regent"));
+}
+
+#[test]
+fn reference_config_parses_and_documents_the_defaults() {
+    let text = include_str!("../../conf/regent.toml");
+    let config = Config::parse(text, Path::new("/etc/regent/regent.toml"), DiskChecks::Skip)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.cluster, "db-vip");
+    assert_eq!(config.members.len(), 3);
+    assert_eq!(
+        config.auth.key_file.as_deref(),
+        Some(Path::new("/etc/regent/key"))
+    );
+    assert!(!config.auth.insecure);
+
+    // Every value the reference sets is the default it documents.
+    let minimal = parse(&multicast_and(&[])).expect("valid");
+    assert_eq!(config.priority, minimal.priority);
+    assert_eq!(config.timing, minimal.timing);
+    assert_eq!(config.election, minimal.election);
+    assert_eq!(
+        Hooks {
+            promote: None,
+            demote: None,
+            ..config.hooks.clone()
+        },
+        minimal.hooks
+    );
+    assert_eq!(config.state, minimal.state);
+    assert_eq!(
+        config.control.socket,
+        PathBuf::from("/run/regent/db-vip.sock")
+    );
+    assert_eq!(config.log, minimal.log);
+    assert_eq!(
+        config.summary(),
+        "cluster db-vip, node 1 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 on eth0, \
+         heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
+    );
+
+    // The commented-out keys are valid too, once uncommented where they apply.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if [
+                    "port = ",
+                    "notify = ",
+                    "check = [",
+                    "insecure",
+                    "group = ",
+                    "metrics_listen = ",
+                ]
+                .iter()
+                .any(|k| rest.starts_with(k)) =>
+            {
+                rest.to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let errors = Config::parse(&uncommented, Path::new("regent.toml"), DiskChecks::Skip)
+        .expect_err("mixed modes");
+    // Only the unicast-only ports are refused with multicast.
+    assert!(
+        errors
+            .0
+            .iter()
+            .all(|e| e.message.contains("is for unicast only")),
+        "{errors}"
+    );
+    let unicast: String = uncommented
+        .lines()
+        .filter(|l| !l.starts_with("multicast") && !l.starts_with("interface"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = Config::parse(&unicast, Path::new("regent.toml"), DiskChecks::Skip)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.network.transport,
+        Transport::Unicast {
+            port: 7475,
+            bind: None
+        }
+    );
+    assert_eq!(
+        config.control.metrics_listen,
+        Some("127.0.0.1:9475".parse().expect("addr"))
+    );
+    assert_eq!(config.hooks.check.as_ref().map(Vec::len), Some(4));
+}
