@@ -79,10 +79,12 @@ mod peers;
 mod promises;
 mod quorum;
 mod rng;
+mod status;
 mod timers;
 
 pub use guard::{guard_slack, Guard, GuardAction};
 pub use lease::{lease_end, lease_len};
-pub use node::{Node, PeerStatus, Status, IMPOSTOR_WINDOW};
+pub use node::{Node, IMPOSTOR_WINDOW};
 pub use quorum::{quorum, tally, VoteResult};
 pub use rng::Rng;
+pub use status::{PeerStatus, Status};

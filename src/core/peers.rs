@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::message::{Heartbeat, Message, Role};
+use super::status::PeerStatus;
 use super::types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
 
 /// What a node knows of one peer.
@@ -195,6 +196,20 @@ impl Peers {
     ) -> impl Iterator<Item = &Peer> + '_ {
         self.iter()
             .filter(move |p| p.can_lead && p.alive(now, dead_after))
+    }
+
+    /// Each peer as status reports it.
+    pub(super) fn status(&self, now: Time, dead_after: Duration) -> Vec<PeerStatus> {
+        self.iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                rank: p.rank(),
+                last_heard: p.last_heard.map(|t| now.since(t)),
+                alive: p.alive(now, dead_after),
+                can_lead: p.can_lead,
+                role: p.role,
+            })
+            .collect()
     }
 
     /// Some alive peer follows `leader` but has not acked its heartbeat
