@@ -19,7 +19,7 @@ use super::effect::{
 };
 use super::leadership::{Candidacy, Leadership};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
-use super::peers::{Peer, Peers};
+use super::peers::Peers;
 use super::promises::{PendingClaim, Promises, Sticky, Verdict};
 use super::quorum::{quorum, VoteResult};
 use super::rng::Rng;
@@ -342,7 +342,7 @@ impl Node {
         }
         if let State::Leader(l) = &self.state {
             if hb.leader == Some((me, l.epoch)) && hb.role == Role::Follower {
-                let acked = self.peers.get(&from).map_or(Seq(0), |p| p.acked);
+                let acked = self.peers.acked(&from).unwrap_or(Seq(0));
                 self.on_lease_ack(now, from, acked);
             }
         }
@@ -546,22 +546,7 @@ impl Node {
             ))));
             return;
         }
-        let successor = match to {
-            Some(t) => match self.peers.get(&t) {
-                None => Err(format!("node {t} is not a member")),
-                Some(p) if !self.alive(p, now) => Err(format!("node {t} is not alive")),
-                Some(p) if !p.can_lead => Err(format!(
-                    "node {t} cannot lead (unhealthy, in hold-off, or sees no quorum)"
-                )),
-                Some(_) => Ok(t),
-            },
-            None => self
-                .contenders(now)
-                .max_by_key(|p| p.rank())
-                .map(|p| p.id)
-                .ok_or_else(|| "no other member can lead".to_string()),
-        };
-        match successor {
+        match self.peers.successor(to, now, self.cfg.timing.dead_after) {
             Ok(s) => {
                 self.out.push_back(Effect::StepDownResult(Ok(s)));
                 self.holdoff_until = now + self.cfg.holdoff;
@@ -654,7 +639,8 @@ impl Node {
             Some(_) => return,
             None => {}
         }
-        let higher_alive = self.contenders(now).any(|p| p.rank() > self.rank());
+        let dead_after = self.cfg.timing.dead_after;
+        let higher_alive = self.peers.outranks(self.rank(), now, dead_after);
         match self.state {
             _ if !higher_alive => self.claim(now),
             State::Deferring { until } if now >= until => self.claim(now),
@@ -812,11 +798,7 @@ impl Node {
     /// `dead_after` from that heartbeat's send.
     fn on_lease_ack(&mut self, now: Time, from: NodeId, seq: Seq) {
         let timing = &self.cfg.timing;
-        let their_dead_after = self
-            .peers
-            .get(&from)
-            .map_or(Duration::ZERO, |p| p.dead_after);
-        let theirs = timing.lease_for(their_dead_after);
+        let theirs = timing.lease_for(self.peers.dead_after(&from).unwrap_or_default());
         let ours = timing.lease();
         let State::Leader(l) = &mut self.state else {
             return;
@@ -861,14 +843,8 @@ impl Node {
         if !self.cfg.preempt {
             return None;
         }
-        self.contenders(now)
-            .filter(|p| p.rank() > self.rank())
-            .filter(|p| {
-                p.can_lead_since
-                    .is_some_and(|t| now >= t + self.cfg.preempt_delay)
-            })
-            .max_by_key(|p| p.rank())
-            .map(|p| p.id)
+        let (delay, dead_after) = (self.cfg.preempt_delay, self.cfg.timing.dead_after);
+        self.peers.preemptor(self.rank(), delay, now, dead_after)
     }
 
     // ----- the ack rule -----
@@ -889,17 +865,13 @@ impl Node {
             return verdict;
         }
         let favoured = self.handover.is_some_and(|(to, _)| to == from);
-        if !favoured {
-            let Some(rank) = self.peers.rank(&from) else {
-                return Verdict::Nack(NackReason::HigherRank);
-            };
-            let higher_peer = self
-                .contenders(now)
-                .any(|p| p.id != from && p.rank() > rank);
-            let higher_self = self.rank() > rank && self.can_lead(now);
-            if higher_peer || higher_self {
-                return Verdict::Nack(NackReason::HigherRank);
-            }
+        let own = self.can_lead(now).then(|| self.rank());
+        if !favoured
+            && self
+                .peers
+                .outranked(from, own, now, self.cfg.timing.dead_after)
+        {
+            return Verdict::Nack(NackReason::HigherRank);
         }
         Verdict::Ack
     }
@@ -957,10 +929,6 @@ impl Node {
 
     // ----- views -----
 
-    fn alive(&self, p: &Peer, now: Time) -> bool {
-        p.alive(now, self.cfg.timing.dead_after)
-    }
-
     /// Members alive in this node's view, itself included.
     fn alive_count(&self, now: Time) -> usize {
         1 + self.peers.alive_count(now, self.cfg.timing.dead_after)
@@ -989,11 +957,6 @@ impl Node {
     /// Eligible and sees a quorum alive.
     fn can_lead(&self, now: Time) -> bool {
         self.eligible(now) && self.alive_count(now) >= self.quorum
-    }
-
-    /// Alive peers that say they can lead.
-    fn contenders(&self, now: Time) -> impl Iterator<Item = &Peer> + '_ {
-        self.peers.contenders(now, self.cfg.timing.dead_after)
     }
 
     fn election_timeout(&self) -> Duration {
@@ -1103,13 +1066,9 @@ impl Node {
             State::Leader(l) => {
                 self.timers.set(Timer::Lease, l.lease_end);
                 if self.cfg.preempt {
-                    let delay = self.cfg.preempt_delay;
-                    let mine = self.rank();
-                    wake.extend(
-                        self.contenders(now)
-                            .filter(|p| p.rank() > mine)
-                            .filter_map(|p| p.can_lead_since.map(|t| t + delay)),
-                    );
+                    let (delay, dead_after) = (self.cfg.preempt_delay, self.cfg.timing.dead_after);
+                    let preempts = self.peers.preempts(self.rank(), delay, now, dead_after);
+                    wake.extend(preempts.map(|(_, at)| at));
                 }
             }
             _ => {}
