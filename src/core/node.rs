@@ -20,7 +20,7 @@ use super::effect::{
 use super::leadership::{Candidacy, Leadership};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
 use super::peers::Peers;
-use super::promises::{PendingClaim, Promises, Sticky, Verdict};
+use super::promises::{Promises, Verdict};
 use super::quorum::{quorum, VoteResult};
 use super::rng::Rng;
 use super::status::Status;
@@ -325,19 +325,10 @@ impl Node {
         if claims_lead {
             let epoch = hb.leader.map_or(Epoch::default(), |(_, e)| e);
             self.on_leader_heartbeat(now, from, epoch);
-        } else if let Some(s) = self.promises.sticky {
-            // The leader we follow says it no longer leads that epoch (it
-            // resigned and we missed the Resign): the promise guards nothing
-            // any more. While it still names itself leader (its demote hook
-            // runs) the promise stands. A restarted leader is not taken at
-            // its word: the promise then runs out on its own.
-            // Only the same incarnation counts: a new one may be another
-            // host wrongly using the leader's id while the leader lives.
-            let same_process = self.peers.incarnation(&from) == Some(s.incarnation);
-            if s.leader == from && same_process && hb.leader != Some((from, s.epoch)) && s.confirmed
-            {
-                self.promises.sticky = None;
-                self.transition(Role::Follower, s.epoch, None, Reason::LeaderStopped);
+        } else {
+            let incarnation = self.peers.incarnation(&from);
+            if let Some(epoch) = self.promises.leader_stopped(from, incarnation, hb.leader) {
+                self.transition(Role::Follower, epoch, None, Reason::LeaderStopped);
             }
         }
         if let State::Leader(l) = &self.state {
@@ -432,13 +423,7 @@ impl Node {
                     },
                 );
             }
-            Verdict::Defer(until) => {
-                self.promises.pending = Some(PendingClaim {
-                    from,
-                    epoch,
-                    expires: until,
-                });
-            }
+            Verdict::Defer(until) => self.promises.defer(from, epoch, until),
         }
     }
 
@@ -472,16 +457,11 @@ impl Node {
         leaving: bool,
     ) {
         self.peers.resigned(from, epoch, leaving);
-        if let Some(s) = self.promises.sticky {
-            let same_process = self.peers.incarnation(&from) == Some(s.incarnation);
-            if s.leader == from && same_process && s.epoch <= epoch {
-                // The leader ran its demote hook before resigning: our
-                // promise to it may end now.
-                self.promises.sticky = None;
-                self.transition(Role::Follower, epoch, None, Reason::LeaderResigned);
-                if let Some(to) = successor {
-                    self.handover = Some((to, now + self.cfg.timing.dead_after));
-                }
+        let incarnation = self.peers.incarnation(&from);
+        if self.promises.leader_resigned(from, incarnation, epoch) {
+            self.transition(Role::Follower, epoch, None, Reason::LeaderResigned);
+            if let Some(to) = successor {
+                self.handover = Some((to, now + self.cfg.timing.dead_after));
             }
         }
     }
@@ -562,10 +542,7 @@ impl Node {
             State::Starting | State::Demoting(_) => {}
             State::Leader(_) => self.step_down(now, Reason::Shutdown, None, true),
             _ => {
-                let epoch = self
-                    .promises
-                    .sticky
-                    .map_or(self.promises.promised(), |s| s.epoch);
+                let epoch = self.promises.leaving_epoch();
                 self.state = State::Follower;
                 self.send(
                     now,
@@ -655,13 +632,9 @@ impl Node {
     }
 
     fn claim(&mut self, now: Time) {
-        let highest = self.known.max(self.promises.promised());
-        if highest == Epoch(u64::MAX) {
-            // No epoch is left above every promise: claiming would reuse
-            // one. Only a state file or a key holder can get here.
+        let Some(epoch) = self.promises.claimable(self.known) else {
             return;
-        }
-        let epoch = highest.next();
+        };
         self.promise(epoch);
         self.state = State::Candidate(Candidacy::new(epoch, now));
         self.transition(Role::Candidate, epoch, None, Reason::Claim);
@@ -879,20 +852,14 @@ impl Node {
     /// Promises `epoch` to `from`: persisted before the Ack leaves.
     fn ack(&mut self, now: Time, from: NodeId, epoch: Epoch) {
         self.promise(epoch);
-        self.promises.pending = None;
         if matches!(self.state, State::Deferring { .. } | State::Candidate(_)) {
             self.state = State::Follower;
         }
-        self.promises.sticky = Some(Sticky {
-            leader: from,
-            epoch,
-            until: now + self.cfg.timing.dead_after,
-            promise: self.cfg.timing.dead_after,
-            incarnation: self.peers.incarnation(&from).unwrap_or_default(),
-            confirmed: false,
-        });
-        let dead_after_ms =
-            u32::try_from(self.cfg.timing.dead_after.as_millis()).unwrap_or(u32::MAX);
+        let incarnation = self.peers.incarnation(&from).unwrap_or_default();
+        let dead_after = self.cfg.timing.dead_after;
+        self.promises
+            .acked(from, epoch, incarnation, now, dead_after);
+        let dead_after_ms = u32::try_from(dead_after.as_millis()).unwrap_or(u32::MAX);
         self.send_vote(
             now,
             epoch,
@@ -905,13 +872,9 @@ impl Node {
     }
 
     fn try_pending(&mut self, now: Time) {
-        let Some(p) = self.promises.pending else {
+        let Some(p) = self.promises.pending(now) else {
             return;
         };
-        if now >= p.expires {
-            self.promises.pending = None;
-            return;
-        }
         match self.ack_verdict(now, p.from, p.epoch) {
             Verdict::Ack => self.ack(now, p.from, p.epoch),
             Verdict::Nack(_) => self.promises.pending = None,
@@ -1014,12 +977,10 @@ impl Node {
             return;
         }
         let (role, epoch, leader) = self.reported_role(now);
-        // While following, report the promise that backs our ack of the
-        // leader's newest heartbeat, not a dead_after reloaded since.
-        let promise = match self.promises.sticky {
-            Some(s) if s.confirmed && leader == Some(s.leader) => s.promise,
-            _ => self.cfg.timing.dead_after,
-        };
+        let promise = self
+            .promises
+            .reported(leader)
+            .unwrap_or(self.cfg.timing.dead_after);
         let heartbeat = Heartbeat {
             role,
             leader: leader.zip(epoch),
