@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::effect::{
     Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Reason, Transition,
 };
-use super::leadership::{Candidacy, Leadership};
+use super::leadership::{Backoff, Candidacy, Leadership};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
 use super::peers::Peers;
 use super::promises::{Promises, Verdict};
@@ -27,9 +27,6 @@ use super::status::Status;
 use super::timers::{Timer, TimerTable};
 use super::types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
 use super::CoreConfig;
-
-/// Lost claims in a row double the back-off at most this many times (8x).
-const MAX_BACKOFF_DOUBLINGS: u32 = 3;
 
 /// A node that hears another host use its id stays out of the election
 /// until it has heard nothing of it for this many dead_afters.
@@ -56,10 +53,8 @@ pub struct Node {
     holdoff_until: Time,
     /// A leader's named successor, favoured until the given time.
     handover: Option<(NodeId, Time)>,
-    /// Do not claim before this (back-off after a lost claim).
-    retry_at: Time,
-    /// Claims lost in a row; the back-off doubles with each, up to 8 times.
-    failed_claims: u32,
+    /// When this node may claim again after lost claims.
+    backoff: Backoff,
     shutting_down: bool,
     last_sent: Time,
     timers: TimerTable,
@@ -120,8 +115,7 @@ impl Node {
             impostor_until: Time::ZERO,
             holdoff_until: Time::ZERO,
             handover: None,
-            retry_at: Time::ZERO,
-            failed_claims: 0,
+            backoff: Backoff::default(),
             shutting_down: false,
             last_sent: now,
             timers: TimerTable::default(),
@@ -365,7 +359,7 @@ impl Node {
         let before = self
             .promises
             .follow(from, epoch, incarnation, now, dead_after);
-        self.failed_claims = 0;
+        self.backoff.reset();
         if before.map(|s| (s.leader, s.epoch, s.confirmed)) != Some((from, epoch, true)) {
             self.transition(Role::Follower, epoch, Some(from), Reason::Following);
         }
@@ -390,7 +384,7 @@ impl Node {
             self.send(now, Body::Answer { to: from });
             // Bully: the answering node runs its own election now, back-off
             // or not, since a lower-ranked one is waiting for it.
-            self.retry_at = now;
+            self.backoff.retry_now(now);
         }
     }
 
@@ -603,7 +597,7 @@ impl Node {
     fn maybe_claim(&mut self, now: Time) {
         if self.promises.sticky.is_some()
             || self.promises.quiet(now)
-            || now < self.retry_at
+            || self.backoff.waiting(now)
             || !self.can_lead(now)
         {
             if matches!(self.state, State::Deferring { .. }) && self.promises.sticky.is_some() {
@@ -731,15 +725,8 @@ impl Node {
         };
         let epoch = c.epoch;
         self.state = State::Follower;
-        self.failed_claims = self.failed_claims.saturating_add(1);
-        let hb = self.cfg.timing.heartbeat.as_nanos() as u64;
-        let scale = 1u64
-            << self
-                .failed_claims
-                .min(MAX_BACKOFF_DOUBLINGS + 1)
-                .saturating_sub(1);
-        let backoff = self.rng.range(hb / 2, hb + hb / 2).saturating_mul(scale);
-        self.retry_at = now + Duration::from_nanos(backoff);
+        self.backoff
+            .lost(now, self.cfg.timing.heartbeat, &mut self.rng);
         self.transition(Role::Follower, epoch, None, Reason::ClaimLost);
     }
 
@@ -756,7 +743,7 @@ impl Node {
         self.promises.sticky = None;
         self.promises.pending = None;
         self.handover = None;
-        self.failed_claims = 0;
+        self.backoff.reset();
         self.transition(Role::Leader, epoch, Some(self.cfg.id), Reason::Elected);
         self.out.push_back(Effect::RunHook(HookRequest {
             kind: HookKind::Promote,
@@ -1020,7 +1007,7 @@ impl Node {
         }
         wake.push(self.holdoff_until);
         wake.push(self.impostor_until);
-        wake.push(self.retry_at);
+        wake.push(self.backoff.retry_at());
         match &self.state {
             State::Deferring { until } => wake.push(*until),
             State::Candidate(c) if !c.waiting() => wake.push(c.deadline),
