@@ -268,7 +268,7 @@ impl Node {
             Body::Heartbeat(hb) => self.on_heartbeat(now, from, msg.seq, hb),
             Body::Election => self.on_election(now, from),
             Body::Answer { to } => {
-                let extended = now + self.election_timeout();
+                let extended = now + self.cfg.timing.election_timeout();
                 if to == self.cfg.id {
                     if let State::Deferring { until } = &mut self.state {
                         *until = extended;
@@ -618,7 +618,7 @@ impl Node {
             State::Deferring { .. } => {}
             _ => {
                 self.state = State::Deferring {
-                    until: now + self.election_timeout(),
+                    until: now + self.cfg.timing.election_timeout(),
                 };
                 self.send(now, Body::Election);
             }
@@ -659,7 +659,7 @@ impl Node {
                     return;
                 }
                 let seq = self.send(now, body);
-                let deadline = now + self.election_timeout();
+                let deadline = now + self.cfg.timing.election_timeout();
                 if let State::Candidate(c) = &mut self.state {
                     c.sent(seq, now, deadline);
                 }
@@ -813,7 +813,7 @@ impl Node {
         if self.promises.is_stale(epoch) {
             return Verdict::Nack(NackReason::StaleEpoch);
         }
-        let wait_limit = now + self.election_timeout();
+        let wait_limit = now + self.cfg.timing.election_timeout();
         if matches!(self.state, State::Leader(_) | State::Demoting(_)) {
             return Verdict::Nack(NackReason::LiveLeader);
         }
@@ -909,16 +909,6 @@ impl Node {
         self.eligible(now) && self.alive_count(now) >= self.quorum
     }
 
-    fn election_timeout(&self) -> Duration {
-        self.cfg.timing.heartbeat * 2
-    }
-
-    /// How long the leader waits for an alive follower's ack before sending
-    /// again. Short, so a lease survives heavy loss: ten tries per heartbeat.
-    fn ack_timeout(&self) -> Duration {
-        (self.cfg.timing.heartbeat / 10).max(Duration::from_millis(1))
-    }
-
     /// Role, epoch and leader as this node reports them.
     fn reported_role(&self, now: Time) -> (Role, Option<Epoch>, Option<NodeId>) {
         match &self.state {
@@ -976,7 +966,7 @@ impl Node {
             heard: self.peers.heard(),
         };
         let seq = self.send(now, Body::Heartbeat(heartbeat));
-        let ack_timeout = self.ack_timeout();
+        let ack_timeout = self.cfg.timing.ack_timeout();
         if let State::Leader(l) = &mut self.state {
             l.sent(seq, now);
             self.timers.set(Timer::Retransmit, now + ack_timeout);
