@@ -122,12 +122,7 @@ impl Node {
             out: VecDeque::new(),
             cfg,
         };
-        node.out.push_back(Effect::RunHook(HookRequest {
-            kind: HookKind::Demote,
-            epoch: persisted.promised,
-            leader: None,
-            reason: Reason::Startup,
-        }));
+        node.run_hook(HookKind::Demote, persisted.promised, None, Reason::Startup);
         node
     }
 
@@ -146,10 +141,7 @@ impl Node {
 
     /// The epoch this node leads right now, if it holds a lease.
     pub fn leading(&self) -> Option<Epoch> {
-        match &self.state {
-            State::Leader(l) => Some(l.epoch),
-            _ => None,
-        }
+        self.lease().map(|(epoch, _)| epoch)
     }
 
     /// The epoch this node leads and the instant its lease ends. The driver
@@ -234,10 +226,7 @@ impl Node {
             id: self.cfg.id,
             role,
             transitioning: matches!(self.state, State::Starting | State::Demoting(_)),
-            epoch: epoch.or(match &self.state {
-                State::Demoting(d) => Some(d.epoch),
-                _ => None,
-            }),
+            epoch,
             leader,
             promised: self.promises.promised(),
             durable: self.promises.durable(),
@@ -245,10 +234,7 @@ impl Node {
             alive: self.alive_count(now),
             quorum: self.quorum,
             eligible: self.eligible(now),
-            lease_remaining: match &self.state {
-                State::Leader(l) => Some(l.lease_end.since(now)),
-                _ => None,
-            },
+            lease_remaining: self.lease().map(|(_, end)| end.since(now)),
             peers: self.peers.status(now, self.cfg.timing.dead_after),
         }
     }
@@ -282,12 +268,7 @@ impl Node {
                 dead_after_ms,
             } => {
                 if to == self.cfg.id {
-                    self.on_ack(
-                        now,
-                        from,
-                        epoch,
-                        Duration::from_millis(dead_after_ms.into()),
-                    );
+                    self.on_ack(now, from, epoch, dead_after_ms);
                 }
             }
             Body::Nack {
@@ -421,14 +402,15 @@ impl Node {
         }
     }
 
-    fn on_ack(&mut self, now: Time, from: NodeId, epoch: Epoch, dead_after: Duration) {
+    /// `from` acked our claim of `epoch`, promising `dead_after_ms` on its clock.
+    fn on_ack(&mut self, now: Time, from: NodeId, epoch: Epoch, dead_after_ms: u32) {
         let State::Candidate(c) = &mut self.state else {
             return;
         };
         if c.epoch != epoch {
             return;
         }
-        c.ack(from, dead_after);
+        c.ack(from, Duration::from_millis(dead_after_ms.into()));
         self.count_votes(now);
     }
 
@@ -571,8 +553,7 @@ impl Node {
         match &self.state {
             State::Starting | State::Demoting(_) => {}
             State::Leader(l) => {
-                let lease_end = l.lease_end;
-                if now >= lease_end {
+                if now >= l.lease_end {
                     self.step_down(now, Reason::LeaseExpired, None, false);
                 } else if !self.healthy {
                     self.step_down(now, Reason::HealthCheckFailed, None, false);
@@ -745,12 +726,7 @@ impl Node {
         self.handover = None;
         self.backoff.reset();
         self.transition(Role::Leader, epoch, Some(self.cfg.id), Reason::Elected);
-        self.out.push_back(Effect::RunHook(HookRequest {
-            kind: HookKind::Promote,
-            epoch,
-            leader: Some(self.cfg.id),
-            reason: Reason::Elected,
-        }));
+        self.run_hook(HookKind::Promote, epoch, Some(self.cfg.id), Reason::Elected);
         self.send_heartbeat(now);
     }
 
@@ -768,14 +744,6 @@ impl Node {
         }
     }
 
-    /// Extends the lease to what a quorum now backs, with our own promise
-    /// ending at `own`. A lease never shrinks: each promise it counted stands.
-    fn renew_lease(&mut self, own: Time) {
-        if let State::Leader(l) = &mut self.state {
-            l.renew(own, self.quorum);
-        }
-    }
-
     /// Leaves leadership: the demote hook runs now; Resign follows when it is done.
     fn step_down(&mut self, now: Time, reason: Reason, successor: Option<NodeId>, leaving: bool) {
         let State::Leader(l) = &self.state else {
@@ -789,12 +757,7 @@ impl Node {
         self.timers.stop(Timer::Lease);
         self.timers.stop(Timer::Retransmit);
         self.transition(Role::Follower, epoch, None, reason);
-        self.out.push_back(Effect::RunHook(HookRequest {
-            kind: HookKind::Demote,
-            epoch,
-            leader: successor,
-            reason,
-        }));
+        self.run_hook(HookKind::Demote, epoch, successor, reason);
         self.send_heartbeat(now);
     }
 
@@ -897,10 +860,8 @@ impl Node {
     /// Lease first: a leader whose lease has ended gives it up before it
     /// sends, answers or starts anything, however late it woke.
     fn expire_lease(&mut self, now: Time) {
-        if let State::Leader(l) = &self.state {
-            if now >= l.lease_end {
-                self.step_down(now, Reason::LeaseExpired, None, false);
-            }
+        if self.lease().is_some_and(|(_, end)| now >= end) {
+            self.step_down(now, Reason::LeaseExpired, None, false);
         }
     }
 
@@ -969,17 +930,27 @@ impl Node {
         let ack_timeout = self.cfg.timing.ack_timeout();
         if let State::Leader(l) = &mut self.state {
             l.sent(seq, now);
+            // Our own promise as a member of the quorum renews with each
+            // heartbeat.
+            l.renew(now + self.cfg.timing.lease(), self.quorum);
             self.timers.set(Timer::Retransmit, now + ack_timeout);
         }
         self.timers
             .set(Timer::Heartbeat, now + self.cfg.timing.heartbeat);
-        // Our own promise as a member of the quorum renews with each heartbeat.
-        self.renew_lease(now + self.cfg.timing.lease());
     }
 
     fn transition(&mut self, role: Role, epoch: Epoch, leader: Option<NodeId>, reason: Reason) {
         self.out.push_back(Effect::Transition(Transition {
             role,
+            epoch,
+            leader,
+            reason,
+        }));
+    }
+
+    fn run_hook(&mut self, kind: HookKind, epoch: Epoch, leader: Option<NodeId>, reason: Reason) {
+        self.out.push_back(Effect::RunHook(HookRequest {
+            kind,
             epoch,
             leader,
             reason,
