@@ -1,27 +1,34 @@
-//! A claim in progress (`Candidacy`) and the lease it wins (`Leadership`).
+//! A claim in progress (`Candidacy`), the lease it wins (`Leadership`),
+//! and the back-off after lost claims (`Backoff`).
 //!
 //! A candidacy counts the acks and nacks to one claimed epoch; a leadership
 //! remembers when it sent each heartbeat, the promise end each follower's
 //! newest ack backs, and the lease end those promises add up to. Every
 //! lease length comes from `Timing::lease_for`, and every lease end from
-//! `lease::lease_end` over a quorum of promise ends.
+//! `lease::lease_end` over a quorum of promise ends. A back-off counts the
+//! claims lost in a row and draws one jitter per loss from the node's `Rng`.
 //!
 //! Architecture Invariant: a lease never grows from anything but a
 //! promise: a follower's ack of a heartbeat this leadership sent (counted
 //! from that send) or this node's own heartbeat. A lease end never moves
-//! back. Nothing here sends, reads a clock or changes the node's role; the
-//! node decides what a won or lost claim and an ended lease mean.
+//! back. Nothing here sends, reads a clock, draws randomness but from the
+//! `Rng` it is handed, or changes the node's role; the node decides what a
+//! won or lost claim and an ended lease mean.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::lease::lease_end;
 use super::quorum::{tally, VoteResult};
+use super::rng::Rng;
 use super::types::{Epoch, NodeId, Seq, Time};
 use super::Timing;
 
 /// How many of its own recent heartbeat send times a leader remembers.
 const SENT_HISTORY: usize = 256;
+
+/// Lost claims in a row double the back-off at most this many times (8x).
+const MAX_BACKOFF_DOUBLINGS: u32 = 3;
 
 /// A claim of `epoch` and the answers to it.
 #[derive(Clone, Debug)]
@@ -114,6 +121,51 @@ impl Candidacy {
         };
         l.renew(self.sent + timing.lease(), quorum);
         Some(l)
+    }
+}
+
+/// When a node may claim again after claims lost in a row.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Backoff {
+    /// Do not claim before this (back-off after a lost claim).
+    retry_at: Time,
+    /// Claims lost in a row; the back-off doubles with each, up to 8 times.
+    failed_claims: u32,
+}
+
+impl Backoff {
+    /// A claim was lost at `now`: wait a random while around `heartbeat`,
+    /// doubled for each earlier loss in a row (up to 8x), drawn from `rng`.
+    pub(super) fn lost(&mut self, now: Time, heartbeat: Duration, rng: &mut Rng) {
+        self.failed_claims = self.failed_claims.saturating_add(1);
+        let hb = heartbeat.as_nanos() as u64;
+        let scale = 1u64
+            << self
+                .failed_claims
+                .min(MAX_BACKOFF_DOUBLINGS + 1)
+                .saturating_sub(1);
+        let backoff = rng.range(hb / 2, hb + hb / 2).saturating_mul(scale);
+        self.retry_at = now + Duration::from_nanos(backoff);
+    }
+
+    /// A leader was followed or a claim won: the next loss starts afresh.
+    pub(super) fn reset(&mut self) {
+        self.failed_claims = 0;
+    }
+
+    /// The node may claim from `now` on, whatever its losses.
+    pub(super) fn retry_now(&mut self, now: Time) {
+        self.retry_at = now;
+    }
+
+    /// Still backing off at `now`.
+    pub(super) fn waiting(&self, now: Time) -> bool {
+        now < self.retry_at
+    }
+
+    /// When the back-off ends.
+    pub(super) fn retry_at(&self) -> Time {
+        self.retry_at
     }
 }
 

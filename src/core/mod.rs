@@ -50,6 +50,17 @@ impl Timing {
     pub fn lease(&self) -> Duration {
         self.lease_for(self.dead_after)
     }
+
+    /// How long a node waits for an answer to an Election or a Claim.
+    fn election_timeout(&self) -> Duration {
+        self.heartbeat * 2
+    }
+
+    /// How long the leader waits for an alive follower's ack before sending
+    /// again. Short, so a lease survives heavy loss: ten tries per heartbeat.
+    fn ack_timeout(&self) -> Duration {
+        (self.heartbeat / 10).max(Duration::from_millis(1))
+    }
 }
 
 /// What the core needs to know about its cluster and itself.
@@ -79,10 +90,12 @@ mod peers;
 mod promises;
 mod quorum;
 mod rng;
+mod status;
 mod timers;
 
 pub use guard::{guard_slack, Guard, GuardAction};
 pub use lease::{lease_end, lease_len};
-pub use node::{Node, PeerStatus, Status, IMPOSTOR_WINDOW};
+pub use node::{Node, IMPOSTOR_WINDOW};
 pub use quorum::{quorum, tally, VoteResult};
 pub use rng::Rng;
+pub use status::{PeerStatus, Status};

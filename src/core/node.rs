@@ -17,18 +17,16 @@ use std::time::Duration;
 use super::effect::{
     Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Reason, Transition,
 };
-use super::leadership::{Candidacy, Leadership};
+use super::leadership::{Backoff, Candidacy, Leadership};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
-use super::peers::{Peer, Peers};
-use super::promises::{PendingClaim, Promises, Sticky, Verdict};
+use super::peers::Peers;
+use super::promises::{Promises, Verdict};
 use super::quorum::{quorum, VoteResult};
 use super::rng::Rng;
+use super::status::Status;
 use super::timers::{Timer, TimerTable};
 use super::types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
 use super::CoreConfig;
-
-/// Lost claims in a row double the back-off at most this many times (8x).
-const MAX_BACKOFF_DOUBLINGS: u32 = 3;
 
 /// A node that hears another host use its id stays out of the election
 /// until it has heard nothing of it for this many dead_afters.
@@ -55,10 +53,8 @@ pub struct Node {
     holdoff_until: Time,
     /// A leader's named successor, favoured until the given time.
     handover: Option<(NodeId, Time)>,
-    /// Do not claim before this (back-off after a lost claim).
-    retry_at: Time,
-    /// Claims lost in a row; the back-off doubles with each, up to 8 times.
-    failed_claims: u32,
+    /// When this node may claim again after lost claims.
+    backoff: Backoff,
     shutting_down: bool,
     last_sent: Time,
     timers: TimerTable,
@@ -87,56 +83,6 @@ enum State {
 struct Demotion {
     epoch: Epoch,
     successor: Option<NodeId>,
-}
-
-/// A snapshot of a node for status, metrics and the simulator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// This node.
-    pub id: NodeId,
-    /// Its role.
-    pub role: Role,
-    /// True while the start-up demote runs or a demote is under way.
-    pub transitioning: bool,
-    /// The epoch it leads, or the epoch of the leader it follows.
-    pub epoch: Option<Epoch>,
-    /// The leader it follows (itself when leading).
-    pub leader: Option<NodeId>,
-    /// The highest epoch it promised, on disk or not yet: what a write must
-    /// make durable.
-    pub promised: Epoch,
-    /// The highest promise on disk: what survives a crash, and what status
-    /// reports.
-    pub durable: Epoch,
-    /// The highest epoch it knows of.
-    pub known: Epoch,
-    /// Members alive in its view, itself included.
-    pub alive: usize,
-    /// Quorum size.
-    pub quorum: usize,
-    /// Healthy and not in hold-off.
-    pub eligible: bool,
-    /// Time left on the lease while leading.
-    pub lease_remaining: Option<Duration>,
-    /// Per peer.
-    pub peers: Vec<PeerStatus>,
-}
-
-/// One peer as seen from a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerStatus {
-    /// The peer.
-    pub id: NodeId,
-    /// Its rank.
-    pub rank: Rank,
-    /// Time since it was last heard, if ever.
-    pub last_heard: Option<Duration>,
-    /// Heard within dead_after.
-    pub alive: bool,
-    /// It says it is eligible and sees a quorum.
-    pub can_lead: bool,
-    /// Its reported role.
-    pub role: Role,
 }
 
 impl Node {
@@ -169,20 +115,14 @@ impl Node {
             impostor_until: Time::ZERO,
             holdoff_until: Time::ZERO,
             handover: None,
-            retry_at: Time::ZERO,
-            failed_claims: 0,
+            backoff: Backoff::default(),
             shutting_down: false,
             last_sent: now,
             timers: TimerTable::default(),
             out: VecDeque::new(),
             cfg,
         };
-        node.out.push_back(Effect::RunHook(HookRequest {
-            kind: HookKind::Demote,
-            epoch: persisted.promised,
-            leader: None,
-            reason: Reason::Startup,
-        }));
+        node.run_hook(HookKind::Demote, persisted.promised, None, Reason::Startup);
         node
     }
 
@@ -201,10 +141,7 @@ impl Node {
 
     /// The epoch this node leads right now, if it holds a lease.
     pub fn leading(&self) -> Option<Epoch> {
-        match &self.state {
-            State::Leader(l) => Some(l.epoch),
-            _ => None,
-        }
+        self.lease().map(|(epoch, _)| epoch)
     }
 
     /// The epoch this node leads and the instant its lease ends. The driver
@@ -289,10 +226,7 @@ impl Node {
             id: self.cfg.id,
             role,
             transitioning: matches!(self.state, State::Starting | State::Demoting(_)),
-            epoch: epoch.or(match &self.state {
-                State::Demoting(d) => Some(d.epoch),
-                _ => None,
-            }),
+            epoch,
             leader,
             promised: self.promises.promised(),
             durable: self.promises.durable(),
@@ -300,22 +234,8 @@ impl Node {
             alive: self.alive_count(now),
             quorum: self.quorum,
             eligible: self.eligible(now),
-            lease_remaining: match &self.state {
-                State::Leader(l) => Some(l.lease_end.since(now)),
-                _ => None,
-            },
-            peers: self
-                .peers
-                .iter()
-                .map(|p| PeerStatus {
-                    id: p.id,
-                    rank: p.rank(),
-                    last_heard: p.last_heard.map(|t| now.since(t)),
-                    alive: self.alive(p, now),
-                    can_lead: p.can_lead,
-                    role: p.role,
-                })
-                .collect(),
+            lease_remaining: self.lease().map(|(_, end)| end.since(now)),
+            peers: self.peers.status(now, self.cfg.timing.dead_after),
         }
     }
 
@@ -334,7 +254,7 @@ impl Node {
             Body::Heartbeat(hb) => self.on_heartbeat(now, from, msg.seq, hb),
             Body::Election => self.on_election(now, from),
             Body::Answer { to } => {
-                let extended = now + self.election_timeout();
+                let extended = now + self.cfg.timing.election_timeout();
                 if to == self.cfg.id {
                     if let State::Deferring { until } = &mut self.state {
                         *until = extended;
@@ -348,12 +268,7 @@ impl Node {
                 dead_after_ms,
             } => {
                 if to == self.cfg.id {
-                    self.on_ack(
-                        now,
-                        from,
-                        epoch,
-                        Duration::from_millis(dead_after_ms.into()),
-                    );
+                    self.on_ack(now, from, epoch, dead_after_ms);
                 }
             }
             Body::Nack {
@@ -385,24 +300,15 @@ impl Node {
         if claims_lead {
             let epoch = hb.leader.map_or(Epoch::default(), |(_, e)| e);
             self.on_leader_heartbeat(now, from, epoch);
-        } else if let Some(s) = self.promises.sticky {
-            // The leader we follow says it no longer leads that epoch (it
-            // resigned and we missed the Resign): the promise guards nothing
-            // any more. While it still names itself leader (its demote hook
-            // runs) the promise stands. A restarted leader is not taken at
-            // its word: the promise then runs out on its own.
-            // Only the same incarnation counts: a new one may be another
-            // host wrongly using the leader's id while the leader lives.
-            let same_process = self.peers.incarnation(&from) == Some(s.incarnation);
-            if s.leader == from && same_process && hb.leader != Some((from, s.epoch)) && s.confirmed
-            {
-                self.promises.sticky = None;
-                self.transition(Role::Follower, s.epoch, None, Reason::LeaderStopped);
+        } else {
+            let incarnation = self.peers.incarnation(&from);
+            if let Some(epoch) = self.promises.leader_stopped(from, incarnation, hb.leader) {
+                self.transition(Role::Follower, epoch, None, Reason::LeaderStopped);
             }
         }
         if let State::Leader(l) = &self.state {
             if hb.leader == Some((me, l.epoch)) && hb.role == Role::Follower {
-                let acked = self.peers.get(&from).map_or(Seq(0), |p| p.acked);
+                let acked = self.peers.acked(&from).unwrap_or(Seq(0));
                 self.on_lease_ack(now, from, acked);
             }
         }
@@ -434,7 +340,7 @@ impl Node {
         let before = self
             .promises
             .follow(from, epoch, incarnation, now, dead_after);
-        self.failed_claims = 0;
+        self.backoff.reset();
         if before.map(|s| (s.leader, s.epoch, s.confirmed)) != Some((from, epoch, true)) {
             self.transition(Role::Follower, epoch, Some(from), Reason::Following);
         }
@@ -459,7 +365,7 @@ impl Node {
             self.send(now, Body::Answer { to: from });
             // Bully: the answering node runs its own election now, back-off
             // or not, since a lower-ranked one is waiting for it.
-            self.retry_at = now;
+            self.backoff.retry_now(now);
         }
     }
 
@@ -492,24 +398,19 @@ impl Node {
                     },
                 );
             }
-            Verdict::Defer(until) => {
-                self.promises.pending = Some(PendingClaim {
-                    from,
-                    epoch,
-                    expires: until,
-                });
-            }
+            Verdict::Defer(until) => self.promises.defer(from, epoch, until),
         }
     }
 
-    fn on_ack(&mut self, now: Time, from: NodeId, epoch: Epoch, dead_after: Duration) {
+    /// `from` acked our claim of `epoch`, promising `dead_after_ms` on its clock.
+    fn on_ack(&mut self, now: Time, from: NodeId, epoch: Epoch, dead_after_ms: u32) {
         let State::Candidate(c) = &mut self.state else {
             return;
         };
         if c.epoch != epoch {
             return;
         }
-        c.ack(from, dead_after);
+        c.ack(from, Duration::from_millis(dead_after_ms.into()));
         self.count_votes(now);
     }
 
@@ -532,16 +433,11 @@ impl Node {
         leaving: bool,
     ) {
         self.peers.resigned(from, epoch, leaving);
-        if let Some(s) = self.promises.sticky {
-            let same_process = self.peers.incarnation(&from) == Some(s.incarnation);
-            if s.leader == from && same_process && s.epoch <= epoch {
-                // The leader ran its demote hook before resigning: our
-                // promise to it may end now.
-                self.promises.sticky = None;
-                self.transition(Role::Follower, epoch, None, Reason::LeaderResigned);
-                if let Some(to) = successor {
-                    self.handover = Some((to, now + self.cfg.timing.dead_after));
-                }
+        let incarnation = self.peers.incarnation(&from);
+        if self.promises.leader_resigned(from, incarnation, epoch) {
+            self.transition(Role::Follower, epoch, None, Reason::LeaderResigned);
+            if let Some(to) = successor {
+                self.handover = Some((to, now + self.cfg.timing.dead_after));
             }
         }
     }
@@ -606,22 +502,7 @@ impl Node {
             ))));
             return;
         }
-        let successor = match to {
-            Some(t) => match self.peers.get(&t) {
-                None => Err(format!("node {t} is not a member")),
-                Some(p) if !self.alive(p, now) => Err(format!("node {t} is not alive")),
-                Some(p) if !p.can_lead => Err(format!(
-                    "node {t} cannot lead (unhealthy, in hold-off, or sees no quorum)"
-                )),
-                Some(_) => Ok(t),
-            },
-            None => self
-                .contenders(now)
-                .max_by_key(|p| p.rank())
-                .map(|p| p.id)
-                .ok_or_else(|| "no other member can lead".to_string()),
-        };
-        match successor {
+        match self.peers.successor(to, now, self.cfg.timing.dead_after) {
             Ok(s) => {
                 self.out.push_back(Effect::StepDownResult(Ok(s)));
                 self.holdoff_until = now + self.cfg.holdoff;
@@ -637,10 +518,7 @@ impl Node {
             State::Starting | State::Demoting(_) => {}
             State::Leader(_) => self.step_down(now, Reason::Shutdown, None, true),
             _ => {
-                let epoch = self
-                    .promises
-                    .sticky
-                    .map_or(self.promises.promised(), |s| s.epoch);
+                let epoch = self.promises.leaving_epoch();
                 self.state = State::Follower;
                 self.send(
                     now,
@@ -675,8 +553,7 @@ impl Node {
         match &self.state {
             State::Starting | State::Demoting(_) => {}
             State::Leader(l) => {
-                let lease_end = l.lease_end;
-                if now >= lease_end {
+                if now >= l.lease_end {
                     self.step_down(now, Reason::LeaseExpired, None, false);
                 } else if !self.healthy {
                     self.step_down(now, Reason::HealthCheckFailed, None, false);
@@ -701,7 +578,7 @@ impl Node {
     fn maybe_claim(&mut self, now: Time) {
         if self.promises.sticky.is_some()
             || self.promises.quiet(now)
-            || now < self.retry_at
+            || self.backoff.waiting(now)
             || !self.can_lead(now)
         {
             if matches!(self.state, State::Deferring { .. }) && self.promises.sticky.is_some() {
@@ -714,14 +591,15 @@ impl Node {
             Some(_) => return,
             None => {}
         }
-        let higher_alive = self.contenders(now).any(|p| p.rank() > self.rank());
+        let dead_after = self.cfg.timing.dead_after;
+        let higher_alive = self.peers.outranks(self.rank(), now, dead_after);
         match self.state {
             _ if !higher_alive => self.claim(now),
             State::Deferring { until } if now >= until => self.claim(now),
             State::Deferring { .. } => {}
             _ => {
                 self.state = State::Deferring {
-                    until: now + self.election_timeout(),
+                    until: now + self.cfg.timing.election_timeout(),
                 };
                 self.send(now, Body::Election);
             }
@@ -729,13 +607,9 @@ impl Node {
     }
 
     fn claim(&mut self, now: Time) {
-        let highest = self.known.max(self.promises.promised());
-        if highest == Epoch(u64::MAX) {
-            // No epoch is left above every promise: claiming would reuse
-            // one. Only a state file or a key holder can get here.
+        let Some(epoch) = self.promises.claimable(self.known) else {
             return;
-        }
-        let epoch = highest.next();
+        };
         self.promise(epoch);
         self.state = State::Candidate(Candidacy::new(epoch, now));
         self.transition(Role::Candidate, epoch, None, Reason::Claim);
@@ -766,7 +640,7 @@ impl Node {
                     return;
                 }
                 let seq = self.send(now, body);
-                let deadline = now + self.election_timeout();
+                let deadline = now + self.cfg.timing.election_timeout();
                 if let State::Candidate(c) = &mut self.state {
                     c.sent(seq, now, deadline);
                 }
@@ -832,15 +706,8 @@ impl Node {
         };
         let epoch = c.epoch;
         self.state = State::Follower;
-        self.failed_claims = self.failed_claims.saturating_add(1);
-        let hb = self.cfg.timing.heartbeat.as_nanos() as u64;
-        let scale = 1u64
-            << self
-                .failed_claims
-                .min(MAX_BACKOFF_DOUBLINGS + 1)
-                .saturating_sub(1);
-        let backoff = self.rng.range(hb / 2, hb + hb / 2).saturating_mul(scale);
-        self.retry_at = now + Duration::from_nanos(backoff);
+        self.backoff
+            .lost(now, self.cfg.timing.heartbeat, &mut self.rng);
         self.transition(Role::Follower, epoch, None, Reason::ClaimLost);
     }
 
@@ -857,14 +724,9 @@ impl Node {
         self.promises.sticky = None;
         self.promises.pending = None;
         self.handover = None;
-        self.failed_claims = 0;
+        self.backoff.reset();
         self.transition(Role::Leader, epoch, Some(self.cfg.id), Reason::Elected);
-        self.out.push_back(Effect::RunHook(HookRequest {
-            kind: HookKind::Promote,
-            epoch,
-            leader: Some(self.cfg.id),
-            reason: Reason::Elected,
-        }));
+        self.run_hook(HookKind::Promote, epoch, Some(self.cfg.id), Reason::Elected);
         self.send_heartbeat(now);
     }
 
@@ -872,25 +734,13 @@ impl Node {
     /// `dead_after` from that heartbeat's send.
     fn on_lease_ack(&mut self, now: Time, from: NodeId, seq: Seq) {
         let timing = &self.cfg.timing;
-        let their_dead_after = self
-            .peers
-            .get(&from)
-            .map_or(Duration::ZERO, |p| p.dead_after);
-        let theirs = timing.lease_for(their_dead_after);
+        let theirs = timing.lease_for(self.peers.dead_after(&from).unwrap_or_default());
         let ours = timing.lease();
         let State::Leader(l) = &mut self.state else {
             return;
         };
         if l.acked(from, seq, theirs, ours, self.quorum) {
             self.arm_timers(now);
-        }
-    }
-
-    /// Extends the lease to what a quorum now backs, with our own promise
-    /// ending at `own`. A lease never shrinks: each promise it counted stands.
-    fn renew_lease(&mut self, own: Time) {
-        if let State::Leader(l) = &mut self.state {
-            l.renew(own, self.quorum);
         }
     }
 
@@ -907,12 +757,7 @@ impl Node {
         self.timers.stop(Timer::Lease);
         self.timers.stop(Timer::Retransmit);
         self.transition(Role::Follower, epoch, None, reason);
-        self.out.push_back(Effect::RunHook(HookRequest {
-            kind: HookKind::Demote,
-            epoch,
-            leader: successor,
-            reason,
-        }));
+        self.run_hook(HookKind::Demote, epoch, successor, reason);
         self.send_heartbeat(now);
     }
 
@@ -921,14 +766,8 @@ impl Node {
         if !self.cfg.preempt {
             return None;
         }
-        self.contenders(now)
-            .filter(|p| p.rank() > self.rank())
-            .filter(|p| {
-                p.can_lead_since
-                    .is_some_and(|t| now >= t + self.cfg.preempt_delay)
-            })
-            .max_by_key(|p| p.rank())
-            .map(|p| p.id)
+        let (delay, dead_after) = (self.cfg.preempt_delay, self.cfg.timing.dead_after);
+        self.peers.preemptor(self.rank(), delay, now, dead_after)
     }
 
     // ----- the ack rule -----
@@ -937,7 +776,7 @@ impl Node {
         if self.promises.is_stale(epoch) {
             return Verdict::Nack(NackReason::StaleEpoch);
         }
-        let wait_limit = now + self.election_timeout();
+        let wait_limit = now + self.cfg.timing.election_timeout();
         if matches!(self.state, State::Leader(_) | State::Demoting(_)) {
             return Verdict::Nack(NackReason::LiveLeader);
         }
@@ -949,17 +788,13 @@ impl Node {
             return verdict;
         }
         let favoured = self.handover.is_some_and(|(to, _)| to == from);
-        if !favoured {
-            let Some(rank) = self.peers.rank(&from) else {
-                return Verdict::Nack(NackReason::HigherRank);
-            };
-            let higher_peer = self
-                .contenders(now)
-                .any(|p| p.id != from && p.rank() > rank);
-            let higher_self = self.rank() > rank && self.can_lead(now);
-            if higher_peer || higher_self {
-                return Verdict::Nack(NackReason::HigherRank);
-            }
+        let own = self.can_lead(now).then(|| self.rank());
+        if !favoured
+            && self
+                .peers
+                .outranked(from, own, now, self.cfg.timing.dead_after)
+        {
+            return Verdict::Nack(NackReason::HigherRank);
         }
         Verdict::Ack
     }
@@ -967,20 +802,14 @@ impl Node {
     /// Promises `epoch` to `from`: persisted before the Ack leaves.
     fn ack(&mut self, now: Time, from: NodeId, epoch: Epoch) {
         self.promise(epoch);
-        self.promises.pending = None;
         if matches!(self.state, State::Deferring { .. } | State::Candidate(_)) {
             self.state = State::Follower;
         }
-        self.promises.sticky = Some(Sticky {
-            leader: from,
-            epoch,
-            until: now + self.cfg.timing.dead_after,
-            promise: self.cfg.timing.dead_after,
-            incarnation: self.peers.incarnation(&from).unwrap_or_default(),
-            confirmed: false,
-        });
-        let dead_after_ms =
-            u32::try_from(self.cfg.timing.dead_after.as_millis()).unwrap_or(u32::MAX);
+        let incarnation = self.peers.incarnation(&from).unwrap_or_default();
+        let dead_after = self.cfg.timing.dead_after;
+        self.promises
+            .acked(from, epoch, incarnation, now, dead_after);
+        let dead_after_ms = u32::try_from(dead_after.as_millis()).unwrap_or(u32::MAX);
         self.send_vote(
             now,
             epoch,
@@ -993,13 +822,9 @@ impl Node {
     }
 
     fn try_pending(&mut self, now: Time) {
-        let Some(p) = self.promises.pending else {
+        let Some(p) = self.promises.pending(now) else {
             return;
         };
-        if now >= p.expires {
-            self.promises.pending = None;
-            return;
-        }
         match self.ack_verdict(now, p.from, p.epoch) {
             Verdict::Ack => self.ack(now, p.from, p.epoch),
             Verdict::Nack(_) => self.promises.pending = None,
@@ -1016,10 +841,6 @@ impl Node {
     }
 
     // ----- views -----
-
-    fn alive(&self, p: &Peer, now: Time) -> bool {
-        p.alive(now, self.cfg.timing.dead_after)
-    }
 
     /// Members alive in this node's view, itself included.
     fn alive_count(&self, now: Time) -> usize {
@@ -1039,31 +860,14 @@ impl Node {
     /// Lease first: a leader whose lease has ended gives it up before it
     /// sends, answers or starts anything, however late it woke.
     fn expire_lease(&mut self, now: Time) {
-        if let State::Leader(l) = &self.state {
-            if now >= l.lease_end {
-                self.step_down(now, Reason::LeaseExpired, None, false);
-            }
+        if self.lease().is_some_and(|(_, end)| now >= end) {
+            self.step_down(now, Reason::LeaseExpired, None, false);
         }
     }
 
     /// Eligible and sees a quorum alive.
     fn can_lead(&self, now: Time) -> bool {
         self.eligible(now) && self.alive_count(now) >= self.quorum
-    }
-
-    /// Alive peers that say they can lead.
-    fn contenders(&self, now: Time) -> impl Iterator<Item = &Peer> + '_ {
-        self.peers.contenders(now, self.cfg.timing.dead_after)
-    }
-
-    fn election_timeout(&self) -> Duration {
-        self.cfg.timing.heartbeat * 2
-    }
-
-    /// How long the leader waits for an alive follower's ack before sending
-    /// again. Short, so a lease survives heavy loss: ten tries per heartbeat.
-    fn ack_timeout(&self) -> Duration {
-        (self.cfg.timing.heartbeat / 10).max(Duration::from_millis(1))
     }
 
     /// Role, epoch and leader as this node reports them.
@@ -1111,12 +915,10 @@ impl Node {
             return;
         }
         let (role, epoch, leader) = self.reported_role(now);
-        // While following, report the promise that backs our ack of the
-        // leader's newest heartbeat, not a dead_after reloaded since.
-        let promise = match self.promises.sticky {
-            Some(s) if s.confirmed && leader == Some(s.leader) => s.promise,
-            _ => self.cfg.timing.dead_after,
-        };
+        let promise = self
+            .promises
+            .reported(leader)
+            .unwrap_or(self.cfg.timing.dead_after);
         let heartbeat = Heartbeat {
             role,
             leader: leader.zip(epoch),
@@ -1125,20 +927,30 @@ impl Node {
             heard: self.peers.heard(),
         };
         let seq = self.send(now, Body::Heartbeat(heartbeat));
-        let ack_timeout = self.ack_timeout();
+        let ack_timeout = self.cfg.timing.ack_timeout();
         if let State::Leader(l) = &mut self.state {
             l.sent(seq, now);
+            // Our own promise as a member of the quorum renews with each
+            // heartbeat.
+            l.renew(now + self.cfg.timing.lease(), self.quorum);
             self.timers.set(Timer::Retransmit, now + ack_timeout);
         }
         self.timers
             .set(Timer::Heartbeat, now + self.cfg.timing.heartbeat);
-        // Our own promise as a member of the quorum renews with each heartbeat.
-        self.renew_lease(now + self.cfg.timing.lease());
     }
 
     fn transition(&mut self, role: Role, epoch: Epoch, leader: Option<NodeId>, reason: Reason) {
         self.out.push_back(Effect::Transition(Transition {
             role,
+            epoch,
+            leader,
+            reason,
+        }));
+    }
+
+    fn run_hook(&mut self, kind: HookKind, epoch: Epoch, leader: Option<NodeId>, reason: Reason) {
+        self.out.push_back(Effect::RunHook(HookRequest {
+            kind,
             epoch,
             leader,
             reason,
@@ -1156,20 +968,16 @@ impl Node {
         }
         wake.push(self.holdoff_until);
         wake.push(self.impostor_until);
-        wake.push(self.retry_at);
+        wake.push(self.backoff.retry_at());
         match &self.state {
             State::Deferring { until } => wake.push(*until),
             State::Candidate(c) if !c.waiting() => wake.push(c.deadline),
             State::Leader(l) => {
                 self.timers.set(Timer::Lease, l.lease_end);
                 if self.cfg.preempt {
-                    let delay = self.cfg.preempt_delay;
-                    let mine = self.rank();
-                    wake.extend(
-                        self.contenders(now)
-                            .filter(|p| p.rank() > mine)
-                            .filter_map(|p| p.can_lead_since.map(|t| t + delay)),
-                    );
+                    let (delay, dead_after) = (self.cfg.preempt_delay, self.cfg.timing.dead_after);
+                    let preempts = self.peers.preempts(self.rank(), delay, now, dead_after);
+                    wake.extend(preempts.map(|(_, at)| at));
                 }
             }
             _ => {}

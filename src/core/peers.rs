@@ -3,16 +3,19 @@
 //!
 //! A peer's record changes only from what that peer sent (or said on
 //! leaving); the questions asked of it (who is alive, who could lead, whose
-//! rank is higher) take `now` and the local `dead_after` as arguments.
+//! rank is higher, who may preempt a leader or take over from one, what
+//! status shows) take `now` and the local `dead_after` as arguments.
 //!
-//! Architecture Invariant: `Peers` never reads a clock and never decides
-//! anything about the election; it holds no view of this node itself. The
-//! node combines its answers with its own state.
+//! Architecture Invariant: `Peers` never reads a clock and never changes
+//! the node's role; it only answers. It holds no view of this node itself:
+//! where this node's rank counts, the node passes it in, and the node
+//! combines the answers with its own state.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::message::{Heartbeat, Message, Role};
+use super::status::PeerStatus;
 use super::types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
 
 /// What a node knows of one peer.
@@ -182,6 +185,17 @@ impl Peers {
         self.by_id.get(id).map(|p| p.incarnation)
     }
 
+    /// The promise length `id` last reported, if it is a member.
+    pub(super) fn dead_after(&self, id: &NodeId) -> Option<Duration> {
+        self.by_id.get(id).map(|p| p.dead_after)
+    }
+
+    /// The newest of this node's heartbeats `id` reported hearing, if it is
+    /// a member.
+    pub(super) fn acked(&self, id: &NodeId) -> Option<Seq> {
+        self.by_id.get(id).map(|p| p.acked)
+    }
+
     /// How many peers are alive (this node not counted).
     pub(super) fn alive_count(&self, now: Time, dead_after: Duration) -> usize {
         self.iter().filter(|p| p.alive(now, dead_after)).count()
@@ -195,6 +209,100 @@ impl Peers {
     ) -> impl Iterator<Item = &Peer> + '_ {
         self.iter()
             .filter(move |p| p.can_lead && p.alive(now, dead_after))
+    }
+
+    /// Some alive contender ranks above `own`.
+    pub(super) fn outranks(&self, own: Rank, now: Time, dead_after: Duration) -> bool {
+        self.contenders(now, dead_after).any(|p| p.rank() > own)
+    }
+
+    /// A claim from `claimant` loses on rank: it is no member, or an alive
+    /// contender other than it ranks higher, or `own` does (this node's
+    /// rank, given only while it can lead).
+    pub(super) fn outranked(
+        &self,
+        claimant: NodeId,
+        own: Option<Rank>,
+        now: Time,
+        dead_after: Duration,
+    ) -> bool {
+        let Some(rank) = self.rank(&claimant) else {
+            return true;
+        };
+        let higher_peer = self
+            .contenders(now, dead_after)
+            .any(|p| p.id != claimant && p.rank() > rank);
+        higher_peer || own.is_some_and(|own| own > rank)
+    }
+
+    /// The peer a leader stepping down hands over to: `to` if it is an
+    /// alive member that can lead, else the highest-ranked contender; or
+    /// why there is none.
+    pub(super) fn successor(
+        &self,
+        to: Option<NodeId>,
+        now: Time,
+        dead_after: Duration,
+    ) -> Result<NodeId, String> {
+        match to {
+            Some(t) => match self.get(&t) {
+                None => Err(format!("node {t} is not a member")),
+                Some(p) if !p.alive(now, dead_after) => Err(format!("node {t} is not alive")),
+                Some(p) if !p.can_lead => Err(format!(
+                    "node {t} cannot lead (unhealthy, in hold-off, or sees no quorum)"
+                )),
+                Some(_) => Ok(t),
+            },
+            None => self
+                .contenders(now, dead_after)
+                .max_by_key(|p| p.rank())
+                .map(|p| p.id)
+                .ok_or_else(|| "no other member can lead".to_string()),
+        }
+    }
+
+    /// Each peer as status reports it.
+    pub(super) fn status(&self, now: Time, dead_after: Duration) -> Vec<PeerStatus> {
+        self.iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                rank: p.rank(),
+                last_heard: p.last_heard.map(|t| now.since(t)),
+                alive: p.alive(now, dead_after),
+                can_lead: p.can_lead,
+                role: p.role,
+            })
+            .collect()
+    }
+
+    /// Alive contenders ranked above `own` that have been able to lead
+    /// without a break, each with the instant it will have been so for
+    /// `delay`: from then on it may preempt a leader of rank `own`.
+    pub(super) fn preempts(
+        &self,
+        own: Rank,
+        delay: Duration,
+        now: Time,
+        dead_after: Duration,
+    ) -> impl Iterator<Item = (&Peer, Time)> + '_ {
+        self.contenders(now, dead_after)
+            .filter(move |p| p.rank() > own)
+            .filter_map(move |p| p.can_lead_since.map(|t| (p, t + delay)))
+    }
+
+    /// The highest-ranked peer that may preempt a leader of rank `own` at
+    /// `now`; see `preempts`.
+    pub(super) fn preemptor(
+        &self,
+        own: Rank,
+        delay: Duration,
+        now: Time,
+        dead_after: Duration,
+    ) -> Option<NodeId> {
+        self.preempts(own, delay, now, dead_after)
+            .filter(|&(_, at)| now >= at)
+            .max_by_key(|(p, _)| p.rank())
+            .map(|(p, _)| p.id)
     }
 
     /// Some alive peer follows `leader` but has not acked its heartbeat

@@ -5,7 +5,9 @@
 //!
 //! The parts of the ack rule that depend only on these live here
 //! (`is_stale`, `bar`); the node adds the parts that depend on its role and
-//! its view of peers.
+//! its view of peers. So do the rules that end the promise to a leader
+//! early (`leader_stopped`, `leader_resigned`): the node passes in the
+//! incarnation it last heard.
 //!
 //! Architecture Invariant: `Promises` never lowers `promised`, and a vote it
 //! releases (`next_ready`) has its epoch on disk. It sends nothing and
@@ -95,6 +97,18 @@ impl Promises {
     pub(super) fn promise(&mut self, epoch: Epoch) {
         debug_assert!(epoch > self.promised);
         self.promised = epoch;
+    }
+
+    /// The epoch a claim takes: the next above every promise and above
+    /// `known`, the highest epoch heard of.
+    pub(super) fn claimable(&self, known: Epoch) -> Option<Epoch> {
+        let highest = known.max(self.promised);
+        if highest == Epoch(u64::MAX) {
+            // No epoch is left above every promise: claiming would reuse
+            // one. Only a state file or a key holder can get here.
+            return None;
+        }
+        Some(highest.next())
     }
 
     /// A vote for `epoch` may leave now: that promise is on disk.
@@ -203,6 +217,103 @@ impl Promises {
         });
         self.pending = None;
         before
+    }
+
+    /// `from` sent a heartbeat that does not claim leadership, naming
+    /// `named` as leader: if `from` is the leader this node follows, in the
+    /// same process (`incarnation`, as last heard), and no longer names
+    /// itself leader of the promised epoch, the promise ends. Returns the
+    /// epoch of the promise that ended.
+    pub(super) fn leader_stopped(
+        &mut self,
+        from: NodeId,
+        incarnation: Option<Incarnation>,
+        named: Option<(NodeId, Epoch)>,
+    ) -> Option<Epoch> {
+        // The leader we follow says it no longer leads that epoch (it
+        // resigned and we missed the Resign): the promise guards nothing
+        // any more. While it still names itself leader (its demote hook
+        // runs) the promise stands. A restarted leader is not taken at
+        // its word: the promise then runs out on its own.
+        // Only the same incarnation counts: a new one may be another
+        // host wrongly using the leader's id while the leader lives.
+        self.sticky
+            .take_if(|s| {
+                s.leader == from
+                    && incarnation == Some(s.incarnation)
+                    && named != Some((from, s.epoch))
+                    && s.confirmed
+            })
+            .map(|s| s.epoch)
+    }
+
+    /// `from` resigned `epoch`, in the process (`incarnation`, as last
+    /// heard) this node promised to: true, and the promise ended, if it was
+    /// the promise to that leader at `epoch` or an older one.
+    pub(super) fn leader_resigned(
+        &mut self,
+        from: NodeId,
+        incarnation: Option<Incarnation>,
+        epoch: Epoch,
+    ) -> bool {
+        // The leader ran its demote hook before resigning: our promise to
+        // it may end now.
+        self.sticky
+            .take_if(|s| s.leader == from && incarnation == Some(s.incarnation) && s.epoch <= epoch)
+            .is_some()
+    }
+
+    /// Promises `dead_after` from `now` to `claimant` (in `incarnation`),
+    /// whose claim of `epoch` this node acks; a deferred claim is dropped.
+    pub(super) fn acked(
+        &mut self,
+        claimant: NodeId,
+        epoch: Epoch,
+        incarnation: Incarnation,
+        now: Time,
+        dead_after: Duration,
+    ) {
+        self.pending = None;
+        self.sticky = Some(Sticky {
+            leader: claimant,
+            epoch,
+            until: now + dead_after,
+            promise: dead_after,
+            incarnation,
+            confirmed: false,
+        });
+    }
+
+    /// Keeps `from`'s claim of `epoch` to ack once nothing bars it, until
+    /// `expires`; it replaces any claim kept before.
+    pub(super) fn defer(&mut self, from: NodeId, epoch: Epoch, expires: Time) {
+        self.pending = Some(PendingClaim {
+            from,
+            epoch,
+            expires,
+        });
+    }
+
+    /// The deferred claim, dropped first if it has expired at `now`.
+    pub(super) fn pending(&mut self, now: Time) -> Option<PendingClaim> {
+        self.pending = self.pending.filter(|p| now < p.expires);
+        self.pending
+    }
+
+    /// The promise length a heartbeat naming `leader` reports, if it is the
+    /// confirmed leader promised to.
+    pub(super) fn reported(&self, leader: Option<NodeId>) -> Option<Duration> {
+        // While following, report the promise that backs our ack of the
+        // leader's newest heartbeat, not a dead_after reloaded since.
+        self.sticky
+            .filter(|s| s.confirmed && leader == Some(s.leader))
+            .map(|s| s.promise)
+    }
+
+    /// The epoch a follower that leaves names in its Resign: that of the
+    /// leader it promised to, or else the highest it promised.
+    pub(super) fn leaving_epoch(&self) -> Epoch {
+        self.sticky.map_or(self.promised, |s| s.epoch)
     }
 
     /// The promise to a leader, taken out if it has run out at `now`.
