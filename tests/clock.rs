@@ -105,7 +105,7 @@ fn only_the_incarnation_floor_reads_the_wall_clock() {
         .collect();
     assert_eq!(
         uses,
-        ["        let incarnation = next_incarnation(stored.incarnation, unix_seconds());"],
+        ["        let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));"],
         "unix_seconds is used for more than the incarnation floor"
     );
 }
