@@ -88,12 +88,14 @@ fn crash_failover_is_fast() {
 /// crashed while its lease-expiry demote ran, the service manager's kill
 /// took that demote with it, and nobody demoted until the restart; the
 /// guard now watches a demote from its start to its end and redoes it.
+/// 21796: two operator stops queued behind a stalled loop outlived the
+/// healing and left a node down (a fault of the model, not of the daemon).
 #[test]
 fn seeds_that_once_failed() {
     if std::env::var_os("SIM_SEED").is_some() {
         return;
     }
-    const SEEDS: &[u64] = &[10056];
+    const SEEDS: &[u64] = &[10056, 21796];
     for &seed in SEEDS {
         sim::run_seed(seed);
     }
