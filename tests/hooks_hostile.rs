@@ -108,7 +108,11 @@ fn a_promote_hook_that_ignores_sigterm_and_forks_dies_with_its_children_at_the_d
         "no demote after the failed promote: {:?}",
         solo.hooks_log()
     );
-    assert!(solo.log().contains("promote-failed"), "{}", solo.log());
+    // The log reaches its file through the daemon's logging thread.
+    let logged = wait_until(Duration::from_secs(3), || {
+        solo.log().contains("promote-failed")
+    });
+    assert!(logged, "{}", solo.log());
     let children: Vec<i32> = std::fs::read_to_string(&pids)
         .unwrap_or_default()
         .lines()
@@ -160,11 +164,11 @@ fn a_hook_replaced_by_a_non_executable_file_fails_and_is_reported() {
         "the failed refresh is not counted\n{}",
         solo.log()
     );
-    assert!(
-        solo.log().contains("cannot run") && solo.log().contains("ermission denied"),
-        "the log does not say why\n{}",
-        solo.log()
-    );
+    let said = wait_until(Duration::from_secs(3), || {
+        let log = solo.log();
+        log.contains("cannot run") && log.contains("ermission denied")
+    });
+    assert!(said, "the log does not say why\n{}", solo.log());
     assert!(solo.leading());
     // Stopping still works: the demote fails, is reported, and the daemon
     // exits 0 promptly rather than waiting for a hook that cannot run.

@@ -208,7 +208,12 @@ fn notify_watchdog_status_reload_and_stop() {
         reloading.is_some_and(|r| g[r..].iter().any(|(_, m)| m == "READY=1"))
     });
     assert!(got.iter().any(|(_, m)| m == "RELOADING=1"), "{got:?}");
-    assert!(solo.log().contains("reload refused"), "{}", solo.log());
+    // Log lines reach the file through the daemon's logging thread: wait
+    // for them rather than read at once.
+    let refused = wait_until(Duration::from_secs(3), || {
+        solo.log().contains("reload refused")
+    });
+    assert!(refused, "{}", solo.log());
     let (ok, status) = solo.ctl(&["status", "--json"]);
     assert!(
         ok && status.contains("\"role\":\"leader\""),
@@ -269,12 +274,13 @@ fn reload_with_new_timing_keeps_the_leader() {
         g.iter().filter(|(_, m)| m == "READY=1").count() >= 1
     });
     assert!(got.iter().any(|(_, m)| m == "READY=1"), "{got:?}");
+    // Time for the promote hook to finish and a leadership change, if the
+    // reload caused one, to show.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        solo.log().contains("configuration reloaded"),
-        "{}",
-        solo.log()
-    );
+    let reloaded = wait_until(Duration::from_secs(3), || {
+        solo.log().contains("configuration reloaded")
+    });
+    assert!(reloaded, "{}", solo.log());
     let hooks = std::fs::read_to_string(solo.dir.join("hooks.log")).unwrap_or_default();
     assert_eq!(
         hooks.lines().collect::<Vec<_>>(),
@@ -321,4 +327,16 @@ fn control_commands_fail_clearly_without_a_daemon() {
     let (ok, text) = solo.ctl(&["status"]);
     assert!(!ok);
     assert!(text.contains("is `regent run` running"), "{text}");
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
 }
