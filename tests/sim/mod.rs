@@ -1293,12 +1293,14 @@ impl Sim {
                 self.duplicate = 0;
                 self.max_delay_us = 2_000;
                 for i in 0..self.hosts.len() {
-                    // A stop still queued behind a stalled loop is withdrawn:
-                    // after healing every node runs (two queued stops and
-                    // one restart used to leave a node down for good).
-                    self.hosts[i]
-                        .backlog
-                        .retain(|e| !matches!(e, Event::Fault(Fault::Stop(_))));
+                    // A stop or a health verdict still queued behind a stalled
+                    // loop is withdrawn: after healing every node runs and is
+                    // healthy (two queued stops and one restart used to leave
+                    // a node down for good; a queued failing check, a node
+                    // unhealthy).
+                    self.hosts[i].backlog.retain(|e| {
+                        !matches!(e, Event::Fault(Fault::Stop(_) | Fault::Health { .. }))
+                    });
                     self.hosts[i].hook_fail_percent = 0;
                     self.hosts[i].slow_hooks = false;
                     self.hosts[i].slow_disk = false;
