@@ -95,7 +95,8 @@ fn within(what: &str, at: Option<Duration>, lo: u64, hi: u64) -> Duration {
 /// Three nodes, heartbeat 100 ms, dead_after 200 ms, margin 20 ms, drift
 /// bound 5 %: the lease (161 ms) is shorter than the claim window (200 ms).
 /// n1 (priority 200) and n2 (150) cannot reach each other; n3 (100) to n2
-/// takes 195 ms; n3's clock runs 5 % fast, n2's 5 % slow. n2 claims epoch 1
+/// takes 1 ms until 205 ms (so they hear each other both ways when n2
+/// claims), 195 ms from then on; n3's clock runs 5 % fast, n2's 5 % slow. n2 claims epoch 1
 /// when its quiet period ends (~210 ms) and n3 acks at once; that ack
 /// reaches n2 only at ~407 ms. n3's promise to n2 ends at ~402 ms real, so it
 /// acks n1's claim for epoch 2 (deferred until then) and n1 promotes at
@@ -121,13 +122,15 @@ fn claim_won_after_its_lease_ran_out() {
     let mut sim = pinned(plan);
     sim.set_rate_ppm(N2, -50_000);
     sim.set_rate_ppm(N3, 50_000);
-    sim.set_link_delay(N3, N2, ms(195));
     sim.block_at(N1, N2, ms(0));
     sim.block_at(N2, N1, ms(0));
     sim.health_at(N3, ms(0), false);
     sim.start_at(N2, ms(0));
     sim.start_at(N3, ms(0));
     sim.start_at(N1, ms(150));
+    // n2 and n3 hear each other both ways until just before the claim.
+    sim.run_until(ms(205));
+    sim.set_link_delay(N3, N2, ms(195));
     sim.run_until(ms(2_000));
 
     within(
@@ -283,29 +286,45 @@ fn reload_that_raises_dead_after_does_not_inflate_the_lease() {
 /// Scenario 4: one ack per epoch. A voter whose promise of an epoch has
 /// lapsed must still refuse a second claimant of that same epoch.
 ///
-/// Three nodes, default timing, exact clocks. n3 votes only (its health
-/// check fails throughout). n1 (priority 200) and n3 start at 0 ms; n1 is
-/// elected to epoch 1 with n3's ack at ~300 ms and crashes at 350 ms. n1
-/// never reaches n2, and n3 reaches it only 400 ms late. n2 (150) starts at
-/// 360 ms; when its quiet period ends (~660 ms) it counts n3 alive from a
-/// heartbeat n3 sent at ~202 ms, before it heard of epoch 1, so n2 claims
-/// epoch 1. From 655 ms n3's link to n2 is quick again, so its answer
-/// arrives in time. n3's promise to n1 lapsed at ~602 ms: stickiness no
-/// longer protects the old epoch, only the rule "never ack an epoch at or
-/// below one promised" does. n3 must refuse, and n2 must then claim epoch 2.
+/// Three nodes, heartbeat 100 ms, dead_after 300 ms, drift bound 5 %. n3
+/// votes only (its health check fails throughout) and its clock runs 5 %
+/// fast; n2's runs 5 % slow and its health check fails until 592 ms. n1
+/// (priority 200) and n3 start at 0 ms; n1 is elected to epoch 1 with n3's
+/// ack at ~300 ms and crashes at 350 ms. n1 and n2 never reach each other,
+/// and n3 reaches n2 298 ms late until 592 ms. n2 (150) starts at 70 ms.
+///
+/// A claimant counts a voter only while the voter's heartbeats echo one of
+/// its own sent within dead_after, so its view of the voter can be at most
+/// that old. n3's heartbeat at ~287 ms, sent just before it heard of epoch 1,
+/// echoes n2's heartbeat of ~281 ms and arrives at ~585 ms: on n2's slow
+/// clock that link holds until ~596 ms, while n3's ack of epoch 1 and every
+/// later message arrive only after ~600 ms. n3's fast clock ends its promise to n1 at ~588 ms. When n2
+/// turns healthy at 592 ms it claims epoch 1, never having heard of it, and
+/// the claim reaches n3 after the promise lapsed: stickiness no longer
+/// protects the old epoch, only the rule "never ack an epoch at or below one
+/// promised" does. n3 must refuse, and n2 must then claim epoch 2.
 #[test]
 fn a_lapsed_promise_still_refuses_its_epoch_to_another_claimant() {
-    let mut plan = Plan::fixed(3, default_timing());
+    let timing = Timing {
+        max_drift_ppm: 50_000,
+        ..default_timing()
+    };
+    let mut plan = Plan::fixed(3, timing);
     plan.priorities = vec![200, 150, 100];
     let mut sim = pinned(plan);
+    sim.set_rate_ppm(N2, -50_000);
+    sim.set_rate_ppm(N3, 50_000);
     sim.health_at(N3, ms(0), false);
+    sim.health_at(N2, ms(0), false);
+    sim.health_at(N2, ms(592), true);
     sim.block_at(N1, N2, ms(0));
-    sim.set_link_delay(N3, N2, ms(400));
+    sim.block_at(N2, N1, ms(0));
+    sim.set_link_delay(N3, N2, ms(298));
     sim.start_at(N1, ms(0));
     sim.start_at(N3, ms(0));
     sim.crash_at(N1, ms(350));
-    sim.start_at(N2, ms(360));
-    sim.run_until(ms(655));
+    sim.start_at(N2, ms(70));
+    sim.run_until(ms(592));
     sim.set_link_delay(N3, N2, ms(1));
     sim.run_until(ms(3_000));
 
@@ -313,11 +332,11 @@ fn a_lapsed_promise_still_refuses_its_epoch_to_another_claimant() {
     within(
         "n2 claims epoch 1, never having heard of it",
         transition(&sim, N2, 1, "claim"),
-        655,
-        665,
+        592,
+        596,
     );
     assert_eq!(promoted(&sim, N2, 1), None, "n2 never leads epoch 1");
-    within("n2 promotes epoch 2", promoted(&sim, N2, 2), 662, 1_500);
+    within("n2 promotes epoch 2", promoted(&sim, N2, 2), 593, 1_500);
     assert_eq!(sim.leader(), Some((N2, Epoch(2))));
 }
 

@@ -119,6 +119,8 @@ struct Row {
     is_self: bool,
     last_heard: Option<Duration>,
     alive: bool,
+    /// It hears this node (both ways).
+    hears_us: bool,
     can_lead: bool,
     role: Role,
 }
@@ -135,6 +137,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
             is_self: false,
             last_heard: p.last_heard,
             alive: p.alive,
+            hears_us: p.hears_us,
             can_lead: p.can_lead,
             role: p.role,
         })
@@ -145,6 +148,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
         is_self: true,
         last_heard: None,
         alive: true,
+        hears_us: true,
         can_lead: st.eligible && st.alive >= st.quorum,
         role: st.role,
     });
@@ -248,7 +252,12 @@ pub fn render_status(s: &Snapshot) -> String {
                     (false, Some(d)) => format!("{} ms ago", d.as_millis()),
                     (false, None) => "never".to_string(),
                 },
-                yes_no(r.alive).to_string(),
+                match (r.alive, r.hears_us) {
+                    (true, true) => "yes",
+                    (true, false) => "one-way",
+                    (false, _) => "no",
+                }
+                .to_string(),
                 yes_no(r.can_lead).to_string(),
                 r.role.to_string(),
             ]
@@ -393,6 +402,7 @@ pub fn render_status_json(s: &Snapshot) -> String {
         p.bool("self", r.is_self);
         p.opt_num("last_heard_ms", r.last_heard.map(|d| d.as_millis()));
         p.bool("alive", r.alive);
+        p.bool("hears_us", r.hears_us);
         p.bool("can_lead", r.can_lead);
         p.str("role", &r.role.to_string());
         p.close();
@@ -805,6 +815,7 @@ mod tests {
                     rank: rank(50, 1),
                     last_heard: Some(ms(12)),
                     alive: true,
+                    hears_us: true,
                     can_lead: true,
                     role: Role::Follower,
                 },
@@ -813,6 +824,7 @@ mod tests {
                     rank: rank(50, 2),
                     last_heard: None,
                     alive: false,
+                    hears_us: false,
                     can_lead: false,
                     role: Role::Follower,
                 },

@@ -19,7 +19,7 @@ use super::effect::{
 };
 use super::leadership::{Backoff, Candidacy, Leadership};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
-use super::peers::Peers;
+use super::peers::{Peers, SentHeartbeats};
 use super::promises::{Promises, Verdict};
 use super::quorum::{quorum, VoteResult};
 use super::rng::Rng;
@@ -44,6 +44,8 @@ pub struct Node {
     promises: Promises,
     known: Epoch,
     peers: Peers,
+    /// This node's recent heartbeats, to date the peers' echoes of them.
+    sent_heartbeats: SentHeartbeats,
     state: State,
     healthy: bool,
     storage_ok: bool,
@@ -55,6 +57,12 @@ pub struct Node {
     handover: Option<(NodeId, Time)>,
     /// When this node may claim again after lost claims.
     backoff: Backoff,
+    /// The node this one last handed over to by preemption.
+    preempted_by: Option<NodeId>,
+    /// This node leads again after handing over to this node, since the
+    /// given time: the handover failed, and it is not preempted toward that
+    /// node again before that node's link starts anew.
+    failed_handover: Option<(NodeId, Time)>,
     shutting_down: bool,
     last_sent: Time,
     timers: TimerTable,
@@ -109,6 +117,7 @@ impl Node {
             promises: Promises::new(persisted.promised, quiet_until),
             known: persisted.promised,
             peers,
+            sent_heartbeats: SentHeartbeats::default(),
             state: State::Starting,
             healthy: true,
             storage_ok: true,
@@ -116,6 +125,8 @@ impl Node {
             holdoff_until: Time::ZERO,
             handover: None,
             backoff: Backoff::default(),
+            preempted_by: None,
+            failed_handover: None,
             shutting_down: false,
             last_sent: now,
             timers: TimerTable::default(),
@@ -231,7 +242,7 @@ impl Node {
             promised: self.promises.promised(),
             durable: self.promises.durable(),
             known: self.known,
-            alive: self.alive_count(now),
+            alive: self.linked_count(now),
             quorum: self.quorum,
             eligible: self.eligible(now),
             lease_remaining: self.lease().map(|(_, end)| end.since(now)),
@@ -292,7 +303,9 @@ impl Node {
 
     fn on_heartbeat(&mut self, now: Time, from: NodeId, seq: Seq, hb: Heartbeat) {
         let me = self.cfg.id;
-        self.peers.heard_heartbeat(now, me, from, seq, &hb);
+        let dead_after = self.cfg.timing.dead_after;
+        self.peers
+            .heard_heartbeat(now, dead_after, me, from, seq, &hb, &self.sent_heartbeats);
         if let Some((_, e)) = hb.leader {
             self.known = self.known.max(e);
         }
@@ -493,11 +506,12 @@ impl Node {
             return;
         }
         // This node keeps voting after it steps down, so the successor can
-        // be elected as long as a quorum, this node included, is alive.
-        let alive = self.alive_count(now);
-        if alive < self.quorum {
+        // be elected as long as a quorum, this node included, is linked.
+        let linked = self.linked_count(now);
+        if linked < self.quorum {
             self.out.push_back(Effect::StepDownResult(Err(format!(
-                "only {alive} members are alive and a quorum is {}: no successor could be elected",
+                "only {linked} members are linked both ways and a quorum is {}: \
+                 no successor could be elected",
                 self.quorum
             ))));
             return;
@@ -721,6 +735,8 @@ impl Node {
         };
         let epoch = leadership.epoch;
         self.state = State::Leader(leadership);
+        // Leading again after a preemption: that successor did not make it.
+        self.failed_handover = self.preempted_by.take().map(|id| (id, now));
         self.promises.sticky = None;
         self.promises.pending = None;
         self.handover = None;
@@ -754,6 +770,7 @@ impl Node {
             self.shutting_down = true;
         }
         self.state = State::Demoting(Demotion { epoch, successor });
+        self.preempted_by = successor.filter(|_| reason == Reason::Preempted);
         self.timers.stop(Timer::Lease);
         self.timers.stop(Timer::Retransmit);
         self.transition(Role::Follower, epoch, None, reason);
@@ -767,7 +784,9 @@ impl Node {
             return None;
         }
         let (delay, dead_after) = (self.cfg.preempt_delay, self.cfg.timing.dead_after);
-        self.peers.preemptor(self.rank(), delay, now, dead_after)
+        let failed = self.failed_handover;
+        self.peers
+            .preemptor(self.rank(), delay, failed, now, dead_after)
     }
 
     // ----- the ack rule -----
@@ -840,11 +859,18 @@ impl Node {
             .push_back(Effect::Persist(Persisted { promised: epoch }));
     }
 
+    /// The newest heartbeat this node sent, for tests that echo it.
+    #[cfg(test)]
+    pub(super) fn newest_heartbeat(&self) -> Seq {
+        self.sent_heartbeats.newest().unwrap_or_default()
+    }
+
     // ----- views -----
 
-    /// Members alive in this node's view, itself included.
-    fn alive_count(&self, now: Time) -> usize {
-        1 + self.peers.alive_count(now, self.cfg.timing.dead_after)
+    /// Members linked both ways with this node, itself included: what a
+    /// quorum is counted on.
+    fn linked_count(&self, now: Time) -> usize {
+        1 + self.peers.linked_count(now, self.cfg.timing.dead_after)
     }
 
     /// Healthy, able to persist, out of hold-off, alone with its id and not
@@ -865,9 +891,9 @@ impl Node {
         }
     }
 
-    /// Eligible and sees a quorum alive.
+    /// Eligible and linked both ways with a quorum.
     fn can_lead(&self, now: Time) -> bool {
-        self.eligible(now) && self.alive_count(now) >= self.quorum
+        self.eligible(now) && self.linked_count(now) >= self.quorum
     }
 
     /// Role, epoch and leader as this node reports them.
@@ -927,6 +953,7 @@ impl Node {
             heard: self.peers.heard(),
         };
         let seq = self.send(now, Body::Heartbeat(heartbeat));
+        self.sent_heartbeats.sent(seq, now);
         let ack_timeout = self.cfg.timing.ack_timeout();
         if let State::Leader(l) = &mut self.state {
             l.sent(seq, now);
@@ -976,7 +1003,13 @@ impl Node {
                 self.timers.set(Timer::Lease, l.lease_end);
                 if self.cfg.preempt {
                     let (delay, dead_after) = (self.cfg.preempt_delay, self.cfg.timing.dead_after);
-                    let preempts = self.peers.preempts(self.rank(), delay, now, dead_after);
+                    let preempts = self.peers.preempts(
+                        self.rank(),
+                        delay,
+                        self.failed_handover,
+                        now,
+                        dead_after,
+                    );
                     wake.extend(preempts.map(|(_, at)| at));
                 }
             }

@@ -38,6 +38,9 @@ pub(super) struct Peer {
     /// The newest of this node's heartbeat seqs that the peer reports, as an
     /// ack of our lease when it follows us.
     pub(super) acked: Seq,
+    /// When this node sent the heartbeat `acked` names: the peer heard us
+    /// after that. `None` if it names none we remember.
+    pub(super) echo_sent: Option<Time>,
     /// It said it is shutting down; dead until it is heard again.
     pub(super) left: bool,
 }
@@ -57,6 +60,7 @@ impl Peer {
             leader: None,
             dead_after: Duration::ZERO,
             acked: Seq(0),
+            echo_sent: None,
             left: false,
         }
     }
@@ -73,24 +77,41 @@ impl Peer {
         !self.left && self.last_heard.is_some_and(|t| now < t + dead_after)
     }
 
+    /// Alive, and it hears us: its newest heartbeat echoes one of ours sent
+    /// within `dead_after`. A link counts only if it works both ways.
+    pub(super) fn linked(&self, now: Time, dead_after: Duration) -> bool {
+        self.alive(now, dead_after) && self.echo_sent.is_some_and(|t| now < t + dead_after)
+    }
+
     /// Takes in what a heartbeat from this peer says; `me` is this node,
-    /// whose heartbeats the peer reports having heard.
-    fn heard_heartbeat(&mut self, now: Time, me: NodeId, seq: Seq, hb: &Heartbeat) {
+    /// whose heartbeats the peer reports having heard, and `sent` tells when
+    /// this node sent a heartbeat of a given seq.
+    fn heard_heartbeat(
+        &mut self,
+        now: Time,
+        dead_after: Duration,
+        me: NodeId,
+        seq: Seq,
+        hb: &Heartbeat,
+        sent: &SentHeartbeats,
+    ) {
         self.heartbeat_seq = seq;
         self.role = hb.role;
         self.leader = hb.leader;
         self.dead_after = Duration::from_millis(hb.dead_after_ms.into());
-        if hb.can_lead {
-            self.can_lead_since.get_or_insert(now);
-        } else {
-            self.can_lead_since = None;
-        }
-        self.can_lead = hb.can_lead;
         self.acked = hb
             .heard
             .iter()
             .find(|(id, _)| *id == me)
             .map_or(Seq(0), |&(_, s)| s);
+        self.echo_sent = sent.sent_at(self.acked);
+        // Preemption waits for an unbroken stretch of both ways.
+        if hb.can_lead && self.linked(now, dead_after) {
+            self.can_lead_since.get_or_insert(now);
+        } else {
+            self.can_lead_since = None;
+        }
+        self.can_lead = hb.can_lead;
     }
 }
 
@@ -135,6 +156,7 @@ impl Peers {
         if msg.incarnation > peer.incarnation {
             peer.heartbeat_seq = Seq(0);
             peer.acked = Seq(0);
+            peer.echo_sent = None;
         }
         peer.incarnation = msg.incarnation;
         peer.seq = msg.seq;
@@ -148,16 +170,19 @@ impl Peers {
     }
 
     /// Takes in a heartbeat `from` a member; see `Peer::heard_heartbeat`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn heard_heartbeat(
         &mut self,
         now: Time,
+        dead_after: Duration,
         me: NodeId,
         from: NodeId,
         seq: Seq,
         hb: &Heartbeat,
+        sent: &SentHeartbeats,
     ) {
         if let Some(peer) = self.by_id.get_mut(&from) {
-            peer.heard_heartbeat(now, me, seq, hb);
+            peer.heard_heartbeat(now, dead_after, me, seq, hb, sent);
         }
     }
 
@@ -197,26 +222,33 @@ impl Peers {
     }
 
     /// How many peers are alive (this node not counted).
+    #[cfg(test)]
     pub(super) fn alive_count(&self, now: Time, dead_after: Duration) -> usize {
         self.iter().filter(|p| p.alive(now, dead_after)).count()
     }
 
-    /// Alive peers that say they can lead.
+    /// How many peers are linked both ways (this node not counted): what
+    /// quorum is counted on.
+    pub(super) fn linked_count(&self, now: Time, dead_after: Duration) -> usize {
+        self.iter().filter(|p| p.linked(now, dead_after)).count()
+    }
+
+    /// Peers linked both ways that say they can lead.
     pub(super) fn contenders(
         &self,
         now: Time,
         dead_after: Duration,
     ) -> impl Iterator<Item = &Peer> + '_ {
         self.iter()
-            .filter(move |p| p.can_lead && p.alive(now, dead_after))
+            .filter(move |p| p.can_lead && p.linked(now, dead_after))
     }
 
-    /// Some alive contender ranks above `own`.
+    /// Some linked contender ranks above `own`.
     pub(super) fn outranks(&self, own: Rank, now: Time, dead_after: Duration) -> bool {
         self.contenders(now, dead_after).any(|p| p.rank() > own)
     }
 
-    /// A claim from `claimant` loses on rank: it is no member, or an alive
+    /// A claim from `claimant` loses on rank: it is no member, or a linked
     /// contender other than it ranks higher, or `own` does (this node's
     /// rank, given only while it can lead).
     pub(super) fn outranked(
@@ -235,8 +267,8 @@ impl Peers {
         higher_peer || own.is_some_and(|own| own > rank)
     }
 
-    /// The peer a leader stepping down hands over to: `to` if it is an
-    /// alive member that can lead, else the highest-ranked contender; or
+    /// The peer a leader stepping down hands over to: `to` if it is a
+    /// member linked both ways that can lead, else the highest-ranked contender; or
     /// why there is none.
     pub(super) fn successor(
         &self,
@@ -248,6 +280,9 @@ impl Peers {
             Some(t) => match self.get(&t) {
                 None => Err(format!("node {t} is not a member")),
                 Some(p) if !p.alive(now, dead_after) => Err(format!("node {t} is not alive")),
+                Some(p) if !p.linked(now, dead_after) => Err(format!(
+                    "node {t} does not hear this node: the link works one way only"
+                )),
                 Some(p) if !p.can_lead => Err(format!(
                     "node {t} cannot lead (unhealthy, in hold-off, or sees no quorum)"
                 )),
@@ -269,25 +304,34 @@ impl Peers {
                 rank: p.rank(),
                 last_heard: p.last_heard.map(|t| now.since(t)),
                 alive: p.alive(now, dead_after),
+                hears_us: p.linked(now, dead_after),
                 can_lead: p.can_lead,
                 role: p.role,
             })
             .collect()
     }
 
-    /// Alive contenders ranked above `own` that have been able to lead
+    /// Linked contenders ranked above `own` that have been able to lead
     /// without a break, each with the instant it will have been so for
     /// `delay`: from then on it may preempt a leader of rank `own`.
+    /// `failed` is a successor whose handover failed, and since when: it
+    /// does not preempt again until its link has broken and started anew.
     pub(super) fn preempts(
         &self,
         own: Rank,
         delay: Duration,
+        failed: Option<(NodeId, Time)>,
         now: Time,
         dead_after: Duration,
     ) -> impl Iterator<Item = (&Peer, Time)> + '_ {
         self.contenders(now, dead_after)
             .filter(move |p| p.rank() > own)
-            .filter_map(move |p| p.can_lead_since.map(|t| (p, t + delay)))
+            .filter_map(move |p| p.can_lead_since.map(|t| (p, t)))
+            .filter(move |&(p, since)| match failed {
+                Some((id, at)) if id == p.id => since > at,
+                _ => true,
+            })
+            .map(move |(p, since)| (p, since + delay))
     }
 
     /// The highest-ranked peer that may preempt a leader of rank `own` at
@@ -296,10 +340,11 @@ impl Peers {
         &self,
         own: Rank,
         delay: Duration,
+        failed: Option<(NodeId, Time)>,
         now: Time,
         dead_after: Duration,
     ) -> Option<NodeId> {
-        self.preempts(own, delay, now, dead_after)
+        self.preempts(own, delay, failed, now, dead_after)
             .filter(|&(_, at)| now >= at)
             .max_by_key(|(p, _)| p.rank())
             .map(|(p, _)| p.id)
@@ -326,10 +371,51 @@ impl Peers {
             .collect()
     }
 
-    /// When each peer heard so far dies unless heard again.
+    /// When each peer heard so far dies, or its link goes one-way, unless
+    /// heard again.
     pub(super) fn deaths(&self, dead_after: Duration) -> impl Iterator<Item = Time> + '_ {
-        self.iter()
-            .filter_map(move |p| p.last_heard.map(|t| t + dead_after))
+        self.iter().flat_map(move |p| {
+            [p.last_heard, p.echo_sent]
+                .into_iter()
+                .flatten()
+                .map(move |t| t + dead_after)
+        })
+    }
+}
+
+/// How many of its own heartbeats a node remembers, to date the echoes of
+/// them: enough for `dead_after` even while a leader re-sends every
+/// heartbeat/10.
+const SENT_HEARTBEATS: usize = 256;
+
+/// This node's recent heartbeats: seq and send time, oldest first.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SentHeartbeats {
+    recent: std::collections::VecDeque<(Seq, Time)>,
+}
+
+impl SentHeartbeats {
+    /// Notes a heartbeat sent at `at`; seqs only grow.
+    pub(super) fn sent(&mut self, seq: Seq, at: Time) {
+        if self.recent.len() == SENT_HEARTBEATS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((seq, at));
+    }
+
+    /// When heartbeat `seq` was sent, if it is one we remember. An echo of
+    /// anything else (older than the memory, or never sent) proves nothing.
+    pub(super) fn sent_at(&self, seq: Seq) -> Option<Time> {
+        self.recent
+            .binary_search_by_key(&seq, |&(s, _)| s)
+            .ok()
+            .map(|i| self.recent[i].1)
+    }
+
+    /// The newest heartbeat sent.
+    #[cfg(test)]
+    pub(super) fn newest(&self) -> Option<Seq> {
+        self.recent.back().map(|&(s, _)| s)
     }
 }
 
@@ -358,12 +444,20 @@ mod tests {
         }
     }
 
+    /// Our heartbeat 4 (the one the test heartbeats echo) left at 5 ms.
+    fn sent() -> SentHeartbeats {
+        let mut sent = SentHeartbeats::default();
+        sent.sent(Seq(3), Time(MS));
+        sent.sent(Seq(4), Time(5 * MS));
+        sent
+    }
+
     fn hear(peers: &mut Peers, now: Time, msg: &Message) -> bool {
         if !peers.hear(now, DEAD_AFTER, msg) {
             return false;
         }
         if let Body::Heartbeat(hb) = &msg.body {
-            peers.heard_heartbeat(now, NodeId(1), msg.from, msg.seq, hb);
+            peers.heard_heartbeat(now, DEAD_AFTER, NodeId(1), msg.from, msg.seq, hb, &sent());
         }
         true
     }
@@ -400,7 +494,13 @@ mod tests {
         let dies = t + DEAD_AFTER;
         assert_eq!(peers.alive_count(Time(dies.0 - 1), DEAD_AFTER), 2);
         assert_eq!(peers.alive_count(dies, DEAD_AFTER), 0);
-        assert_eq!(peers.deaths(DEAD_AFTER).min(), Some(dies));
+        // Our heartbeat the peers echo left at 5 ms: the link is one-way
+        // from 305 ms on, before they die at 310 ms.
+        let one_way = Time(5 * MS) + DEAD_AFTER;
+        assert_eq!(peers.linked_count(Time(one_way.0 - 1), DEAD_AFTER), 2);
+        assert_eq!(peers.linked_count(one_way, DEAD_AFTER), 0);
+        assert_eq!(peers.alive_count(one_way, DEAD_AFTER), 2);
+        assert_eq!(peers.deaths(DEAD_AFTER).min(), Some(one_way));
         peers.resigned(NodeId(2), Epoch(1), true);
         assert_eq!(
             peers.alive_count(t, DEAD_AFTER),
@@ -408,5 +508,46 @@ mod tests {
             "a leaving peer is dead"
         );
         assert_eq!(peers.contenders(t, DEAD_AFTER).count(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_does_not_hear_us_is_alive_but_not_linked() {
+        let mut peers = Peers::new(&[NodeId(1), NodeId(2), NodeId(3)], NodeId(1));
+        let t = Time(10 * MS);
+        let mut deaf = heartbeat(2, 1, 1, true);
+        if let Body::Heartbeat(hb) = &mut deaf.body {
+            hb.heard.clear();
+        }
+        hear(&mut peers, t, &deaf);
+        let mut odd = heartbeat(3, 1, 1, true);
+        if let Body::Heartbeat(hb) = &mut odd.body {
+            hb.heard = vec![(NodeId(1), Seq(99))];
+        }
+        hear(&mut peers, t, &odd);
+        assert_eq!(peers.alive_count(t, DEAD_AFTER), 2);
+        assert_eq!(
+            peers.linked_count(t, DEAD_AFTER),
+            0,
+            "one-way links count for nothing"
+        );
+        assert_eq!(peers.contenders(t, DEAD_AFTER).count(), 0);
+        assert_eq!(
+            peers.get(&NodeId(2)).and_then(|p| p.can_lead_since),
+            None,
+            "no preemption stretch without a link"
+        );
+    }
+
+    #[test]
+    fn sent_heartbeats_date_only_what_they_remember() {
+        let mut sent = SentHeartbeats::default();
+        assert_eq!(sent.sent_at(Seq(1)), None);
+        for i in 1..=(SENT_HEARTBEATS as u64 + 10) {
+            sent.sent(Seq(2 * i), Time(i));
+        }
+        assert_eq!(sent.sent_at(Seq(2 * 200)), Some(Time(200)));
+        assert_eq!(sent.sent_at(Seq(2 * 200 + 1)), None, "never sent");
+        assert_eq!(sent.sent_at(Seq(2)), None, "forgotten");
+        assert_eq!(sent.newest(), Some(Seq(2 * (SENT_HEARTBEATS as u64 + 10))));
     }
 }

@@ -31,7 +31,8 @@ pub struct Status {
     pub durable: Epoch,
     /// The highest epoch it knows of.
     pub known: Epoch,
-    /// Members alive in its view, itself included.
+    /// Members linked both ways with it (they hear it and it hears them),
+    /// itself included: what its quorum is counted on.
     pub alive: usize,
     /// Quorum size.
     pub quorum: usize,
@@ -54,6 +55,8 @@ pub struct PeerStatus {
     pub last_heard: Option<Duration>,
     /// Heard within dead_after.
     pub alive: bool,
+    /// It hears this node: its heartbeats echo a recent one of ours.
+    pub hears_us: bool,
     /// It says it is eligible and sees a quorum.
     pub can_lead: bool,
     /// Its reported role.

@@ -29,6 +29,8 @@ struct Peer {
     id: u32,
     priority: u32,
     seq: u64,
+    /// Node 1's heartbeat its heartbeats echo (0: none, it does not hear 1).
+    echo: u64,
 }
 
 impl Peer {
@@ -37,7 +39,14 @@ impl Peer {
             id,
             priority,
             seq: 0,
+            echo: 0,
         }
+    }
+
+    /// From now on this peer hears node `n`: it echoes `n`'s newest heartbeat.
+    fn hears(&mut self, n: &Node) -> &mut Peer {
+        self.echo = n.newest_heartbeat().0;
+        self
     }
 
     fn msg(&mut self, body: Body) -> Input {
@@ -58,7 +67,11 @@ impl Peer {
             leader: leader.map(|(l, e)| (NodeId(l), Epoch(e))),
             can_lead,
             dead_after_ms: 300,
-            heard: Vec::new(),
+            heard: if self.echo > 0 {
+                vec![(NodeId(1), Seq(self.echo))]
+            } else {
+                Vec::new()
+            },
         }))
     }
 }
@@ -89,6 +102,10 @@ fn voter(promised: u64) -> (Node, Peer, Peer, Time) {
     let mut p2 = Peer::new(2, 100);
     let mut p3 = Peer::new(3, 100);
     let t = Time(400 * MS);
+    // Node 1 heartbeats at 400 ms, and both peers hear it.
+    n.handle_timeout(t);
+    p2.hears(&n);
+    p3.hears(&n);
     n.handle(t, p2.heartbeat(Role::Follower, None, true));
     n.handle(t, p3.heartbeat(Role::Follower, None, true));
     while n.poll_effect().is_some() {}
@@ -357,6 +374,9 @@ fn claim_persists_before_it_is_sent_and_a_quorum_makes_a_leader() {
     );
     let mut p2 = Peer::new(2, 50);
     let t = Time(300 * MS);
+    // Node 1 heartbeats at 300 ms and node 2 hears it: linked both ways.
+    n.handle_timeout(t);
+    p2.hears(&n);
     n.handle(t, p2.heartbeat(Role::Follower, None, true));
     let is_claim = |e: &Effect| {
         matches!(
@@ -424,6 +444,9 @@ fn a_leader_without_acks_demotes_when_its_lease_ends() {
     );
     let mut p2 = Peer::new(2, 50);
     let t = Time(300 * MS);
+    // Node 1 heartbeats at 300 ms and node 2 hears it: linked both ways.
+    n.handle_timeout(t);
+    p2.hears(&n);
     n.handle(t, p2.heartbeat(Role::Follower, None, true));
     n.handle(t, Input::Persisted { promised: Epoch(1) });
     n.handle(
@@ -475,6 +498,9 @@ fn a_claim_whose_epoch_failed_to_persist_is_never_sent() {
     );
     let mut p2 = Peer::new(2, 50);
     let t = Time(300 * MS);
+    // Node 1 heartbeats at 300 ms and node 2 hears it: linked both ways.
+    n.handle_timeout(t);
+    p2.hears(&n);
     n.handle(t, p2.heartbeat(Role::Follower, None, true));
     n.handle(t, Input::PersistFailed { promised: Epoch(1) });
     // A late "persisted" for an older write does not release it either.
@@ -528,6 +554,9 @@ fn a_leader_that_wakes_past_its_lease_lets_go_before_it_sends() {
     );
     let mut p2 = Peer::new(2, 50);
     let t = Time(300 * MS);
+    // Node 1 heartbeats at 300 ms and node 2 hears it: linked both ways.
+    n.handle_timeout(t);
+    p2.hears(&n);
     n.handle(t, p2.heartbeat(Role::Follower, None, true));
     n.handle(t, Input::Persisted { promised: Epoch(1) });
     n.handle(
@@ -590,4 +619,65 @@ fn an_impostor_keeps_the_node_out_of_the_election() {
     let later = t + Duration::from_millis(300) * IMPOSTOR_WINDOW;
     n.handle_timeout(later);
     assert!(n.status(later).eligible, "eligible again after the window");
+}
+
+#[test]
+fn a_higher_node_that_does_not_hear_this_one_does_not_block_its_ack() {
+    // Node 2 outranks the claimant and can lead, but its heartbeats do not
+    // echo node 1's: the link works one way only, so it counts for nothing,
+    // and node 1 acks node 3 (three nodes: n2 -> n1 works, n1 -> n2 does not).
+    let (mut n, mut p2, mut p3, t) = voter(0);
+    p2.priority = 200;
+    p2.echo = 0;
+    p3.priority = 50;
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    n.handle(t, p3.heartbeat(Role::Follower, None, true));
+    while n.poll_effect().is_some() {}
+    let status = n.status(t);
+    assert_eq!(
+        status.alive, 2,
+        "node 1 and node 3 are linked; node 2 only heard"
+    );
+    n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+    assert_eq!(answer(&mut n, t), Some(Ok(Epoch(1))));
+
+    // The same with node 2 hearing node 1: it is a contender, node 3 is refused.
+    let (mut n, mut p2, mut p3, t) = voter(0);
+    p2.priority = 200;
+    p3.priority = 50;
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    n.handle(t, p3.heartbeat(Role::Follower, None, true));
+    while n.poll_effect().is_some() {}
+    n.handle(t, p3.msg(Body::Claim { epoch: Epoch(1) }));
+    assert_eq!(answer(&mut n, t), Some(Err(NackReason::HigherRank)));
+}
+
+#[test]
+fn a_node_that_hears_no_quorum_both_ways_does_not_claim() {
+    let mut n = Node::new(
+        cfg(1, 100),
+        Persisted::default(),
+        Incarnation(1),
+        7,
+        Time::ZERO,
+    );
+    n.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    let mut p2 = Peer::new(2, 50);
+    let t = Time(300 * MS);
+    n.handle_timeout(t);
+    // Node 2 is heard but does not hear node 1.
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Persist(_))),
+        "no claim over a one-way link: {effects:?}"
+    );
+    assert!(!n.status(t).peers[0].hears_us);
 }
