@@ -53,6 +53,9 @@ pub enum Scenario {
     Chaos,
     /// Only random loss that cannot cut a quorum off: check stability.
     Lossy,
+    /// Links that work one way only, from the start and never healed: a
+    /// leader must emerge wherever some node hears a quorum both ways.
+    OneWay,
 }
 
 /// Knobs of a run, all derived from the seed unless overridden.
@@ -107,7 +110,7 @@ impl Plan {
     /// Derives a plan from a seed.
     pub fn from_seed(seed: u64) -> Plan {
         let mut rng = Rng::new(seed ^ 0x5eed_0fc0_ffee);
-        let scenario = if rng.chance(25) {
+        let mut scenario = if rng.chance(25) {
             Scenario::Lossy
         } else {
             Scenario::Chaos
@@ -131,7 +134,7 @@ impl Plan {
                 }
             })
             .collect();
-        Plan {
+        let mut plan = Plan {
             seed,
             scenario,
             nodes,
@@ -148,7 +151,12 @@ impl Plan {
                 .chance(50)
                 .then(|| Duration::from_millis(rng.range(50, 1_000))),
             hook_timeout: Duration::from_millis(600),
+        };
+        // Drawn last, so the other plans stay what they were.
+        if plan.scenario == Scenario::Chaos && rng.chance(15) {
+            plan.scenario = Scenario::OneWay;
         }
+        plan
     }
 }
 
@@ -1715,5 +1723,68 @@ pub fn run_seed(seed: u64) {
             sim.run_until(settle + Duration::from_secs(21));
             sim.check_one_leader("after loss");
         }
+        Scenario::OneWay => run_one_way(&mut sim, &plan),
+    }
+}
+
+/// Blocks a random share of the directed links for good, then checks that a
+/// node that hears a quorum both ways (itself included) leads within the
+/// bound, alone, and keeps leading.
+fn run_one_way(sim: &mut Sim, plan: &Plan) {
+    let n = plan.nodes;
+    let percent = sim.rng.range(10, 40) as u32;
+    let mut blocked = vec![vec![false; n]; n];
+    for (a, row) in blocked.iter_mut().enumerate() {
+        for (b, cut) in row.iter_mut().enumerate() {
+            if a != b && sim.rng.chance(percent) {
+                *cut = true;
+                sim.block_at(a, b, Duration::ZERO);
+            }
+        }
+    }
+    let both_ways = |a: usize, b: usize| !blocked[a][b] && !blocked[b][a];
+    let quorum = regentd::core::quorum(n);
+    let can_lead: Vec<usize> = (0..n)
+        .filter(|&i| 1 + (0..n).filter(|&j| j != i && both_ways(i, j)).count() >= quorum)
+        .collect();
+    sim.start(true);
+    let settled = Duration::from_millis(500) + liveness_bound(plan);
+    sim.run_until(settled);
+    let leaders = |sim: &Sim| -> Vec<usize> {
+        (0..n)
+            .filter(|&i| {
+                sim.hosts[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.leading().is_some())
+            })
+            .collect()
+    };
+    let first = leaders(sim);
+    if can_lead.is_empty() {
+        if !first.is_empty() {
+            sim.fail(&format!(
+                "L1 (one-way links): {first:?} lead, but no node hears a quorum both ways"
+            ));
+        }
+        return;
+    }
+    let [l] = first[..] else {
+        sim.fail(&format!(
+            "L1 (one-way links): leaders {:?}, yet n{:?} hear a quorum both ways",
+            first.iter().map(|i| i + 1).collect::<Vec<_>>(),
+            can_lead.iter().map(|i| i + 1).collect::<Vec<_>>()
+        ));
+    };
+    if !can_lead.contains(&l) {
+        sim.fail(&format!(
+            "L1 (one-way links): n{} leads without a quorum both ways",
+            l + 1
+        ));
+    }
+    let epoch = sim.leader();
+    sim.run_until(settled + plan.timing.dead_after * 10);
+    if sim.leader() != epoch || leaders(sim).len() != 1 {
+        sim.fail("L2: leadership changed under steady one-way links");
     }
 }
