@@ -156,6 +156,7 @@ pub fn node(data: &[u8]) {
         cfg,
         Persisted {
             promised: start_promised,
+            leader: None,
         },
         Incarnation(1),
         0x5eed,
@@ -294,7 +295,10 @@ impl NodeCheck {
                     }
                     self.hooks.push((req.kind, req.epoch));
                 }
-                Effect::Transition(_) | Effect::StepDownResult(_) | Effect::Exit => {}
+                Effect::Transition(_)
+                | Effect::StepDownResult(_)
+                | Effect::NotFresh { .. }
+                | Effect::Exit => {}
             }
         }
     }

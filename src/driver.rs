@@ -106,6 +106,9 @@ struct Driver {
     role_since: Instant,
     last_lateness_warning: Option<Instant>,
     stopping: bool,
+    /// The newest state the core asked to persist, for a retry after a
+    /// failed write.
+    last_persist: Persisted,
     exit: bool,
 }
 
@@ -126,8 +129,8 @@ impl Driver {
         let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));
         state
             .store(Stored {
-                promised: stored.promised,
                 incarnation: incarnation.0,
+                ..stored
             })
             .map_err(|e| format!("cannot record the new incarnation: {e}"))?;
         info!(
@@ -192,6 +195,7 @@ impl Driver {
             cfg.core(),
             Persisted {
                 promised: stored.promised,
+                leader: stored.leader,
             },
             incarnation,
             seed,
@@ -231,6 +235,10 @@ impl Driver {
             role_since: start,
             last_lateness_warning: None,
             stopping: false,
+            last_persist: Persisted {
+                promised: stored.promised,
+                leader: stored.leader,
+            },
             exit: false,
             cfg,
         };
@@ -538,7 +546,13 @@ impl Driver {
                 match effect {
                     // Off the loop: the writer thread reports back through
                     // the waker, and the core holds its Claim or Ack till then.
-                    Effect::Persist(p) => self.writer.persist(p.promised),
+                    Effect::Persist(p) => {
+                        self.last_persist = p;
+                        self.writer.persist(p);
+                    }
+                    Effect::NotFresh { from } => {
+                        self.drop_packet(Drop::NotFresh, now, &format_args!("node {from}"));
+                    }
                     Effect::Send(msg) => self.send(&msg),
                     Effect::RunHook(req) => {
                         // A persist before this may have taken long: the
@@ -619,7 +633,7 @@ impl Driver {
     fn probe_state(&mut self, now: Instant) {
         let status = self.node.status(self.time(now));
         if self.storage_failed {
-            self.writer.probe(Some(status.promised));
+            self.writer.probe(Some(self.last_persist));
         } else if status.role == Role::Leader {
             self.writer.probe(None);
         }

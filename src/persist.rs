@@ -2,9 +2,9 @@
 //! disk operation of the daemon (write temp, fsync, rename, fsync dir; the
 //! state-directory probe), so that the event loop never blocks on a disk.
 //!
-//! Writes are coalesced exactly as the simulator models them (tests/sim
-//! `persist`/`start_write`): at most one write is in flight; promises asked
-//! for meanwhile collapse into the newest; when a write finishes the next one
+//! Writes are coalesced by `Coalescer`, which the simulator drives too
+//! (tests/sim `persist`/`start_write`): at most one write is in flight;
+//! states asked for meanwhile collapse into the newest; when a write finishes the next one
 //! starts, then the finished one is reported. The loop learns of a result
 //! through a `mio::Waker` and stamps it with a fresh clock reading.
 //!
@@ -16,33 +16,36 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
-use crate::core::Epoch;
+use crate::core::{Epoch, Persisted};
 use crate::state::{StateFile, Stored};
 
 /// The coalescing rule, without the thread: which write to start when.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Coalescer {
-    /// The promise being written now.
-    in_flight: Option<Epoch>,
-    /// The newest promise asked for while one was in flight.
-    next: Option<Epoch>,
+    /// The state being written now.
+    in_flight: Option<Persisted>,
+    /// The newest state asked for while one was in flight.
+    next: Option<Persisted>,
 }
 
 impl Coalescer {
-    /// A promise is asked for; returns the write to start now, if any.
-    pub fn request(&mut self, promised: Epoch) -> Option<Epoch> {
+    /// A state is asked for; returns the write to start now, if any. The
+    /// core asks in order and never lowers its promise, so the newest
+    /// request holds everything the ones before it did.
+    pub fn request(&mut self, p: Persisted) -> Option<Persisted> {
         if self.in_flight.is_some() {
-            self.next = Some(self.next.map_or(promised, |n| n.max(promised)));
+            let promised = self.next.map_or(p.promised, |n| n.promised.max(p.promised));
+            self.next = Some(Persisted { promised, ..p });
             None
         } else {
-            self.in_flight = Some(promised);
-            Some(promised)
+            self.in_flight = Some(p);
+            Some(p)
         }
     }
 
     /// The write in flight finished; returns it and the write to start now.
     /// `None` for the first if no write was in flight (a stray completion).
-    pub fn complete(&mut self) -> (Option<Epoch>, Option<Epoch>) {
+    pub fn complete(&mut self) -> (Option<Persisted>, Option<Persisted>) {
         let done = self.in_flight.take();
         let start = self.next.take();
         self.in_flight = start;
@@ -58,14 +61,14 @@ impl Coalescer {
 /// What the writer thread is asked to do.
 #[derive(Debug)]
 enum Job {
-    /// Store this promise (with the incarnation), unless already stored.
-    Write(Epoch),
-    /// Check the state directory: store `retry` if it is above what is
+    /// Store this state (with the incarnation), unless already stored.
+    Write(Persisted),
+    /// Check the state directory: store `retry` if it differs from what is
     /// stored (a write that failed before), then write, sync and remove a
     /// probe file.
     Probe {
-        /// The promise to store again, if the last write failed.
-        retry: Option<Epoch>,
+        /// The state to store again, if the last write failed.
+        retry: Option<Persisted>,
     },
 }
 
@@ -120,16 +123,16 @@ impl Writer {
         })
     }
 
-    /// Asks for `promised` to be made durable; `Done::Written` follows.
-    pub fn persist(&mut self, promised: Epoch) {
-        if let Some(e) = self.coalescer.request(promised) {
-            self.send(Job::Write(e));
+    /// Asks for `p` to be made durable; `Done::Written` follows.
+    pub fn persist(&mut self, p: Persisted) {
+        if let Some(p) = self.coalescer.request(p) {
+            self.send(Job::Write(p));
         }
     }
 
     /// Starts a probe of the state directory unless one is under way;
     /// `Done::Probed` follows. False if one was under way.
-    pub fn probe(&mut self, retry: Option<Epoch>) -> bool {
+    pub fn probe(&mut self, retry: Option<Persisted>) -> bool {
         if self.probing {
             return false;
         }
@@ -178,22 +181,24 @@ fn work(
     done: &Sender<Done>,
     waker: &mio::Waker,
 ) {
-    let mut store = |promised: Epoch| -> Result<(), String> {
-        if promised <= state.stored().promised {
+    let mut store = |p: Persisted| -> Result<(), String> {
+        let stored = state.stored();
+        if p.promised <= stored.promised && p.leader == stored.leader {
             return Ok(());
         }
         state
             .store(Stored {
-                promised,
+                promised: p.promised.max(stored.promised),
                 incarnation,
+                leader: p.leader,
             })
             .map_err(|e| e.to_string())
     };
     while let Ok(job) = jobs.recv() {
         let result = match job {
-            Job::Write(promised) => Done::Written {
-                promised,
-                result: store(promised),
+            Job::Write(p) => Done::Written {
+                promised: p.promised,
+                result: store(p),
             },
             Job::Probe { retry } => Done::Probed {
                 result: retry
@@ -226,19 +231,38 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn p(promised: u64) -> Persisted {
+        Persisted {
+            promised: Epoch(promised),
+            leader: None,
+        }
+    }
+
     #[test]
     fn one_write_in_flight_and_the_rest_collapse_into_the_newest() {
         let mut c = Coalescer::default();
-        assert_eq!(c.request(Epoch(1)), Some(Epoch(1)), "idle: starts at once");
+        assert_eq!(c.request(p(1)), Some(p(1)), "idle: starts at once");
         assert!(c.busy());
-        assert_eq!(c.request(Epoch(3)), None);
-        assert_eq!(c.request(Epoch(2)), None, "an older promise adds nothing");
-        assert_eq!(c.complete(), (Some(Epoch(1)), Some(Epoch(3))));
+        assert_eq!(c.request(p(3)), None);
+        let followed = Persisted {
+            leader: Some((crate::core::NodeId(2), Epoch(2))),
+            ..p(2)
+        };
+        assert_eq!(c.request(followed), None);
+        let newest = Persisted {
+            promised: Epoch(3),
+            ..followed
+        };
+        assert_eq!(
+            c.complete(),
+            (Some(p(1)), Some(newest)),
+            "the highest promise, with the newest leader followed"
+        );
         assert!(c.busy(), "the collapsed write is in flight");
-        assert_eq!(c.complete(), (Some(Epoch(3)), None));
+        assert_eq!(c.complete(), (Some(newest), None));
         assert!(!c.busy());
         assert_eq!(c.complete(), (None, None), "a stray completion");
-        assert_eq!(c.request(Epoch(4)), Some(Epoch(4)));
+        assert_eq!(c.request(p(4)), Some(p(4)));
     }
 
     #[test]
@@ -279,9 +303,9 @@ mod tests {
         let mut poll = mio::Poll::new().expect("poll");
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(9)).expect("waker"));
         let mut w = Writer::spawn(state, 7, dir.0.clone(), waker).expect("spawn");
-        w.persist(Epoch(1));
-        w.persist(Epoch(2));
-        w.persist(Epoch(5));
+        w.persist(p(1));
+        w.persist(p(2));
+        w.persist(p(5));
         let mut reported = Vec::new();
         while reported.last() != Some(&Epoch(5)) {
             match wait(&mut w, &mut poll) {
@@ -301,13 +325,14 @@ mod tests {
             stored,
             Stored {
                 promised: Epoch(5),
-                incarnation: 7
+                incarnation: 7,
+                leader: None,
             }
         );
         assert!(w.probe(None));
         assert!(!w.probe(None), "one probe at a time");
         assert_eq!(wait(&mut w, &mut poll), Done::Probed { result: Ok(()) });
-        assert!(w.probe(Some(Epoch(6))));
+        assert!(w.probe(Some(p(6))));
         assert_eq!(wait(&mut w, &mut poll), Done::Probed { result: Ok(()) });
         let (_, stored) = StateFile::open(&dir.0, "c", node).expect("reopen");
         assert_eq!(stored.promised, Epoch(6), "a probe retries the promise");

@@ -1,5 +1,6 @@
 //! The state that must survive a crash: the highest epoch this node has
-//! promised and its incarnation, in `<dir>/<cluster>.state`.
+//! promised, its incarnation and the leader it last followed, in
+//! `<dir>/<cluster>.state`.
 //!
 //! Architecture Invariant: a state file is replaced only whole (temp file,
 //! fsync, rename, fsync of the directory), and one that is missing a byte or
@@ -21,7 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::core::{Epoch, NodeId};
 
 /// The first line of every state file, naming the format and its version.
-const MAGIC: &str = "regent-state 1";
+/// Version 1 (no `leader` line) is still read, as a node that followed no
+/// leader.
+const MAGIC: &str = "regent-state 2";
 
 /// No valid state file is this long; a longer one is refused unread.
 const MAX_FILE_LEN: u64 = 4096;
@@ -33,6 +36,8 @@ pub struct Stored {
     pub promised: Epoch,
     /// The incarnation of the running (or last) daemon.
     pub incarnation: u64,
+    /// The leader and epoch this node last followed, if any.
+    pub leader: Option<(NodeId, Epoch)>,
 }
 
 /// The state file of one node of one cluster, open for updates.
@@ -352,10 +357,26 @@ fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
 
 /// The exact bytes of the state file for `s`.
 fn render(cluster: &str, node: NodeId, s: Stored) -> String {
-    let body = format!(
-        "{MAGIC}\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\n",
+    let leader = match s.leader {
+        Some((id, epoch)) => format!("{} {}", id.0, epoch.0),
+        None => "none".to_owned(),
+    };
+    seal(format!(
+        "{MAGIC}\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\nleader {leader}\n",
         node.0, s.promised.0, s.incarnation
-    );
+    ))
+}
+
+/// The exact bytes a version 1 file held for `s` (which followed no leader).
+fn render_v1(cluster: &str, node: NodeId, s: Stored) -> String {
+    seal(format!(
+        "regent-state 1\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\n",
+        node.0, s.promised.0, s.incarnation
+    ))
+}
+
+/// `body` followed by its checksum line.
+fn seal(body: String) -> String {
     let sum = hex(&Sha256::digest(body.as_bytes()));
     format!("{body}sha256 {sum}\n")
 }
@@ -428,9 +449,9 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
             .ok_or_else(|| ParseError::Corrupt(format!("expected a `{name}` line")))
     };
     let version = field("regent-state")?;
-    if version != "1" {
+    if version != "1" && version != "2" {
         return Err(ParseError::Corrupt(format!(
-            "format version {version:?}, this regent reads version 1"
+            "format version {version:?}, this regent reads versions 1 and 2"
         )));
     }
     let found_cluster = field("cluster")?.to_owned();
@@ -442,13 +463,34 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
         .map_err(|_| corrupt("`node` is out of range"))?;
     let promised = Epoch(number(field("promised")?, "promised")?);
     let incarnation = number(field("incarnation")?, "incarnation")?;
+    let leader = if version == "1" {
+        None
+    } else {
+        match field("leader")? {
+            "none" => None,
+            pair => {
+                let (id, epoch) = pair
+                    .split_once(' ')
+                    .ok_or_else(|| corrupt("`leader` is neither `none` nor `ID EPOCH`"))?;
+                let id = u32::try_from(number(id, "leader")?)
+                    .map_err(|_| corrupt("`leader` is out of range"))?;
+                Some((NodeId(id), Epoch(number(epoch, "leader")?)))
+            }
+        }
+    };
     let stored = Stored {
         promised,
         incarnation,
+        leader,
     };
     // Only the exact bytes regent writes are accepted: this rejects extra
     // lines, spaces, leading zeros and anything else that parsed leniently.
-    if render(&found_cluster, NodeId(found_node), stored) != text {
+    let exact = if version == "1" {
+        render_v1(&found_cluster, NodeId(found_node), stored)
+    } else {
+        render(&found_cluster, NodeId(found_node), stored)
+    };
+    if exact != text {
         return Err(corrupt("not in the exact form regent writes"));
     }
     if found_cluster != cluster {
@@ -488,6 +530,7 @@ mod tests {
         Stored {
             promised: Epoch(promised),
             incarnation,
+            leader: None,
         }
     }
 
@@ -522,7 +565,10 @@ mod tests {
         let text = fs::read_to_string(file.path()).expect("read");
         assert_eq!(
             text,
-            with_sum("regent-state 1\ncluster c\nnode 3\npromised 6\nincarnation 1700000000\n")
+            with_sum(
+                "regent-state 2\ncluster c\nnode 3\npromised 6\nincarnation 1700000000\n\
+                 leader none\n"
+            )
         );
         let mode = fs::metadata(file.path())
             .expect("stat")
@@ -530,6 +576,41 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!t.0.join("c.state.tmp").exists());
+    }
+
+    #[test]
+    fn the_leader_followed_round_trips_and_version_1_files_are_read() {
+        let t = TempDir::new("leader");
+        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(3)).expect("open fresh");
+        let followed = Stored {
+            leader: Some((NodeId(2), Epoch(6))),
+            ..stored(6, 9)
+        };
+        file.store(followed).expect("store");
+        drop(file);
+        let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("reopen");
+        assert_eq!(s, followed);
+        assert!(fs::read_to_string(t.0.join("c.state"))
+            .expect("read")
+            .contains("\nleader 2 6\n"));
+
+        // What an earlier release wrote: no leader line.
+        plant(
+            &t.0,
+            with_sum("regent-state 1\ncluster c\nnode 3\npromised 6\nincarnation 9\n").as_bytes(),
+        );
+        let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("version 1");
+        assert_eq!(s, stored(6, 9));
+        // A version 1 body with a leader line is neither.
+        plant(
+            &t.0,
+            with_sum("regent-state 1\ncluster c\nnode 3\npromised 6\nincarnation 9\nleader 2 6\n")
+                .as_bytes(),
+        );
+        assert!(matches!(
+            StateFile::open(&t.0, "c", NodeId(3)),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -590,7 +671,7 @@ mod tests {
     #[test]
     fn deviations_are_corrupt() {
         let t = TempDir::new("deviations");
-        let body = "regent-state 1\ncluster c\nnode 1\npromised 42\nincarnation 7\n";
+        let body = "regent-state 2\ncluster c\nnode 1\npromised 42\nincarnation 7\nleader none\n";
         let good = render("c", NodeId(1), stored(42, 7));
         assert_eq!(good, with_sum(body));
         let sum = &good[body.len() + "sha256 ".len()..good.len() - 1];
@@ -630,7 +711,7 @@ mod tests {
             ("negative", edit("42", "-42")),
             ("overflow", edit("42", "18446744073709551616")),
             ("node out of range", edit("node 1", "node 4294967296")),
-            ("other version", edit("state 1", "state 2")),
+            ("other version", edit("state 2", "state 3")),
             ("too long", "x".repeat(MAX_FILE_LEN as usize + 10)),
         ];
         for (name, text) in cases {

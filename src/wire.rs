@@ -97,11 +97,14 @@ pub enum Drop {
     OldIncarnation,
     /// The sender id is this node's own: our own multicast looped back, or a duplicate id.
     OwnId,
+    /// A leader heartbeat that echoes no heartbeat this node's current run
+    /// sent within `dead_after`, so it is not followed: decided by the core.
+    NotFresh,
 }
 
 impl Drop {
     /// Every reason, in a fixed order (the order of metrics output).
-    pub const ALL: [Drop; 10] = [
+    pub const ALL: [Drop; 11] = [
         Drop::Truncated,
         Drop::Oversized,
         Drop::BadVersion,
@@ -112,6 +115,7 @@ impl Drop {
         Drop::Replay,
         Drop::OldIncarnation,
         Drop::OwnId,
+        Drop::NotFresh,
     ];
 
     /// The snake_case label used in metrics and logs.
@@ -127,6 +131,7 @@ impl Drop {
             Drop::Replay => "replay",
             Drop::OldIncarnation => "old_incarnation",
             Drop::OwnId => "own_id",
+            Drop::NotFresh => "not_fresh",
         }
     }
 
@@ -152,6 +157,11 @@ impl Drop {
                  (its state file was lost and its clock is behind)"
             }
             Drop::OwnId => "sender id is our own: multicast loopback, or two hosts share a node id",
+            Drop::NotFresh => {
+                "leader heartbeat that echoes none of this run's recent heartbeats: a replay \
+                 of recorded traffic, a link that works one way, or (a few, after a restart) \
+                 a leader that has not heard this run yet"
+            }
         }
     }
 

@@ -241,7 +241,16 @@ fn epoch_exhaustion_never_leads_an_epoch_twice() {
     };
     // It led epoch u64::MAX before a restart.
     let promised = Epoch(u64::MAX);
-    let mut node = Node::new(cfg, Persisted { promised }, Incarnation(2), 1, Time::ZERO);
+    let mut node = Node::new(
+        cfg,
+        Persisted {
+            promised,
+            leader: None,
+        },
+        Incarnation(2),
+        1,
+        Time::ZERO,
+    );
     let mut promotes = Vec::new();
     let mut now = Time::ZERO;
     for _ in 0..100 {

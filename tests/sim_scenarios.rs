@@ -474,3 +474,50 @@ fn a_stalled_follower_handles_its_backlog_and_keeps_s3() {
     assert_eq!(sim.leader(), Some((N1, Epoch(1))));
     assert_eq!(sim.promotions, 1, "no other promote");
 }
+
+/// Scenario 8: a rolling restart at exact quorum. Three nodes, n1 (priority
+/// 200) leads epoch 1; n3 is down from 1000 ms, so n1's lease rests on n2
+/// alone. n2's daemon dies at 2050 ms and is back at 2100 ms: it resumes
+/// its promise to n1 at epoch 1 at once (its state file names that leader
+/// and epoch, and it promised nothing since), inside its quiet period, and
+/// n1 keeps its lease. Without the resume n2 would stay silent for its
+/// quiet period, n1's lease would end at ~2250 ms and a new epoch follow.
+#[test]
+fn a_follower_restart_at_exact_quorum_keeps_the_leader() {
+    let mut plan = Plan::fixed(3, budget_timing());
+    plan.priorities = vec![200, 100, 150];
+    let mut sim = pinned(plan);
+    for i in 0..3 {
+        sim.start_at(i, ms(0));
+    }
+    sim.crash_at(N3, ms(1_000));
+    sim.crash_at(N2, ms(2_050));
+    sim.restart_at(N2, ms(2_100));
+    sim.run_until(ms(4_000));
+
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 295, 310);
+    let resumed = sim
+        .observed()
+        .filter(|(at, o)| {
+            *at > ms(2_100)
+                && matches!(o, Observed::Transition { node, transition: t }
+                    if *node == N2 && t.epoch == Epoch(1) && t.reason.as_str() == "following")
+        })
+        .map(|(at, _)| at)
+        .next();
+    within(
+        "n2 follows n1 again after its restart",
+        resumed,
+        2_100,
+        2_120,
+    );
+    assert_eq!(
+        first(
+            &sim,
+            |o| matches!(o, Observed::Demote { node, .. } if *node == N1)
+        ),
+        None,
+        "n1 never demotes"
+    );
+    assert_eq!(sim.leader(), Some((N1, Epoch(1))));
+}

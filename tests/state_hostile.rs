@@ -26,7 +26,8 @@ use solo::{wait_until, Solo};
 /// A state file exactly as regent writes it.
 fn state_text(cluster: &str, node: u32, promised: u64, incarnation: u64) -> String {
     let body = format!(
-        "regent-state 1\ncluster {cluster}\nnode {node}\npromised {promised}\nincarnation {incarnation}\n"
+        "regent-state 2\ncluster {cluster}\nnode {node}\npromised {promised}\nincarnation {incarnation}\n\
+         leader none\n"
     );
     let sum: String = Sha256::digest(body.as_bytes())
         .iter()
@@ -145,6 +146,7 @@ fn state_writer_child() {
             .store(Stored {
                 promised: Epoch(promised),
                 incarnation,
+                leader: None,
             })
             .expect("store");
         // Printed only once `store` returned: this promise is on disk.

@@ -67,6 +67,14 @@ pub enum Effect {
     RunHook(HookRequest),
     /// The node's role changed; for logs, status and the notify hook.
     Transition(Transition),
+    /// A leader heartbeat was not followed because it echoes no heartbeat
+    /// of this run sent within `dead_after`: a replay of recorded traffic,
+    /// a link that works one way, or a leader that has not yet heard this
+    /// run. The driver counts it as a dropped datagram.
+    NotFresh {
+        /// The sender.
+        from: NodeId,
+    },
     /// The answer to a step-down request.
     StepDownResult(Result<NodeId, String>),
     /// Graceful shutdown has finished: exit now.
@@ -76,8 +84,14 @@ pub enum Effect {
 /// The state that must survive a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Persisted {
-    /// The highest epoch this node has promised (by Ack or by its own Claim).
+    /// The highest epoch this node has promised (by Ack, by its own Claim,
+    /// or by following a leader of that epoch).
     pub promised: Epoch,
+    /// The leader and epoch this node last followed. After a restart it may
+    /// follow that same leader and epoch at once, quiet period or not, if
+    /// the epoch is still its highest promise: nothing else was promised
+    /// since (§3.16).
+    pub leader: Option<(NodeId, Epoch)>,
 }
 
 /// Which hook to run.

@@ -46,6 +46,12 @@ pub struct Node {
     peers: Peers,
     /// This node's recent heartbeats, to date the peers' echoes of them.
     sent_heartbeats: SentHeartbeats,
+    /// The leader and epoch this node last followed, as last asked to be
+    /// persisted.
+    followed: Option<(NodeId, Epoch)>,
+    /// The leader and epoch this node may follow during its quiet period:
+    /// the one it followed before a restart, if it promised nothing since.
+    resume: Option<(NodeId, Epoch)>,
     state: State,
     healthy: bool,
     storage_ok: bool,
@@ -94,8 +100,9 @@ struct Demotion {
 }
 
 impl Node {
-    /// A node starting at `now` with what it persisted (`promised`), a fresh
-    /// `incarnation` (strictly above any earlier one), and a seed for jitter.
+    /// A node starting at `now` with what it persisted, a fresh
+    /// `incarnation` (strictly above any earlier one), and a seed for jitter
+    /// and for where its sequence numbers start.
     ///
     /// The first effect is the start-up demote; the node stays silent until
     /// the driver reports it done.
@@ -109,15 +116,25 @@ impl Node {
         let peers = Peers::new(&cfg.members, cfg.id);
         let quorum = quorum(cfg.members.len());
         let quiet_until = now + cfg.timing.dead_after;
+        let mut rng = Rng::new(seed);
+        // Each run numbers its messages from its own random start, so the
+        // echo of a heartbeat of an earlier run (in a replayed recording)
+        // names none of this run's: far below 2^63, so it never wraps.
+        let seq = Seq(rng.next_u64() >> 2);
+        let resume = persisted
+            .leader
+            .filter(|&(_, epoch)| epoch == persisted.promised);
         let mut node = Node {
             quorum,
-            rng: Rng::new(seed),
+            rng,
             incarnation,
-            seq: Seq(0),
+            seq,
             promises: Promises::new(persisted.promised, quiet_until),
             known: persisted.promised,
             peers,
             sent_heartbeats: SentHeartbeats::default(),
+            followed: persisted.leader,
+            resume,
             state: State::Starting,
             healthy: true,
             storage_ok: true,
@@ -304,6 +321,10 @@ impl Node {
     fn on_heartbeat(&mut self, now: Time, from: NodeId, seq: Seq, hb: Heartbeat) {
         let me = self.cfg.id;
         let dead_after = self.cfg.timing.dead_after;
+        let new_run = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.heartbeat_seq == Seq(0));
         self.peers
             .heard_heartbeat(now, dead_after, me, from, seq, &hb, &self.sent_heartbeats);
         if let Some((_, e)) = hb.leader {
@@ -323,30 +344,44 @@ impl Node {
             if hb.leader == Some((me, l.epoch)) && hb.role == Role::Follower {
                 let acked = self.peers.acked(&from).unwrap_or(Seq(0));
                 self.on_lease_ack(now, from, acked);
+            } else if new_run {
+                // The first heartbeat of a peer's new run: echo it at once,
+                // so a restarted follower can resume before our lease runs
+                // out rather than a heartbeat later.
+                self.send_heartbeat(now);
             }
         }
     }
 
     fn on_leader_heartbeat(&mut self, now: Time, from: NodeId, epoch: Epoch) {
         let dead_after = self.cfg.timing.dead_after;
-        match &self.state {
-            State::Leader(l) => {
-                if epoch > l.epoch {
-                    // Another leader holds a newer epoch: our lease cannot be
-                    // valid. Give way at once.
-                    self.step_down(now, Reason::NewerLeader, None, false);
-                }
-                return;
+        if let State::Leader(l) = &self.state {
+            if epoch > l.epoch {
+                // Another leader holds a newer epoch: our lease cannot be
+                // valid. Give way at once.
+                self.step_down(now, Reason::NewerLeader, None, false);
             }
-            State::Demoting(_) | State::Starting => {}
-            State::Candidate(_) | State::Deferring { .. } => {
-                self.state = State::Follower;
-            }
-            State::Follower => {}
+            return;
+        }
+        // Only a heartbeat sent after the leader heard this run counts: a
+        // recording of the leader's traffic echoes none of this run's
+        // heartbeats, so a replay cannot make this node follow.
+        if !self
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.linked(now, dead_after))
+        {
+            self.out.push_back(Effect::NotFresh { from });
+            return;
+        }
+        if matches!(self.state, State::Candidate(_) | State::Deferring { .. }) {
+            self.state = State::Follower;
         }
         // A restarted node may have promised another leader before it
-        // crashed: it renews no lease until its quiet period is over.
-        if self.promises.quiet(now) || !self.promises.may_follow(from, epoch, now) {
+        // crashed: it renews no lease until its quiet period is over, except
+        // the one it followed before, if it promised nothing since (§3.16).
+        let resumed = self.resume == Some((from, epoch)) && epoch == self.promises.promised();
+        if (self.promises.quiet(now) && !resumed) || !self.promises.may_follow(from, epoch, now) {
             return;
         }
         let incarnation = self.peers.incarnation(&from).unwrap_or_default();
@@ -354,6 +389,16 @@ impl Node {
             .promises
             .follow(from, epoch, incarnation, now, dead_after);
         self.backoff.reset();
+        if self.followed != Some((from, epoch)) {
+            // One write per leader change: the epoch followed becomes a
+            // promise (no claim at or below it is acked again), and the pair
+            // is what a restart may resume.
+            self.followed = Some((from, epoch));
+            if epoch > self.promises.promised() {
+                self.promises.promise(epoch);
+            }
+            self.persist();
+        }
         if before.map(|s| (s.leader, s.epoch, s.confirmed)) != Some((from, epoch, true)) {
             self.transition(Role::Follower, epoch, Some(from), Reason::Following);
         }
@@ -855,8 +900,15 @@ impl Node {
     fn promise(&mut self, epoch: Epoch) {
         self.promises.promise(epoch);
         self.known = self.known.max(epoch);
-        self.out
-            .push_back(Effect::Persist(Persisted { promised: epoch }));
+        self.persist();
+    }
+
+    /// Asks the driver to make the promise and the leader followed durable.
+    fn persist(&mut self) {
+        self.out.push_back(Effect::Persist(Persisted {
+            promised: self.promises.promised(),
+            leader: self.followed,
+        }));
     }
 
     /// The newest heartbeat this node sent, for tests that echo it.

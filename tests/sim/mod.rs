@@ -45,6 +45,7 @@ use regentd::core::{
     Input, Message, Node, NodeId, Persisted, Reason, Rng, Role, Time, Timing, Transition,
 };
 use regentd::hooks::schedule::{Action, Exit, Job, JobId, Schedule, ScheduleConfig, Work};
+use regentd::persist::Coalescer;
 
 /// What kind of run a seed makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +111,7 @@ impl Plan {
     /// Derives a plan from a seed.
     pub fn from_seed(seed: u64) -> Plan {
         let mut rng = Rng::new(seed ^ 0x5eed_0fc0_ffee);
-        let mut scenario = if rng.chance(25) {
+        let scenario = if rng.chance(25) {
             Scenario::Lossy
         } else {
             Scenario::Chaos
@@ -205,7 +206,7 @@ enum Event {
     Persisted {
         node: usize,
         generation: u64,
-        promised: Epoch,
+        state: Persisted,
         ok: bool,
     },
     /// The driver's probe of a failed state directory.
@@ -309,11 +310,9 @@ struct Host {
     incarnation: Incarnation,
     /// Bumped when the process goes away: writes in flight are lost.
     disk_generation: u64,
-    /// A write is under way; requests meanwhile coalesce into `disk_next`.
-    disk_busy: bool,
-    /// The newest promise asked for while a write was under way: the writer
-    /// (one thread in the daemon) writes only the newest, next.
-    disk_next: Option<Epoch>,
+    /// The daemon's own coalescing rule: one write under way, and only the
+    /// newest request waiting for it.
+    disk: Coalescer,
     slow_disk: bool,
     disk_fail_percent: u32,
     /// Clock rate error in ppm, within the drift bound.
@@ -414,8 +413,7 @@ impl Sim {
                     persisted: Persisted::default(),
                     incarnation: Incarnation(0),
                     disk_generation: 0,
-                    disk_busy: false,
-                    disk_next: None,
+                    disk: Coalescer::default(),
                     slow_disk: false,
                     disk_fail_percent: 0,
                     rate_ppm,
@@ -668,17 +666,17 @@ impl Sim {
             Event::Persisted {
                 node,
                 generation,
-                promised,
+                state,
                 ok,
             } => {
                 let h = &mut self.hosts[node];
                 if h.disk_generation != generation || h.node.is_none() {
                     return;
                 }
-                h.disk_busy = false;
-                if let Some(next) = h.disk_next.take() {
+                if let (_, Some(next)) = h.disk.complete() {
                     self.start_write(node, next);
                 }
+                let promised = state.promised;
                 let h = &mut self.hosts[node];
                 if ok {
                     if promised < h.persisted.promised {
@@ -690,7 +688,7 @@ impl Sim {
                         );
                         self.fail(&what);
                     }
-                    h.persisted = Persisted { promised };
+                    h.persisted = state;
                     h.promised_seen = h.promised_seen.max(promised);
                     self.input(node, Input::Persisted { promised });
                 } else {
@@ -724,17 +722,14 @@ impl Sim {
     /// writer is idle, else after the write under way, coalesced with any
     /// other request that waits.
     fn persist(&mut self, i: usize, p: Persisted) {
-        let h = &mut self.hosts[i];
-        if h.disk_busy {
-            h.disk_next = Some(h.disk_next.map_or(p.promised, |e| e.max(p.promised)));
-        } else {
-            self.start_write(i, p.promised);
+        if let Some(p) = self.hosts[i].disk.request(p) {
+            self.start_write(i, p);
         }
     }
 
-    /// Starts writing `promised` to node `i`'s disk; it finishes later and
+    /// Starts writing `state` to node `i`'s disk; it finishes later and
     /// may fail.
-    fn start_write(&mut self, i: usize, promised: Epoch) {
+    fn start_write(&mut self, i: usize, state: Persisted) {
         let latency = if let Some(fixed) = self.disk_latency {
             fixed
         } else if self.hosts[i].slow_disk {
@@ -743,15 +738,13 @@ impl Sim {
             self.rng.range(50, 2_000) * 1_000
         };
         let ok = !self.rng.chance(self.hosts[i].disk_fail_percent);
-        let h = &mut self.hosts[i];
-        h.disk_busy = true;
-        let generation = h.disk_generation;
+        let generation = self.hosts[i].disk_generation;
         self.schedule(
             self.now + latency,
             Event::Persisted {
                 node: i,
                 generation,
-                promised,
+                state,
                 ok,
             },
         );
@@ -797,6 +790,9 @@ impl Sim {
                         }
                     }
                     Effect::StepDownResult(r) => self.log(format!("n{} step-down: {r:?}", i + 1)),
+                    Effect::NotFresh { from } => {
+                        self.log(format!("n{} does not follow n{from}: not fresh", i + 1));
+                    }
                     Effect::Exit => {
                         self.log(format!("n{} exits", i + 1));
                         self.down(i);
@@ -1162,8 +1158,7 @@ impl Sim {
         h.timer_generation += 1;
         h.timer_at = None;
         h.disk_generation += 1;
-        h.disk_busy = false;
-        h.disk_next = None;
+        h.disk = Coalescer::default();
     }
 
     fn fault(&mut self, f: Fault) {

@@ -84,6 +84,7 @@ fn voter(promised: u64) -> (Node, Peer, Peer, Time) {
         cfg(1, 100),
         Persisted {
             promised: Epoch(promised),
+            leader: None,
         },
         Incarnation(1),
         7,
@@ -322,7 +323,9 @@ fn a_restarted_node_renews_no_lease_in_its_quiet_period() {
     let mut p2 = Peer::new(2, 100);
     let mut p3 = Peer::new(3, 100);
     // Before crashing, this node may have promised node 3; now node 2's
-    // old lease asks for renewal during the quiet period.
+    // old lease asks for renewal during the quiet period, in a heartbeat
+    // that echoes this run (so only the quiet period refuses it).
+    p2.hears(&n);
     n.handle(
         Time(100 * MS),
         p2.heartbeat(Role::Leader, Some((2, 1)), true),
@@ -680,4 +683,122 @@ fn a_node_that_hears_no_quorum_both_ways_does_not_claim() {
         "no claim over a one-way link: {effects:?}"
     );
     assert!(!n.status(t).peers[0].hears_us);
+}
+
+/// A node after its start-up demote, with `persisted` on disk.
+fn restarted(persisted: Persisted) -> Node {
+    let mut n = Node::new(cfg(1, 100), persisted, Incarnation(2), 7, Time::ZERO);
+    n.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    n
+}
+
+#[test]
+fn a_restarted_node_resumes_the_leader_it_followed_if_it_promised_nothing_since() {
+    let t = Time(100 * MS);
+    let followed = Persisted {
+        promised: Epoch(4),
+        leader: Some((NodeId(2), Epoch(4))),
+    };
+    let mut n = restarted(followed);
+    let mut p2 = Peer::new(2, 100);
+    p2.hears(&n);
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 4)), true));
+    assert_eq!(
+        n.reported_role(t).2,
+        Some(NodeId(2)),
+        "the promise to node 2 at epoch 4 resumes inside the quiet period"
+    );
+
+    // It acked a claim of epoch 5 after following node 2: no resume.
+    let mut n = restarted(Persisted {
+        promised: Epoch(5),
+        ..followed
+    });
+    let mut p2 = Peer::new(2, 100);
+    p2.hears(&n);
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 4)), true));
+    assert_eq!(n.reported_role(t).2, None);
+
+    // Another leader, or another epoch of the same one: no resume.
+    let mut n = restarted(followed);
+    let mut p3 = Peer::new(3, 100);
+    p3.hears(&n);
+    n.handle(t, p3.heartbeat(Role::Leader, Some((3, 4)), true));
+    assert_eq!(n.reported_role(t).2, None);
+    let mut p2 = Peer::new(2, 100);
+    p2.hears(&n);
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 5)), true));
+    assert_eq!(n.reported_role(t).2, None);
+}
+
+#[test]
+fn following_a_new_leader_persists_it_with_its_epoch_as_a_promise() {
+    let (mut n, mut p2, _, t) = voter(1);
+    while n.poll_effect().is_some() {}
+    p2.hears(&n);
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 3)), true));
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    let persists: Vec<&Persisted> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        persists,
+        [&Persisted {
+            promised: Epoch(3),
+            leader: Some((NodeId(2), Epoch(3))),
+        }],
+        "{effects:?}"
+    );
+    // The next heartbeat of the same leader writes nothing.
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 3)), true));
+    assert!(!std::iter::from_fn(|| n.poll_effect()).any(|e| matches!(e, Effect::Persist(_))));
+    assert_eq!(n.status(t).promised, Epoch(3));
+}
+
+#[test]
+fn a_leader_heartbeat_that_echoes_no_heartbeat_of_this_run_is_not_followed() {
+    let (mut n, mut p2, _, t) = voter(0);
+    while n.poll_effect().is_some() {}
+    // A recording of node 2 leading, from before this run: it echoes a
+    // heartbeat this run never sent.
+    p2.echo = n.newest_heartbeat().0 + 1_000;
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    assert!(
+        effects.contains(&Effect::NotFresh { from: NodeId(2) }),
+        "{effects:?}"
+    );
+    assert_eq!(n.reported_role(t).2, None, "a replay is not followed");
+    // The same leader, heard after it heard this run, is.
+    p2.hears(&n);
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+    assert_eq!(n.reported_role(t).2, Some(NodeId(2)));
+}
+
+#[test]
+fn runs_number_their_messages_from_different_starts() {
+    let a = restarted(Persisted::default()).newest_heartbeat();
+    let mut b = Node::new(cfg(1, 100), Persisted::default(), Incarnation(3), 8, Time::ZERO);
+    b.handle(
+        Time::ZERO,
+        Input::HookDone(HookDone {
+            kind: HookKind::Demote,
+            epoch: Epoch(0),
+            outcome: HookOutcome::Ok,
+        }),
+    );
+    let b = b.newest_heartbeat();
+    assert!(a.0 > 1 << 20 && b.0 > 1 << 20, "not from zero: {a:?} {b:?}");
+    assert!(a.0.abs_diff(b.0) > 1 << 20, "far apart: {a:?} {b:?}");
 }
