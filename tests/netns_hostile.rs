@@ -1,7 +1,8 @@
 //! A live cluster attacked by its own network: forged datagrams of every
 //! kind (wrong key, right key but another cluster, unknown node id, a future
 //! protocol version, truncated, oversized, authentic garbage), replays within
-//! and across a daemon restart, a 50,000 packets per second flood, and a
+//! and across a daemon restart, a recorded stream of a dead leader replayed
+//! at a restarted voter, a 50,000 packets per second flood, and a
 //! second host running with an existing node id.
 //!
 //! The attacker sits in the LAN's client namespace and crafts datagrams with
@@ -385,6 +386,84 @@ fn replays_within_and_across_a_restart_are_dropped() {
     std::thread::sleep(Duration::from_millis(300));
     assert_nothing_changed(&mut c, now_leading, before, "the cross-restart replays");
     c.check_history(&[]);
+}
+
+/// Records every datagram `node` sends for `span`, with when it came.
+fn record(rx: &UdpSocket, node: usize, span: Duration) -> Vec<(Duration, Vec<u8>)> {
+    let codec = Codec::new(CLUSTER, Some(KEY));
+    let mut buf = [0u8; 2048];
+    let began = Instant::now();
+    let mut stream = Vec::new();
+    while began.elapsed() < span {
+        let Ok(n) = rx.recv(&mut buf) else { continue };
+        if codec
+            .decode(&buf[..n])
+            .is_ok_and(|m| m.from == NodeId(node as u32))
+        {
+            stream.push((began.elapsed(), buf[..n].to_vec()));
+        }
+    }
+    stream
+}
+
+#[test]
+fn a_recorded_stream_of_a_dead_leader_cannot_pin_a_restarted_voter() {
+    if !require_root() {
+        return;
+    }
+    let _serial = serial();
+    let (mut c, (leader, epoch)) = attacked_cluster(1000);
+    let rx = eavesdropper(&c);
+    let tx = attacker(&c);
+    let stream = record(&rx, leader, Duration::from_secs(8));
+    println!("recorded {} datagrams of leader {leader}", stream.len());
+    assert!(stream.len() > 50, "recorded too little: {}", stream.len());
+    let voters: Vec<usize> = (1..=3).filter(|&h| h != leader).collect();
+    let restarted = voters[0];
+
+    // The leader dies; one voter restarts (its replay window starts empty)
+    // and hears the recording, at the pace it was recorded, from then on.
+    let killed_at = c.kill(leader);
+    c.signal(restarted, libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(restarted, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        c.dump()
+    );
+    c.start(restarted);
+    std::thread::sleep(Duration::from_millis(50));
+    let replay = std::thread::spawn(move || {
+        let began = Instant::now();
+        for (at, bytes) in &stream {
+            if let Some(wait) = at.checked_sub(began.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            send(&tx, bytes);
+        }
+    });
+    // The two live voters elect a leader while the recording still plays.
+    let next = c.wait_promote(killed_at, &[leader], Duration::from_secs(6));
+    let not_fresh = c.dropped(restarted, "not_fresh");
+    println!(
+        "new leader {:?} after {:?} ms; not_fresh drops on the restarted voter: {not_fresh}",
+        next.as_ref().map(|e| (e.node, e.epoch)),
+        next.as_ref().map(|e| (e.at_ns - killed_at) / 1_000_000)
+    );
+    let next = next.unwrap_or_else(|| {
+        panic!(
+            "the replayed leader kept the restarted voter: no leader\n{}",
+            c.dump()
+        )
+    });
+    assert!(next.epoch > epoch);
+    assert!(
+        not_fresh > 0.0,
+        "the replayed leader heartbeats were counted\n{}",
+        c.dump()
+    );
+    replay.join().expect("replay thread");
+    c.check_history(&[(leader, killed_at)]);
 }
 
 /// How many datagrams host's kernel dropped for a full socket buffer so far.
