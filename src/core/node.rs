@@ -19,7 +19,7 @@ use super::effect::{
 };
 use super::leadership::{Backoff, Candidacy, Leadership};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
-use super::peers::{Peers, SentHeartbeats};
+use super::peers::{FailedHandover, Peers, SentHeartbeats};
 use super::promises::{Promises, Verdict};
 use super::quorum::{quorum, VoteResult};
 use super::rng::Rng;
@@ -65,10 +65,9 @@ pub struct Node {
     backoff: Backoff,
     /// The node this one last handed over to by preemption.
     preempted_by: Option<NodeId>,
-    /// This node leads again after handing over to this node, since the
-    /// given time: the handover failed, and it is not preempted toward that
-    /// node again before that node's link starts anew.
-    failed_handover: Option<(NodeId, Time)>,
+    /// This node leads again after handing over by preemption: the
+    /// handover failed, and preempting toward that node waits (§3.14).
+    failed_handover: Option<FailedHandover>,
     shutting_down: bool,
     last_sent: Time,
     timers: TimerTable,
@@ -781,7 +780,10 @@ impl Node {
         let epoch = leadership.epoch;
         self.state = State::Leader(leadership);
         // Leading again after a preemption: that successor did not make it.
-        self.failed_handover = self.preempted_by.take().map(|id| (id, now));
+        self.failed_handover = self
+            .preempted_by
+            .take()
+            .map(|to| FailedHandover::after(self.failed_handover, to, now));
         self.promises.sticky = None;
         self.promises.pending = None;
         self.handover = None;

@@ -313,25 +313,26 @@ impl Peers {
 
     /// Linked contenders ranked above `own` that have been able to lead
     /// without a break, each with the instant it will have been so for
-    /// `delay`: from then on it may preempt a leader of rank `own`.
-    /// `failed` is a successor whose handover failed, and since when: it
-    /// does not preempt again until its link has broken and started anew.
+    /// `delay`: from then on it may preempt a leader of rank `own`. A
+    /// successor whose handover `failed` waits longer (`FailedHandover`).
     pub(super) fn preempts(
         &self,
         own: Rank,
         delay: Duration,
-        failed: Option<(NodeId, Time)>,
+        failed: Option<FailedHandover>,
         now: Time,
         dead_after: Duration,
     ) -> impl Iterator<Item = (&Peer, Time)> + '_ {
         self.contenders(now, dead_after)
             .filter(move |p| p.rank() > own)
-            .filter_map(move |p| p.can_lead_since.map(|t| (p, t)))
-            .filter(move |&(p, since)| match failed {
-                Some((id, at)) if id == p.id => since > at,
-                _ => true,
+            .filter_map(move |p| p.can_lead_since.map(|since| (p, since)))
+            .map(move |(p, since)| {
+                let at = match failed {
+                    Some(f) if f.to == p.id => f.preempt_at(since, delay),
+                    _ => since + delay,
+                };
+                (p, at)
             })
-            .map(move |(p, since)| (p, since + delay))
     }
 
     /// The highest-ranked peer that may preempt a leader of rank `own` at
@@ -340,7 +341,7 @@ impl Peers {
         &self,
         own: Rank,
         delay: Duration,
-        failed: Option<(NodeId, Time)>,
+        failed: Option<FailedHandover>,
         now: Time,
         dead_after: Duration,
     ) -> Option<NodeId> {
@@ -380,6 +381,46 @@ impl Peers {
                 .flatten()
                 .map(move |t| t + dead_after)
         })
+    }
+}
+
+/// A handover by preemption that did not take: the old leader was elected
+/// again before the successor led.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FailedHandover {
+    /// The successor.
+    pub(super) to: NodeId,
+    /// When the old leader led again.
+    at: Time,
+    /// Handovers to `to` that failed in a row, up to `MAX_FAILED_HANDOVERS`.
+    count: u32,
+}
+
+/// After this many failed handovers in a row, the wait stops doubling.
+const MAX_FAILED_HANDOVERS: u32 = 4;
+
+impl FailedHandover {
+    /// The failure of a handover to `to` noticed at `at`, after `before`.
+    pub(super) fn after(before: Option<FailedHandover>, to: NodeId, at: Time) -> FailedHandover {
+        let count = before
+            .filter(|f| f.to == to)
+            .map_or(1, |f| (f.count + 1).min(MAX_FAILED_HANDOVERS));
+        FailedHandover { to, at, count }
+    }
+
+    /// When the successor, able to lead without a break since `since`, may
+    /// preempt again. If its link broke and started anew after the failure,
+    /// as for anyone. Otherwise its stretch counts only from the failure,
+    /// and the wait doubles with each failure in a row (up to 8 times
+    /// `delay`): a handover that cannot take is tried less and less often,
+    /// and one that failed by bad luck (a lost or reordered Resign) is tried
+    /// again.
+    fn preempt_at(&self, since: Time, delay: Duration) -> Time {
+        if since > self.at {
+            since + delay
+        } else {
+            self.at + delay * (1 << (self.count - 1))
+        }
     }
 }
 
@@ -549,5 +590,31 @@ mod tests {
         assert_eq!(sent.sent_at(Seq(2 * 200 + 1)), None, "never sent");
         assert_eq!(sent.sent_at(Seq(2)), None, "forgotten");
         assert_eq!(sent.newest(), Some(Seq(2 * (SENT_HEARTBEATS as u64 + 10))));
+    }
+
+    #[test]
+    fn a_failed_handover_is_tried_again_later_and_later() {
+        let delay = Duration::from_millis(500);
+        let since = Time(MS);
+        let failed = FailedHandover::after(None, NodeId(2), Time(1_000 * MS));
+        assert_eq!(failed.preempt_at(since, delay), Time(1_500 * MS));
+        let again = FailedHandover::after(Some(failed), NodeId(2), Time(2_000 * MS));
+        assert_eq!(again.preempt_at(since, delay), Time(3_000 * MS));
+        let mut f = again;
+        for _ in 0..10 {
+            f = FailedHandover::after(Some(f), NodeId(2), Time(2_000 * MS));
+        }
+        assert_eq!(
+            f.preempt_at(since, delay),
+            Time(6_000 * MS),
+            "at most 8 delays"
+        );
+        assert_eq!(
+            FailedHandover::after(Some(f), NodeId(3), Time(2_000 * MS)).count,
+            1,
+            "another successor starts over"
+        );
+        // A link that broke and started anew after the failure: as anyone.
+        assert_eq!(f.preempt_at(Time(2_100 * MS), delay), Time(2_600 * MS));
     }
 }

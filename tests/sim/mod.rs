@@ -1662,6 +1662,9 @@ pub fn liveness_bound(plan: &Plan) -> Duration {
     Duration::from_millis(1_000)
         + plan.holdoff
         + plan.preempt_delay
+        // a handover by preemption that failed just before healing: the
+        // next waits up to 8 preemption delays
+        + plan.preempt_delay * 8
         + t.dead_after * 4
         + t.heartbeat * 20
         // the longest back-off after lost claims: 1.5 heartbeats, doubled 3 times

@@ -789,7 +789,13 @@ fn a_leader_heartbeat_that_echoes_no_heartbeat_of_this_run_is_not_followed() {
 #[test]
 fn runs_number_their_messages_from_different_starts() {
     let a = restarted(Persisted::default()).newest_heartbeat();
-    let mut b = Node::new(cfg(1, 100), Persisted::default(), Incarnation(3), 8, Time::ZERO);
+    let mut b = Node::new(
+        cfg(1, 100),
+        Persisted::default(),
+        Incarnation(3),
+        8,
+        Time::ZERO,
+    );
     b.handle(
         Time::ZERO,
         Input::HookDone(HookDone {
