@@ -650,6 +650,13 @@ impl Node {
             None => {}
         }
         let dead_after = self.cfg.timing.dead_after;
+        if self.peers.leads_linked(now, dead_after) {
+            // A leader hears us and we hear it: its next heartbeat makes us
+            // follow. A claim would only be refused, and would raise our
+            // promise past the epoch we follow, so that our next restart
+            // could not resume (§3.16).
+            return;
+        }
         let higher_alive = self.peers.outranks(self.rank(), now, dead_after);
         match self.state {
             _ if !higher_alive => self.claim(now),

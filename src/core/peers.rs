@@ -243,6 +243,15 @@ impl Peers {
             .filter(move |p| p.can_lead && p.linked(now, dead_after))
     }
 
+    /// Some peer linked both ways says in its last heartbeat that it leads.
+    pub(super) fn leads_linked(&self, now: Time, dead_after: Duration) -> bool {
+        self.iter().any(|p| {
+            p.role == Role::Leader
+                && p.leader.is_some_and(|(id, _)| id == p.id)
+                && p.linked(now, dead_after)
+        })
+    }
+
     /// Some linked contender ranks above `own`.
     pub(super) fn outranks(&self, own: Rank, now: Time, dead_after: Duration) -> bool {
         self.contenders(now, dead_after).any(|p| p.rank() > own)
