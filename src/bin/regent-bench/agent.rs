@@ -308,9 +308,32 @@ impl Group {
     }
 
     /// Whether anything besides the agent runs on `host`: a hook (the VIP
-    /// hook's arping runs for a second after a promote or refresh).
+    /// hook's arping runs for a second after a promote or refresh). regent's
+    /// lease guard (`regent guard`, a child of the daemon that lives as
+    /// long as it) is part of the agent, not a hook.
     pub fn busy(&self, host: usize) -> bool {
-        ns_pids(&self.lan.ns(host)).len() > self.pids(host).len()
+        let agent = self.pids(host);
+        ns_pids(&self.lan.ns(host))
+            .into_iter()
+            .any(|pid| !agent.contains(&pid) && !self.is_guard(pid, &agent))
+    }
+
+    /// Whether `pid` is the lease guard of one of the `agent` processes.
+    fn is_guard(&self, pid: u32, agent: &[u32]) -> bool {
+        if self.agent != Agent::Regent {
+            return false;
+        }
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // The parent is the second field after the command name,
+                // which may hold spaces.
+                let rest = stat.rsplit_once(") ")?.1;
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        let guard_argv = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|argv| argv.split(|&b| b == 0).nth(1) == Some(b"guard".as_slice()));
+        parent.is_some_and(|p| agent.contains(&p)) && guard_argv
     }
 
     /// A crash of `host`: its cable is pulled, then every process in its
