@@ -278,13 +278,6 @@ impl Group {
         Ok(())
     }
 
-    pub fn start_all(&mut self) -> io::Result<()> {
-        for h in 1..=self.hosts() {
-            self.start(h)?;
-        }
-        Ok(())
-    }
-
     pub fn running(&mut self, host: usize) -> bool {
         match self.children[host - 1].as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -408,7 +401,8 @@ impl Group {
 
     /// Whether the agents say they are settled: for regent, every running
     /// daemon sees every running member alive, runs no hook, and names one
-    /// leader. keepalived has no such view; the holders decide for it.
+    /// leader (a member whose daemon does not run is not asked).
+    /// keepalived has no such view; the holders decide for it.
     pub fn settled(&mut self) -> bool {
         if self.agent == Agent::Keepalived {
             return (1..=self.hosts()).all(|h| self.running(h));
@@ -416,6 +410,9 @@ impl Group {
         let running = (1..=self.hosts()).filter(|&h| self.running(h)).count();
         let mut leaders = Vec::new();
         for h in 1..=self.hosts() {
+            if !self.running(h) {
+                continue;
+            }
             let Ok(json) = self.status(h) else {
                 return false;
             };
@@ -585,6 +582,15 @@ pub fn json_number(json: &str, key: &str) -> Option<u64> {
     None
 }
 
+/// The first `"key":"TEXT"` in a JSON text, without its quotes (regent's
+/// status puts the top-level fields before the per-peer ones). Enough for
+/// the words status uses, which hold no escapes.
+pub fn json_text<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    let start = json.find(&pat)? + pat.len();
+    json[start..].split('"').next()
+}
+
 /// The value of a sample whose only label is the cluster's.
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -609,6 +615,14 @@ mod tests {
         assert_eq!(json_number(json, "uptime_ms"), Some(1200));
         assert_eq!(json_number(r#"{"leader":null}"#, "leader"), None);
         assert_eq!(json_number(json, "missing"), None);
+    }
+
+    #[test]
+    fn json_text_takes_the_first_string_value_of_a_key() {
+        let json = r#"{"role":"leader","peers":[{"role":"follower"}],"leader":2}"#;
+        assert_eq!(json_text(json, "role"), Some("leader"));
+        assert_eq!(json_text(json, "leader"), None, "a number is no text");
+        assert_eq!(json_text(json, "missing"), None);
     }
 
     #[test]
