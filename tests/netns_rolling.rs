@@ -412,3 +412,53 @@ fn rolling_restart_at_exact_quorum_keeps_the_leader() {
     assert_eq!(rig.c.holder(), Some((next.node, next.epoch)));
     rig.c.check_no_overlap(&[]);
 }
+
+/// A rolling restart, then a member down for maintenance: the restart of
+/// the remaining follower must not cost the leader its lease, even when
+/// that follower is the one that led before the rolling restart.
+///
+/// Known gap, hence ignored: the restarted ex-leader, ranked highest, claims
+/// at the end of its quiet period although it hears the new leader (it
+/// follows no one during the quiet period, so nothing holds it back), loses,
+/// and follows; but the lost claim left its promise one epoch above the
+/// leader's, so its next restart cannot resume and stays quiet for
+/// dead_after, longer than the lease at exact quorum: the leader demotes
+/// (lease-expired) and the client loses the VIP until a new election.
+#[test]
+#[ignore = "known gap: a lost claim after a restart bars the next resume (see the doc comment)"]
+fn a_follower_that_led_before_resumes_at_exact_quorum() {
+    if !require_root() {
+        return;
+    }
+    // Host 3 ranks highest and leads; its restart hands over to host 2.
+    let mut rig = rig_ranked(&[1, 2, 3], vec![100, 200, 300]);
+    let (leader, _) = settle(&rig, &[1, 2, 3]);
+    assert_eq!(leader, 3, "{}", rig.c.dump());
+    let since = rig.c.mark("restart of leader 3");
+    rig.c.signal(3, libc::SIGTERM);
+    let next = rig
+        .c
+        .wait_promote(since, &[3], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no leader after SIGTERM\n{}", rig.c.dump()));
+    assert_eq!(rig.c.wait_exit(3, Duration::from_secs(10)), Some(0));
+    rig.c.start(3);
+    assert!(
+        wait_follows(&rig.c, 3, (next.node, next.epoch)).is_some(),
+        "{}",
+        rig.c.dump()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = rig.c.status_json(3).unwrap_or_default();
+    println!(
+        "host 3 follows node {} at epoch {}; its promised epoch is {:?}",
+        next.node,
+        next.epoch,
+        json_field(&status, "promised_epoch")
+    );
+    // Host 1 goes down for maintenance: host 3 is the leader's only partner.
+    rig.c.signal(1, libc::SIGTERM);
+    assert_eq!(rig.c.wait_exit(1, Duration::from_secs(10)), Some(0));
+    std::thread::sleep(Duration::from_millis(1000));
+    restart_follower(&mut rig, 3, (next.node, next.epoch), "2 of 3 up, ex-leader");
+    rig.c.check_no_overlap(&[]);
+}
