@@ -278,13 +278,6 @@ impl Group {
         Ok(())
     }
 
-    pub fn start_all(&mut self) -> io::Result<()> {
-        for h in 1..=self.hosts() {
-            self.start(h)?;
-        }
-        Ok(())
-    }
-
     pub fn running(&mut self, host: usize) -> bool {
         match self.children[host - 1].as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -308,9 +301,32 @@ impl Group {
     }
 
     /// Whether anything besides the agent runs on `host`: a hook (the VIP
-    /// hook's arping runs for a second after a promote or refresh).
+    /// hook's arping runs for a second after a promote or refresh). regent's
+    /// lease guard (`regent guard`, a child of the daemon that lives as
+    /// long as it) is part of the agent, not a hook.
     pub fn busy(&self, host: usize) -> bool {
-        ns_pids(&self.lan.ns(host)).len() > self.pids(host).len()
+        let agent = self.pids(host);
+        ns_pids(&self.lan.ns(host))
+            .into_iter()
+            .any(|pid| !agent.contains(&pid) && !self.is_guard(pid, &agent))
+    }
+
+    /// Whether `pid` is the lease guard of one of the `agent` processes.
+    fn is_guard(&self, pid: u32, agent: &[u32]) -> bool {
+        if self.agent != Agent::Regent {
+            return false;
+        }
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // The parent is the second field after the command name,
+                // which may hold spaces.
+                let rest = stat.rsplit_once(") ")?.1;
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        let guard_argv = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|argv| argv.split(|&b| b == 0).nth(1) == Some(b"guard".as_slice()));
+        parent.is_some_and(|p| agent.contains(&p)) && guard_argv
     }
 
     /// A crash of `host`: its cable is pulled, then every process in its
@@ -385,7 +401,8 @@ impl Group {
 
     /// Whether the agents say they are settled: for regent, every running
     /// daemon sees every running member alive, runs no hook, and names one
-    /// leader. keepalived has no such view; the holders decide for it.
+    /// leader (a member whose daemon does not run is not asked).
+    /// keepalived has no such view; the holders decide for it.
     pub fn settled(&mut self) -> bool {
         if self.agent == Agent::Keepalived {
             return (1..=self.hosts()).all(|h| self.running(h));
@@ -393,6 +410,9 @@ impl Group {
         let running = (1..=self.hosts()).filter(|&h| self.running(h)).count();
         let mut leaders = Vec::new();
         for h in 1..=self.hosts() {
+            if !self.running(h) {
+                continue;
+            }
             let Ok(json) = self.status(h) else {
                 return false;
             };
@@ -562,6 +582,15 @@ pub fn json_number(json: &str, key: &str) -> Option<u64> {
     None
 }
 
+/// The first `"key":"TEXT"` in a JSON text, without its quotes (regent's
+/// status puts the top-level fields before the per-peer ones). Enough for
+/// the words status uses, which hold no escapes.
+pub fn json_text<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    let start = json.find(&pat)? + pat.len();
+    json[start..].split('"').next()
+}
+
 /// The value of a sample whose only label is the cluster's.
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -586,6 +615,14 @@ mod tests {
         assert_eq!(json_number(json, "uptime_ms"), Some(1200));
         assert_eq!(json_number(r#"{"leader":null}"#, "leader"), None);
         assert_eq!(json_number(json, "missing"), None);
+    }
+
+    #[test]
+    fn json_text_takes_the_first_string_value_of_a_key() {
+        let json = r#"{"role":"leader","peers":[{"role":"follower"}],"leader":2}"#;
+        assert_eq!(json_text(json, "role"), Some("leader"));
+        assert_eq!(json_text(json, "leader"), None, "a number is no text");
+        assert_eq!(json_text(json, "missing"), None);
     }
 
     #[test]

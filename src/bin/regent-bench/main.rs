@@ -37,8 +37,10 @@ Builds an emulated LAN (hosts, a switch, a client) in network namespaces,
 runs real `regent run` daemons with a VIP hook, and measures from the
 client: a UDP probe to the VIP every 2 ms, answered by whichever host holds it.
 
-  --scenario LIST     crash,graceful,step-down,partition,loss,idle,scale or all
-                      (default all)
+  --scenario LIST     crash,graceful,step-down,partition,loss,idle,scale,
+                      rolling-restart or all (default all); step-down and
+                      rolling-restart are regent only (with --compare
+                      keepalived they run for regent alone)
   --profile P         comparison (heartbeat 100 ms, dead_after 300 ms),
                       fast (20 ms / 100 ms) or both (default both)
   --trials N          trials per distribution (default 20, --quick 5)
@@ -67,9 +69,10 @@ enum Scenario {
     Loss,
     Idle,
     Scale,
+    RollingRestart,
 }
 
-const ALL: [Scenario; 7] = [
+const ALL: [Scenario; 8] = [
     Scenario::Crash,
     Scenario::Graceful,
     Scenario::StepDown,
@@ -77,6 +80,7 @@ const ALL: [Scenario; 7] = [
     Scenario::Loss,
     Scenario::Idle,
     Scenario::Scale,
+    Scenario::RollingRestart,
 ];
 
 impl Scenario {
@@ -89,6 +93,7 @@ impl Scenario {
             Scenario::Loss => "loss",
             Scenario::Idle => "idle",
             Scenario::Scale => "scale",
+            Scenario::RollingRestart => "rolling-restart",
         }
     }
 }
@@ -534,6 +539,7 @@ fn run_series(
                     Scenario::Loss => loss(o, results, agent, profile),
                     Scenario::Idle => idle(o, results, agent, profile),
                     Scenario::Scale => scale(o, results, agent, profile),
+                    Scenario::RollingRestart => rolling_restart(o, results, agent, profile),
                 };
                 spent[slot] += began.elapsed();
                 if let Err(e) = outcome {
@@ -906,6 +912,138 @@ fn scale(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> 
                 e.lines().next().unwrap_or("")
             ));
         }
+    }
+    Ok(())
+}
+
+/// A rolling restart of all three hosts, and of the two left at exact
+/// quorum (host 1 down for the whole run): each follower's agent, then the
+/// leader's. Regent only: what it measures is regent's resumed promise.
+fn rolling_restart(
+    o: &Options,
+    results: &mut Results,
+    agent: Agent,
+    profile: Profile,
+) -> Result<(), String> {
+    if agent == Agent::Keepalived {
+        if !results.notes.iter().any(|n| n.contains("rolling-restart")) {
+            results
+                .notes
+                .push("rolling-restart is regent only: keepalived was not measured".into());
+        }
+        return Ok(());
+    }
+    for (scenario, parked) in [
+        ("rolling-restart", &[][..]),
+        ("rolling-restart-exact-quorum", &[1][..]),
+    ] {
+        eprintln!("   {scenario}");
+        let mut env = Env::with_parked(agent, profile, 3, &o.setup, parked)?;
+        let mut followers: Vec<scenarios::Restart> = Vec::new();
+        let mut leaders: Vec<scenarios::Restart> = Vec::new();
+        let mut failures = Vec::new();
+        for i in 1..=o.trials {
+            match env.rolling_trial() {
+                Ok(s) => {
+                    let steps: Vec<String> = s
+                        .followers
+                        .iter()
+                        .chain(std::iter::once(&s.leader))
+                        .map(|r| {
+                            format!(
+                                "host {} {}: {} changes, {} of {} probes lost, outage {} ms",
+                                r.host,
+                                if r.follows_ms.is_some() {
+                                    "(follower)"
+                                } else {
+                                    "(leader)"
+                                },
+                                r.changes,
+                                r.seen.lost,
+                                r.seen.sent,
+                                report::fmt(scenarios::ms(r.seen.outage))
+                            )
+                        })
+                        .collect();
+                    eprintln!("   rolling restart {i}/{}: {}", o.trials, steps.join("; "));
+                    followers.extend(s.followers);
+                    leaders.push(s.leader);
+                }
+                Err(e) => {
+                    interrupted()?;
+                    eprintln!("   rolling restart {i}/{} failed: {e}", o.trials);
+                    failures.push(e.lines().next().unwrap_or("").to_string());
+                    if failures.len() > o.trials / 2 {
+                        return Err(format!("{scenario}: too many failed trials; last: {e}"));
+                    }
+                    env.recover()?;
+                }
+            }
+        }
+        let k = |figure, unit| key(scenario, profile, 3, agent, figure, unit);
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let changes: Vec<f64> = followers.iter().map(|r| r.changes as f64).collect();
+        results.value(
+            &k("follower restarts", "n"),
+            Better::Neither,
+            followers.len() as f64,
+        );
+        results.value(
+            &k("leadership changes per follower restart, max", "n"),
+            Better::Lower,
+            max(&changes),
+        );
+        results.value(
+            &k("leadership changes in follower restarts, total", "n"),
+            Better::Lower,
+            changes.iter().sum(),
+        );
+        let outages: Vec<f64> = followers
+            .iter()
+            .map(|r| scenarios::ms(r.seen.outage))
+            .collect();
+        results.dist(
+            &k("follower restart outage", "ms"),
+            &outages,
+            failures.clone(),
+            false,
+        );
+        results.value(
+            &k("probes lost in follower restarts", "n"),
+            Better::Lower,
+            followers.iter().map(|r| r.seen.lost as f64).sum(),
+        );
+        let follows: Vec<f64> = followers.iter().filter_map(|r| r.follows_ms).collect();
+        results.dist(
+            &k("restarted follower follows again after", "ms"),
+            &follows,
+            Vec::new(),
+            false,
+        );
+        let changes: Vec<f64> = leaders.iter().map(|r| r.changes as f64).collect();
+        results.value(
+            &k("leadership changes per leader restart, max", "n"),
+            Better::Lower,
+            max(&changes),
+        );
+        let outages: Vec<f64> = leaders
+            .iter()
+            .map(|r| scenarios::ms(r.seen.outage))
+            .collect();
+        // At exact quorum the leader's stop leaves nobody who can lead:
+        // that outage is the quorum's price, not a slow handover.
+        results.dist(
+            &k("leader restart outage", "ms"),
+            &outages,
+            failures,
+            !parked.is_empty(),
+        );
+        results.value(
+            &k("more than one holder, total", "ms"),
+            Better::Lower,
+            followers.iter().chain(&leaders).map(|r| r.overlap_ms).sum(),
+        );
+        record_contention(results, &k("", ""));
     }
     Ok(())
 }

@@ -188,6 +188,13 @@ impl Prober {
             .find_map(|(seq, a)| a.map(|a| (seq, a)))
     }
 
+    /// What the client saw of probes `from..to`: how many were sent and
+    /// lost, the longest run of lost probes, and who answered.
+    pub fn span(&self, from: usize, to: usize) -> Span {
+        let r = self.shared.record();
+        span(&r.sent, &r.answers, from, to)
+    }
+
     /// The outage the client saw before probe `answered` got its answer:
     /// from the send time of the first unanswered probe after the last
     /// answered one before `answered`, to the send time of `answered`.
@@ -197,6 +204,59 @@ impl Prober {
         let r = self.shared.record();
         outage(&r.sent, &r.answers, answered)
     }
+}
+
+/// What the client saw of a run of probes: see [`Prober::span`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Probes sent.
+    pub sent: usize,
+    /// Probes sent that got no answer.
+    pub lost: usize,
+    /// The longest run of lost probes: from the send of its first probe to
+    /// the send of the next answered one (or of the last probe of the span,
+    /// when none was). Zero when none was lost; its resolution is
+    /// [`INTERVAL`].
+    pub outage: Duration,
+    /// Answers per host number, in host order.
+    pub answered_by: Vec<(usize, usize)>,
+}
+
+/// See [`Prober::span`].
+fn span(sent: &[Instant], answers: &[Option<Answer>], from: usize, to: usize) -> Span {
+    let to = to.min(sent.len()).min(answers.len());
+    let from = from.min(to);
+    let mut out = Span {
+        sent: to - from,
+        ..Span::default()
+    };
+    let mut lost_since: Option<usize> = None;
+    for seq in from..to {
+        match answers[seq] {
+            Some(a) => {
+                if let Some(first) = lost_since.take() {
+                    out.outage = out
+                        .outage
+                        .max(sent[seq].saturating_duration_since(sent[first]));
+                }
+                match out.answered_by.iter_mut().find(|(h, _)| *h == a.host) {
+                    Some((_, n)) => *n += 1,
+                    None => out.answered_by.push((a.host, 1)),
+                }
+            }
+            None => {
+                out.lost += 1;
+                lost_since.get_or_insert(seq);
+            }
+        }
+    }
+    if let Some(first) = lost_since {
+        // Lost to the end: at least one probe interval.
+        let last = sent[to - 1].saturating_duration_since(sent[first]);
+        out.outage = out.outage.max(last + INTERVAL);
+    }
+    out.answered_by.sort_unstable();
+    out
 }
 
 /// See [`Prober::outage_before`].
@@ -300,6 +360,23 @@ mod tests {
     fn no_outage_when_the_previous_probe_was_answered() {
         let (sent, answers) = probes(&[true, true, true]);
         assert_eq!(outage(&sent, &answers, 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_span_counts_lost_probes_and_its_longest_outage() {
+        let (sent, answers) = probes(&[true, false, true, false, false, true, false]);
+        let s = span(&sent, &answers, 0, 7);
+        assert_eq!((s.sent, s.lost), (7, 4));
+        assert_eq!(
+            s.outage,
+            INTERVAL * 2,
+            "probes 3 and 4, up to the send of 5"
+        );
+        assert_eq!(s.answered_by, vec![(1, 3)]);
+        let s = span(&sent, &answers, 2, 3);
+        assert_eq!((s.sent, s.lost, s.outage), (1, 0, Duration::ZERO));
+        assert_eq!(span(&sent, &answers, 6, 99).outage, INTERVAL);
+        assert_eq!(span(&sent, &answers, 9, 4).sent, 0);
     }
 
     #[test]

@@ -265,6 +265,32 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 15.0,
                 "ms",
             ),
+            (
+                "rolling-restart" | "rolling-restart-exact-quorum",
+                "leadership changes per follower restart, max",
+            ) => limit(
+                format!(
+                    "{}: 0 leadership changes per follower restart ({p})",
+                    row.scenario
+                ),
+                v,
+                0.0,
+                "",
+            ),
+            ("rolling-restart" | "rolling-restart-exact-quorum", "follower restart outage max") => {
+                limit(
+                    format!("{}: 0 ms outage per follower restart ({p})", row.scenario),
+                    v,
+                    0.0,
+                    "ms",
+                )
+            }
+            ("rolling-restart", "leader restart outage p50") => limit(
+                format!("rolling-restart: leader restart outage p50 <= 15 ms ({p})"),
+                v,
+                15.0,
+                "ms",
+            ),
             ("partition", "more than one holder, total") => limit(
                 format!("partition: 0 ms with more than one VIP holder ({p})"),
                 v,
@@ -372,14 +398,25 @@ pub fn fmt(v: f64) -> String {
 /// The human table, then the targets.
 pub fn table(r: &Results, targets: &[Target], compare: bool) -> String {
     let mut s = String::new();
+    // Columns as wide as their longest entry, so every row lines up.
+    let sw = r
+        .rows
+        .iter()
+        .map(|row| row.scenario.len())
+        .fold(10, usize::max);
+    let fw = r
+        .rows
+        .iter()
+        .map(|row| row.figure.len())
+        .fold(34, usize::max);
     let head = if compare {
         format!(
-            "{:<10} {:<10} {:>5}  {:<34} {:<5} {:>10} {:>10} {:>7}\n",
+            "{:<sw$} {:<10} {:>5}  {:<fw$} {:<5} {:>10} {:>10} {:>7}\n",
             "scenario", "profile", "hosts", "figure", "unit", "regent", "keepalived", "ratio"
         )
     } else {
         format!(
-            "{:<10} {:<10} {:>5}  {:<34} {:<5} {:>10}\n",
+            "{:<sw$} {:<10} {:>5}  {:<fw$} {:<5} {:>10}\n",
             "scenario", "profile", "hosts", "figure", "unit", "regent"
         )
     };
@@ -396,7 +433,7 @@ pub fn table(r: &Results, targets: &[Target], compare: bool) -> String {
         last = key;
         let _ = write!(
             s,
-            "{:<10} {:<10} {:>5}  {:<34} {:<5} {:>10}",
+            "{:<sw$} {:<10} {:>5}  {:<fw$} {:<5} {:>10}",
             row.scenario,
             row.profile.name,
             row.hosts,

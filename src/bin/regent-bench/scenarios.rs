@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::agent::{Agent, Group, Profile, Setup, Traffic};
+use crate::agent::{json_number, json_text, Agent, Group, Profile, Setup, Traffic};
 use crate::holders::Holders;
-use crate::probe::{Prober, Responder};
+use crate::probe::{Prober, Responder, Span};
 use crate::{interrupted, pause, Rng};
 
 /// How long the cluster may take to settle before a trial.
@@ -22,11 +22,25 @@ pub struct Env {
     _responder: Responder,
     pub holders: Holders,
     pub group: Group,
+    /// Hosts whose agent never runs (a member down for the whole run).
+    parked: Vec<usize>,
     rng: Rng,
 }
 
 impl Env {
     pub fn new(agent: Agent, profile: Profile, hosts: usize, setup: &Setup) -> Result<Env, String> {
+        Env::with_parked(agent, profile, hosts, setup, &[])
+    }
+
+    /// Like [`Env::new`], with the agents of `parked` never started: they
+    /// stay members, down for the whole run.
+    pub fn with_parked(
+        agent: Agent,
+        profile: Profile,
+        hosts: usize,
+        setup: &Setup,
+        parked: &[usize],
+    ) -> Result<Env, String> {
         let mut group = Group::new(agent, profile, hosts, setup)
             .map_err(|e| format!("cannot build a LAN of {hosts} hosts: {e}"))?;
         let holders = Holders::start(&group.lan, group.lan.vip4())
@@ -35,14 +49,17 @@ impl Env {
             Responder::start(&group.lan).map_err(|e| format!("cannot start responders: {e}"))?;
         let prober =
             Prober::start(&group.lan).map_err(|e| format!("cannot start the prober: {e}"))?;
-        group
-            .start_all()
-            .map_err(|e| format!("cannot start {}: {e}", agent.name()))?;
+        for h in (1..=hosts).filter(|h| !parked.contains(h)) {
+            group
+                .start(h)
+                .map_err(|e| format!("cannot start {} on host {h}: {e}", agent.name()))?;
+        }
         Ok(Env {
             prober,
             _responder: responder,
             holders,
             group,
+            parked: parked.to_vec(),
             rng: Rng::seeded(),
         })
     }
@@ -159,12 +176,13 @@ impl Env {
         })
     }
 
-    /// Undoes whatever a failed trial left: partition, loss, stopped agents.
+    /// Undoes whatever a failed trial left: partition, loss, stopped agents
+    /// (parked ones aside).
     pub fn recover(&mut self) -> Result<(), String> {
         self.group.lan.heal_partition();
         for h in 1..=self.group.hosts() {
             self.group.lan.clear_loss(h);
-            if !self.group.running(h) {
+            if !self.group.running(h) && !self.parked.contains(&h) {
                 self.group
                     .reboot(h)
                     .map_err(|e| format!("cannot restart host {h}: {e}"))?;
@@ -218,6 +236,116 @@ impl Env {
             .map_err(|e| format!("step-down on host {old}: {e}"))?;
         let (seq, _) = self.wait_answer(from, |h| h != old, self.failover_limit())?;
         self.sample(at, seq, None)
+    }
+
+    /// A rolling restart: every follower's agent restarted in turn (SIGTERM,
+    /// exit, start), then the leader's. Each restart waits for a settled
+    /// cluster first, as every trial does.
+    pub fn rolling_trial(&mut self) -> Result<RollingSample, String> {
+        let leader = self.wait_ready()?;
+        let followers: Vec<usize> = (1..=self.group.hosts())
+            .filter(|&h| h != leader && self.group.running(h))
+            .collect();
+        let mut steps = Vec::new();
+        for f in followers {
+            let holder = self.wait_ready()?;
+            if holder != leader {
+                return Err(format!(
+                    "leadership moved from host {leader} to host {holder} during the rolling restart"
+                ));
+            }
+            steps.push(self.restart_follower(f, leader)?);
+        }
+        let holder = self.wait_ready()?;
+        let leader_step = self.restart_leader(holder)?;
+        Ok(RollingSample {
+            followers: steps,
+            leader: leader_step,
+        })
+    }
+
+    /// Restarts the agent of follower `host` and watches until it follows
+    /// `leader` again and a lease longer.
+    fn restart_follower(&mut self, host: usize, leader: usize) -> Result<Restart, String> {
+        self.jitter()?;
+        let from = self.prober.next_seq();
+        self.fault("SIGTERM, restart (follower)", host);
+        let at = now();
+        self.bounce(host)?;
+        let started = now();
+        let deadline = started + self.failover_limit();
+        loop {
+            interrupted()?;
+            if self.group.status(host).is_ok_and(|json| {
+                json_text(&json, "role") == Some("follower")
+                    && json_number(&json, "leader") == Some(leader as u64)
+            }) {
+                break;
+            }
+            if now() > deadline {
+                return Err(format!(
+                    "host {host} did not follow host {leader} again within {:?}\n{}",
+                    self.failover_limit(),
+                    self.group.log_tail(15)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let follows_ms = ms(started.elapsed());
+        // A lease the restart broke would lapse within a lease of the last
+        // ack: watch past that.
+        pause(Duration::from_millis(
+            2 * self.profile().dead_after_ms + 100,
+        ))?;
+        Ok(self.restart_seen(host, at, from, Some(follows_ms)))
+    }
+
+    /// Restarts the leader's agent `host` and waits until the cluster has
+    /// settled with a VIP holder again (at exact quorum, only the returning
+    /// agent can make one).
+    fn restart_leader(&mut self, host: usize) -> Result<Restart, String> {
+        self.jitter()?;
+        let from = self.prober.next_seq();
+        self.fault("SIGTERM, restart (leader)", host);
+        let at = now();
+        self.bounce(host)?;
+        self.wait_ready()?;
+        Ok(self.restart_seen(host, at, from, None))
+    }
+
+    /// SIGTERM to `host`'s agent, then, once it has exited, a new one.
+    fn bounce(&mut self, host: usize) -> Result<(), String> {
+        self.group.signal(host, libc::SIGTERM);
+        self.group.wait_exit(host, Duration::from_secs(10))?;
+        self.group
+            .start(host)
+            .map_err(|e| format!("cannot restart host {host}: {e}"))
+    }
+
+    /// What the client and the holder watch saw since the restart of
+    /// `host` at `at`, whose first probe was `from`.
+    fn restart_seen(
+        &self,
+        host: usize,
+        at: Instant,
+        from: usize,
+        follows_ms: Option<f64>,
+    ) -> Restart {
+        let to = self.prober.next_seq();
+        // Late answers land meanwhile; a pause cut short by Ctrl-C only
+        // makes the last probes count as lost, and the run ends anyway.
+        let _ = pause(Duration::from_millis(50));
+        let end = now();
+        let changes = self.holders.changes(at, end);
+        let gained = changes.iter().filter(|c| c.present).count();
+        let lost = changes.len() - gained;
+        Restart {
+            host,
+            changes: gained.max(lost),
+            seen: self.prober.span(from, to),
+            follows_ms,
+            overlap_ms: ms(self.holders.overlap(at, end)),
+        }
     }
 
     /// Cuts the VIP holder and one other host off from the rest for `hold`,
@@ -342,6 +470,31 @@ pub struct Trial {
     /// Time with more than one VIP holder from the fault to the new
     /// holder's first answer (a crashed host not counted).
     pub overlap_ms: f64,
+}
+
+/// One agent's restart within a rolling restart.
+#[derive(Clone, Debug)]
+pub struct Restart {
+    pub host: usize,
+    /// Leadership changes the VIP showed from the SIGTERM to the end of
+    /// the watch: the larger of its acquisitions and its releases, so a
+    /// handover counts once and a lapsed lease too, whether or not the
+    /// same host took the VIP back.
+    pub changes: usize,
+    /// The client's probes from the SIGTERM to the end of the watch.
+    pub seen: Span,
+    /// From the start of a restarted follower's agent until it said it
+    /// follows the leader again; `None` for the leader's restart.
+    pub follows_ms: Option<f64>,
+    /// Time with more than one VIP holder meanwhile.
+    pub overlap_ms: f64,
+}
+
+/// One rolling restart: each follower, then the leader.
+#[derive(Clone, Debug)]
+pub struct RollingSample {
+    pub followers: Vec<Restart>,
+    pub leader: Restart,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,464 @@
+//! Rolling restarts on an emulated LAN, watched by a client: restarting a
+//! follower's daemon changes no leader and costs the client nothing, even
+//! at exact quorum, where the leader's lease rests on that one follower;
+//! restarting the leader's daemon hands over once.
+//!
+//! Three hosts float a VIP with the shipped `conf/hooks/vip` (through a
+//! wrapper that appends the cluster harness's hook-log lines, with
+//! `REGENT_REASON`, so a restarted daemon's start-up demote can be told
+//! from a demote that ends a leadership). The client probes the VIP over
+//! UDP every 2 ms with regent-bench's prober, and a responder on every host
+//! answers with its host number.
+//!
+//! Needs root (skips otherwise, fails under `CI=true`). Run with
+//! `--nocapture` to see the figures.
+
+#![allow(clippy::disallowed_methods)]
+
+#[path = "netns/mod.rs"]
+mod netns;
+
+#[path = "cluster/mod.rs"]
+mod cluster;
+
+// The bench's client, shared rather than copied. Its own unit tests come
+// along and run here too; they are pure and quick.
+#[allow(dead_code)]
+#[path = "../src/bin/regent-bench/probe.rs"]
+mod probe;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cluster::{json_field, regent_bin, wait_until, Cluster, HookEvent, Opts};
+use netns::{require_root, Lan};
+use probe::{Prober, Responder, Span};
+
+/// How long after a restarted follower follows again the client is still
+/// watched: past a lease (274 ms at the default timing), so a lease the
+/// restart broke would show as a demote and lost probes.
+const WATCH_AFTER: Duration = Duration::from_millis(600);
+
+/// Probes younger than this may still wait for their answer.
+const IN_FLIGHT: Duration = Duration::from_millis(50);
+
+/// The wrapper hook: the harness's `time epoch kind node reason` line at
+/// the start of promote and demote, `demote-end` after a demote, and the
+/// shipped vip hook in between.
+const WRAPPER: &str = r#"#!/bin/sh
+log='@DIR@/hooks.log'
+[ "$1" = refresh ] || echo "$(date +%s%N) $2 $1 $REGENT_NODE $REGENT_REASON" >> "$log"
+REGENT_VIP_ENV='@DIR@/vip.env'
+export REGENT_VIP_ENV
+'@VIP@' "$@"
+rc=$?
+[ "$1" = demote ] && echo "$(date +%s%N) $2 demote-end $REGENT_NODE $REGENT_REASON" >> "$log"
+exit $rc
+"#;
+
+/// Three members and a client; the client's prober and the responders
+/// run. Fields drop in order: the client's threads first, the LAN last.
+struct Rig {
+    prober: Prober,
+    _responder: Responder,
+    c: Cluster,
+}
+
+/// A rig whose daemons on hosts `up` are started; the others never run.
+fn rig(up: &[usize]) -> Rig {
+    rig_ranked(up, Vec::new())
+}
+
+/// Like [`rig`], with the hosts' priorities.
+fn rig_ranked(up: &[usize], priorities: Vec<u32>) -> Rig {
+    let lan = Lan::with_client(3);
+    // The directory `Cluster::new` will use, so the config can name the hook.
+    let dir = std::env::temp_dir().join(format!("regent-test-{}", lan.prefix()));
+    let hook = dir.join("vip-hook");
+    let vip = lan.vip4();
+    let opts = Opts {
+        // Leadership stays where a restart moved it: a returning node must
+        // not take it back (that would be a second change).
+        preempt: false,
+        priorities,
+        hook: Some(hook.clone()),
+        ..Opts::default()
+    };
+    let mut c = Cluster::new(lan, opts);
+    assert_eq!(c.dir, dir, "the cluster harness changed its directory");
+    std::fs::write(
+        dir.join("vip.env"),
+        format!(
+            "VIP=\"{vip}/24\"\nDEV=eth0\nREGENT={}\nARP_COUNT=1\n",
+            regent_bin()
+        ),
+    )
+    .expect("vip.env");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/hooks/vip");
+    let script = WRAPPER
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@VIP@", &shipped.display().to_string());
+    std::fs::write(&hook, script).expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let responder = Responder::start(&c.lan).expect("responders");
+    let prober = Prober::start(&c.lan).expect("prober");
+    for &h in up {
+        c.start(h);
+    }
+    Rig {
+        prober,
+        _responder: responder,
+        c,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Waits until the last 50 probes old enough to be answered were all
+/// answered by `host`.
+fn wait_served_by(p: &Prober, host: usize, limit: Duration) -> bool {
+    let in_flight = (IN_FLIGHT.as_millis() / probe::INTERVAL.as_millis()) as usize;
+    wait_until(limit, || {
+        let ripe = p.next_seq().saturating_sub(in_flight);
+        let s = p.span(ripe.saturating_sub(50), ripe);
+        s.sent == 50 && s.answered_by == [(host, 50)]
+    })
+}
+
+/// What the client saw of probes `from..` up to now, once the newest of
+/// them had time for their answers.
+fn seen_since(p: &Prober, from: usize) -> Span {
+    let to = p.next_seq();
+    std::thread::sleep(IN_FLIGHT);
+    p.span(from, to)
+}
+
+/// Waits until `host`'s daemon says it follows `leader` at `epoch`;
+/// returns how long that took.
+fn wait_follows(c: &Cluster, host: usize, (leader, epoch): (usize, u64)) -> Option<Duration> {
+    let began = Instant::now();
+    let follows = wait_until(Duration::from_secs(5), || {
+        c.status_json(host).is_some_and(|j| {
+            json_field(&j, "role").as_deref() == Some("follower")
+                && json_field(&j, "leader") == Some(leader.to_string())
+                && json_field(&j, "epoch") == Some(epoch.to_string())
+        })
+    });
+    follows.then(|| began.elapsed())
+}
+
+/// SIGTERM to host's daemon; once it has exited cleanly, starts it again.
+fn bounce(c: &mut Cluster, host: usize) {
+    c.signal(host, libc::SIGTERM);
+    let code = c.wait_exit(host, Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "host {host} did not exit cleanly after SIGTERM\n{}",
+        c.dump()
+    );
+    c.start(host);
+}
+
+/// The leadership changes the hook log shows since `since_ns`: every
+/// promote, and every demote but the start-up demote of a daemon that
+/// just started (which holds nothing).
+fn changes_since(c: &Cluster, since_ns: u128) -> Vec<HookEvent> {
+    c.hook_events()
+        .into_iter()
+        .filter(|e| e.at_ns >= since_ns)
+        .filter(|e| e.kind == "promote" || (e.kind == "demote" && e.reason != "startup"))
+        .collect()
+}
+
+/// Waits for the first leader and for the client to reach it through the
+/// VIP, and for every other running daemon to follow it.
+fn settle(rig: &Rig, followers: &[usize]) -> (usize, u64) {
+    let c = &rig.c;
+    let first = c
+        .wait_promote(0, &[], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no leader within 5 s\n{}", c.dump()));
+    assert!(
+        wait_served_by(&rig.prober, first.node, Duration::from_secs(5)),
+        "the client never reached leader {} through the VIP\n{}",
+        first.node,
+        c.dump()
+    );
+    for &f in followers.iter().filter(|&&f| f != first.node) {
+        assert!(
+            wait_follows(c, f, (first.node, first.epoch)).is_some(),
+            "host {f} does not follow leader {}\n{}",
+            first.node,
+            c.dump()
+        );
+    }
+    // Past the promote hook's announcement (ARP_COUNT=1: a second).
+    std::thread::sleep(Duration::from_millis(1200));
+    (first.node, first.epoch)
+}
+
+/// Restarts a follower's daemon and checks that the client and the leader
+/// noticed nothing: no leadership change, no probe lost.
+fn restart_follower(rig: &mut Rig, host: usize, leader: (usize, u64), label: &str) -> Span {
+    let since = rig.c.mark(format!("{label}: restart of follower {host}"));
+    let from = rig.prober.next_seq();
+    bounce(&mut rig.c, host);
+    let follows = wait_follows(&rig.c, host, leader).unwrap_or_else(|| {
+        panic!(
+            "{label}: host {host} does not follow leader {} at epoch {} again\n{}\n{}",
+            leader.0,
+            leader.1,
+            rig.c.timeline(&[]),
+            rig.c.dump()
+        )
+    });
+    std::thread::sleep(WATCH_AFTER);
+    let seen = seen_since(&rig.prober, from);
+    let changes = changes_since(&rig.c, since);
+    println!(
+        "{label}: follower {host} restarted, following leader {} again {:.0} ms after its start: \
+         {} probes sent, {} lost, outage {:.1} ms, {} leadership changes",
+        leader.0,
+        ms(follows),
+        seen.sent,
+        seen.lost,
+        ms(seen.outage),
+        changes.len()
+    );
+    assert!(
+        changes.is_empty(),
+        "{label}: restarting follower {host} changed leadership: {changes:?}\n{}\n{}",
+        rig.c.timeline(&[]),
+        rig.c.dump()
+    );
+    assert_eq!(
+        seen.lost,
+        0,
+        "{label}: the client lost probes while follower {host} restarted ({seen:?})\n{}\n{}",
+        rig.c.timeline(&[]),
+        rig.c.dump()
+    );
+    assert_eq!(seen.answered_by, [(leader.0, seen.sent)], "{seen:?}");
+    seen
+}
+
+#[test]
+fn rolling_restart_of_every_host_moves_leadership_only_when_the_leader_restarts() {
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig(&[1, 2, 3]);
+    let dead_after = Duration::from_millis(rig.c.opts.dead_after_ms);
+    let (leader, epoch) = settle(&rig, &[1, 2, 3]);
+    let followers: Vec<usize> = (1..=3).filter(|&h| h != leader).collect();
+    for &f in &followers {
+        restart_follower(&mut rig, f, (leader, epoch), "3 of 3 up");
+        // The next restart finds every daemon past its start.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The leader last: a graceful handover, one leadership change.
+    let since = rig.c.mark(format!("restart of leader {leader}"));
+    let from = rig.prober.next_seq();
+    rig.c.signal(leader, libc::SIGTERM);
+    let next = rig
+        .c
+        .wait_promote(since, &[leader], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no leader after SIGTERM\n{}", rig.c.dump()));
+    assert_eq!(
+        rig.c.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        rig.c.dump()
+    );
+    rig.c.start(leader);
+    assert!(
+        wait_follows(&rig.c, leader, (next.node, next.epoch)).is_some(),
+        "the restarted leader does not follow node {}\n{}",
+        next.node,
+        rig.c.dump()
+    );
+    assert!(
+        wait_served_by(&rig.prober, next.node, Duration::from_secs(5)),
+        "the client never reached node {} after the handover\n{}",
+        next.node,
+        rig.c.dump()
+    );
+    std::thread::sleep(WATCH_AFTER);
+    let seen = seen_since(&rig.prober, from);
+    let changes = changes_since(&rig.c, since);
+    println!(
+        "3 of 3 up: leader {leader} restarted, node {} promoted epoch {} {:.1} ms after SIGTERM: \
+         {} probes sent, {} lost, outage {:.1} ms, answers {:?}",
+        next.node,
+        next.epoch,
+        (next.at_ns - since) as f64 / 1e6,
+        seen.sent,
+        seen.lost,
+        ms(seen.outage),
+        seen.answered_by
+    );
+    let promotes: Vec<(usize, u64)> = changes
+        .iter()
+        .filter(|e| e.kind == "promote")
+        .map(|e| (e.node, e.epoch))
+        .collect();
+    let demotes: Vec<(usize, u64)> = changes
+        .iter()
+        .filter(|e| e.kind == "demote")
+        .map(|e| (e.node, e.epoch))
+        .collect();
+    assert_eq!(
+        (promotes, demotes),
+        (vec![(next.node, next.epoch)], vec![(leader, epoch)]),
+        "restarting the leader must hand over exactly once\n{}",
+        rig.c.timeline(&[])
+    );
+    assert!(
+        seen.outage < dead_after,
+        "the handover's outage {:.1} ms is not below dead_after\n{}",
+        ms(seen.outage),
+        rig.c.timeline(&[])
+    );
+    assert_eq!(rig.c.holder(), Some((next.node, next.epoch)));
+    rig.c.check_no_overlap(&[]);
+}
+
+#[test]
+fn rolling_restart_at_exact_quorum_keeps_the_leader() {
+    if !require_root() {
+        return;
+    }
+    // Host 3 never runs: the leader's quorum is itself and the one follower.
+    let mut rig = rig(&[1, 2]);
+    let (leader, epoch) = settle(&rig, &[1, 2]);
+    let follower = if leader == 1 { 2 } else { 1 };
+    for round in 1..=5 {
+        restart_follower(
+            &mut rig,
+            follower,
+            (leader, epoch),
+            &format!("2 of 3 up, round {round}"),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The leader at exact quorum: when it stops, nobody else can reach a
+    // quorum, so there is no handover. The service is down until it is back
+    // and the two elect a leader again; afterwards exactly one leads.
+    let since = rig.c.mark(format!("restart of leader {leader}"));
+    let from = rig.prober.next_seq();
+    rig.c.signal(leader, libc::SIGTERM);
+    assert_eq!(
+        rig.c.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        rig.c.dump()
+    );
+    let down = changes_since(&rig.c, since);
+    rig.c.start(leader);
+    let next = rig
+        .c
+        .wait_promote(since, &[], Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "no leader after the leader's restart\n{}\n{}",
+                rig.c.timeline(&[]),
+                rig.c.dump()
+            )
+        });
+    assert!(
+        wait_served_by(&rig.prober, next.node, Duration::from_secs(5)),
+        "the client never reached node {} after the restart\n{}",
+        next.node,
+        rig.c.dump()
+    );
+    let other = if next.node == 1 { 2 } else { 1 };
+    assert!(
+        wait_follows(&rig.c, other, (next.node, next.epoch)).is_some(),
+        "host {other} does not follow the new leader {}\n{}",
+        next.node,
+        rig.c.dump()
+    );
+    std::thread::sleep(WATCH_AFTER);
+    let seen = seen_since(&rig.prober, from);
+    let changes = changes_since(&rig.c, since);
+    println!(
+        "2 of 3 up: leader {leader} restarted; while it was down: {down:?}; node {} promoted \
+         epoch {} {:.1} ms after SIGTERM: {} probes sent, {} lost, outage {:.1} ms, answers {:?}",
+        next.node,
+        next.epoch,
+        (next.at_ns - since) as f64 / 1e6,
+        seen.sent,
+        seen.lost,
+        ms(seen.outage),
+        seen.answered_by
+    );
+    assert!(
+        down.iter().all(|e| e.kind != "promote"),
+        "a node promoted without a quorum: {down:?}\n{}",
+        rig.c.timeline(&[])
+    );
+    let promotes = changes.iter().filter(|e| e.kind == "promote").count();
+    assert_eq!(
+        promotes,
+        1,
+        "one election after the leader's restart: {changes:?}\n{}",
+        rig.c.timeline(&[])
+    );
+    assert_eq!(rig.c.holder(), Some((next.node, next.epoch)));
+    rig.c.check_no_overlap(&[]);
+}
+
+/// A rolling restart, then a member down for maintenance: the restart of
+/// the remaining follower must not cost the leader its lease, even when
+/// that follower is the one that led before the rolling restart.
+///
+/// Known gap, hence ignored: the restarted ex-leader, ranked highest, claims
+/// at the end of its quiet period although it hears the new leader (it
+/// follows no one during the quiet period, so nothing holds it back), loses,
+/// and follows; but the lost claim left its promise one epoch above the
+/// leader's, so its next restart cannot resume and stays quiet for
+/// dead_after, longer than the lease at exact quorum: the leader demotes
+/// (lease-expired) and the client loses the VIP until a new election.
+#[test]
+#[ignore = "known gap: a lost claim after a restart bars the next resume (see the doc comment)"]
+fn a_follower_that_led_before_resumes_at_exact_quorum() {
+    if !require_root() {
+        return;
+    }
+    // Host 3 ranks highest and leads; its restart hands over to host 2.
+    let mut rig = rig_ranked(&[1, 2, 3], vec![100, 200, 300]);
+    let (leader, _) = settle(&rig, &[1, 2, 3]);
+    assert_eq!(leader, 3, "{}", rig.c.dump());
+    let since = rig.c.mark("restart of leader 3");
+    rig.c.signal(3, libc::SIGTERM);
+    let next = rig
+        .c
+        .wait_promote(since, &[3], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no leader after SIGTERM\n{}", rig.c.dump()));
+    assert_eq!(rig.c.wait_exit(3, Duration::from_secs(10)), Some(0));
+    rig.c.start(3);
+    assert!(
+        wait_follows(&rig.c, 3, (next.node, next.epoch)).is_some(),
+        "{}",
+        rig.c.dump()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = rig.c.status_json(3).unwrap_or_default();
+    println!(
+        "host 3 follows node {} at epoch {}; its promised epoch is {:?}",
+        next.node,
+        next.epoch,
+        json_field(&status, "promised_epoch")
+    );
+    // Host 1 goes down for maintenance: host 3 is the leader's only partner.
+    rig.c.signal(1, libc::SIGTERM);
+    assert_eq!(rig.c.wait_exit(1, Duration::from_secs(10)), Some(0));
+    std::thread::sleep(Duration::from_millis(1000));
+    restart_follower(&mut rig, 3, (next.node, next.epoch), "2 of 3 up, ex-leader");
+    rig.c.check_no_overlap(&[]);
+}
