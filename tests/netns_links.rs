@@ -45,7 +45,12 @@ fn one_way(blocked: &[(usize, usize)], preempt: bool) {
         first.epoch,
         (first.at_ns - began) as f64 / 1e6
     );
-    assert_eq!(first.node, 2, "the best node linked both ways\n{}", c.dump());
+    assert_eq!(
+        first.node,
+        2,
+        "the best node linked both ways\n{}",
+        c.dump()
+    );
     // Well past the preemption delay and many claim rounds.
     std::thread::sleep(Duration::from_secs(4));
     let changes: Vec<_> = c

@@ -110,7 +110,7 @@ impl Plan {
     /// Derives a plan from a seed.
     pub fn from_seed(seed: u64) -> Plan {
         let mut rng = Rng::new(seed ^ 0x5eed_0fc0_ffee);
-        let mut scenario = if rng.chance(25) {
+        let scenario = if rng.chance(25) {
             Scenario::Lossy
         } else {
             Scenario::Chaos
