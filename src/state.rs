@@ -280,9 +280,10 @@ impl StateFile {
 
     /// Creates the state file of a new node holding `s`, and the dir (0700)
     /// if missing, durably: temp file, fsync, hard link to the state file's
-    /// name, removal of the temp name, fsync of the dir. The link fails if
-    /// the name exists, so a file that is there, valid or not, is never
-    /// replaced (`Exists`), even one that appears meanwhile.
+    /// name, removal of the temp name, fsync of the dir (and of the parent
+    /// of each dir it created). The link fails if the name exists, so a file
+    /// that is there, valid or not, is never replaced (`Exists`), even one
+    /// that appears meanwhile.
     pub fn create(
         dir: &Path,
         cluster: &str,
@@ -290,6 +291,13 @@ impl StateFile {
         s: Stored,
     ) -> Result<StateFile, StateError> {
         let (path, temp_path) = paths(dir, cluster)?;
+        // A dir made here is durable only once its parent is synced; without
+        // that, a power cut could take the state file away with its dir.
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+            .map(Path::to_path_buf)
+            .collect();
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -315,6 +323,15 @@ impl StateFile {
             // Best effort: a leftover temp file is removed at the next open anyway.
             let _ = fs::remove_file(&file.temp_path);
             return Err(e);
+        }
+        for made in &created {
+            let parent = match made.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(failed(parent, "syncing directory"))?;
         }
         Ok(file)
     }
