@@ -2,8 +2,9 @@
 //! graceful handover, narrated with measured times. No root, no config.
 //!
 //! It writes generated configs, a key and printing hooks into a temporary
-//! directory, runs `regent run` three times (unicast on 127.0.0.1), reads
-//! their logs, and removes everything when it ends, also on error.
+//! directory, runs `regent init` for each node as an operator would, runs
+//! `regent run` three times (unicast on 127.0.0.1), reads their logs, and
+//! removes everything when it ends, also on error.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -76,7 +77,10 @@ impl Demo {
             color: std::io::stdout().is_terminal(),
             rows: Vec::new(),
         };
-        demo.write_files()?;
+        if let Err(e) = demo.write_files() {
+            let _ = std::fs::remove_dir_all(&demo.dir);
+            return Err(e);
+        }
         Ok(demo)
     }
 
@@ -131,8 +135,29 @@ impl Demo {
                 sock = self.dir.join(format!("n{node}.sock")).display(),
             );
             std::fs::write(self.config(node), config).map_err(|e| io("a config", e))?;
+            self.init(node)?;
         }
         Ok(())
+    }
+
+    /// `regent init` for a node, as an operator runs it once its
+    /// configuration is written: `regent run` refuses to start without it.
+    fn init(&self, node: usize) -> Result<(), String> {
+        let out = Command::new(&self.exe)
+            .arg("init")
+            .arg("-c")
+            .arg(self.config(node))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run regent init for node {node}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "regent init for node {node} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     fn config(&self, node: usize) -> PathBuf {

@@ -31,7 +31,7 @@ use crate::hooks::{HookConfig, HookRunner};
 use crate::net::Endpoint;
 use crate::notify::Notifier;
 use crate::persist::{Done, Writer};
-use crate::state::{next_incarnation, StateFile, Stored};
+use crate::state::{next_incarnation, Init, StateFile, Stored};
 use crate::wire::{Codec, Drop, DropCounters, DropLog, Filter, MAX_DATAGRAM};
 
 const SOCKET: Token = Token(0);
@@ -59,6 +59,16 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
     let mut driver = Driver::start(config_path.to_path_buf(), cfg)?;
     driver.run()
+}
+
+/// `regent init`: loads and checks the configuration as `run` does, then
+/// creates this node's state file (promised epoch 0, the wall-clock second
+/// as its incarnation) unless a valid one is there. Returns the file's path
+/// and what was done; an `Err` is a reason to exit 1.
+pub fn init(config_path: &Path) -> Result<(PathBuf, Init), String> {
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let incarnation = next_incarnation(0, unix_seconds());
+    StateFile::init(&cfg.state.dir, &cfg.cluster, cfg.node, incarnation).map_err(|e| e.to_string())
 }
 
 /// The running daemon.

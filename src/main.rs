@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use regentd::config::{Config, DiskChecks};
+use regentd::config::{Config, DiskChecks, LogTarget};
 use regentd::core::NodeId;
+use regentd::state::Init;
 
 /// A failover agent: one leader per LAN group, quorum-fenced, with ordered hooks.
 #[derive(Parser, Debug)]
@@ -22,6 +23,21 @@ struct Cli {
 enum Command {
     /// Run the daemon (systemd runs this).
     Run {
+        /// The configuration file.
+        #[arg(short, long, default_value = "/etc/regent/regent.toml")]
+        config: PathBuf,
+    },
+    /// Create this node's state file, once, before its first `regent run`.
+    ///
+    /// Checks the configuration as `run` does, then creates the state
+    /// directory and `<dir>/<cluster>.state` with promised epoch 0. If a
+    /// valid state file is already there it changes nothing and exits 0; a
+    /// damaged or foreign one is refused, never replaced. `regent run`
+    /// refuses to start without a state file: a host that lost its own may
+    /// have promised epochs it no longer remembers, and must get it back
+    /// rather than be initialised again, unless its earlier promises are
+    /// void (see README "State file").
+    Init {
         /// The configuration file.
         #[arg(short, long, default_value = "/etc/regent/regent.toml")]
         config: PathBuf,
@@ -133,6 +149,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
+        Command::Init { config } => match regentd::driver::init(&config) {
+            Ok((path, Init::Created(stored))) => out(&format!(
+                "created {}: promised epoch {}, incarnation {}\n",
+                path.display(),
+                stored.promised,
+                stored.incarnation
+            )),
+            Ok((path, Init::Existing(stored))) => out(&format!(
+                "already initialised: {} holds promised epoch {}; nothing changed\n",
+                path.display(),
+                stored.promised
+            )),
+            Err(e) => {
+                eprintln!("regent init: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { config } => {
             let (code, text) = regentd::config::check_command(&config);
             if code == 0 {
@@ -313,14 +346,19 @@ fn run(config: &Path) -> ExitCode {
     )
     .map(|c| c.log)
     .unwrap_or_default();
-    if let Err(e) = regentd::logging::init(log.target, log.level, "regent") {
+    let logging = regentd::logging::init(log.target, log.level, "regent");
+    if let Err(e) = &logging {
         eprintln!("regent: cannot set up logging: {e}");
     }
+    // A log on standard error already carries the reason: it is said once.
+    let logged_to_stderr = logging.is_ok() && log.target == LogTarget::Stderr;
     let code = match regentd::driver::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
-            eprintln!("regent: {e}");
+            if !logged_to_stderr {
+                eprintln!("regent: {e}");
+            }
             ExitCode::FAILURE
         }
     };

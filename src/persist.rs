@@ -299,7 +299,7 @@ mod tests {
         let dir =
             TempDir(std::env::temp_dir().join(format!("regent-writer-{}", std::process::id())));
         let node = crate::core::NodeId(1);
-        let (state, _) = StateFile::open(&dir.0, "c", node).expect("open");
+        let state = StateFile::create(&dir.0, "c", node, Stored::default()).expect("create");
         let mut poll = mio::Poll::new().expect("poll");
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(9)).expect("waker"));
         let mut w = Writer::spawn(state, 7, dir.0.clone(), waker).expect("spawn");

@@ -4,9 +4,11 @@
 //!
 //! Architecture Invariant: a state file is replaced only whole (temp file,
 //! fsync, rename, fsync of the directory), and one that is missing a byte or
-//! has one too many is refused, never guessed at. Refusing to start is safe;
-//! starting with a lower promised epoch than the node really promised can
-//! elect two leaders for one epoch.
+//! has one too many is refused, never guessed at. A missing file is refused
+//! too: only [`StateFile::create`] (`regent init`) makes one, and it never
+//! replaces one that exists. Refusing to start is safe; starting with a lower
+//! promised epoch than the node really promised can elect two leaders for
+//! one epoch.
 //!
 //! This module knows nothing of the protocol; it stores what it is given and
 //! refuses only to lower it.
@@ -40,6 +42,15 @@ pub struct Stored {
     pub leader: Option<(NodeId, Epoch)>,
 }
 
+/// What [`StateFile::init`] found or made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// There was no state file; one was created holding this.
+    Created(Stored),
+    /// A valid state file was there already, holding this; it was left as it was.
+    Existing(Stored),
+}
+
 /// The state file of one node of one cluster, open for updates.
 #[derive(Debug)]
 pub struct StateFile {
@@ -71,6 +82,16 @@ pub enum StateError {
         dir: PathBuf,
         /// The cause.
         source: io::Error,
+    },
+    /// There is no state file: the node was never initialised, or its state was lost.
+    Missing {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// A state file is already there, and creating one would replace it.
+    Exists {
+        /// The state file.
+        path: PathBuf,
     },
     /// The state file exists but could not be read.
     Read {
@@ -127,7 +148,7 @@ pub enum StateError {
 /// What every refusal to use an existing state file tells the operator to do.
 const WAY_OUT: &str = "regent will not start with it, because this node may have promised \
     epochs it can no longer prove. Restore it from backup, or if this node's promises are \
-    provably void, remove it: see README 'State file'";
+    provably void, remove it and run `regent init`: see README 'State file'";
 
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,6 +162,24 @@ impl fmt::Display for StateError {
                 f,
                 "cannot create state directory {}: {source}; check [state] dir and its parents",
                 dir.display()
+            ),
+            StateError::Missing { path } => write!(
+                f,
+                "there is no state file {}. On a new host, create it with `regent init` (given \
+                 the same -c CONFIG as `regent run`). On a host that had one (it was deleted, or \
+                 [state] dir or the cluster name changed), do not: this node may have promised \
+                 epochs it no longer remembers, and starting again from epoch 0 would let it \
+                 acknowledge an epoch it already acknowledged to another node, so that two \
+                 nodes could lead one epoch with the same fencing token. Put the old file back \
+                 instead. `regent init` is only for a node whose earlier promises are void (the \
+                 whole cluster is new, or every other member has moved past any epoch this \
+                 node could have promised): see README 'State file'",
+                path.display()
+            ),
+            StateError::Exists { path } => write!(
+                f,
+                "state file {} already exists; it is left as it is",
+                path.display()
             ),
             StateError::Read { path, source } => write!(
                 f,
@@ -208,32 +247,19 @@ impl std::error::Error for StateError {
 }
 
 impl StateFile {
-    /// Creates the dir (0700) if missing. Loads the file if present; a missing
-    /// file is a fresh node (promised 0, incarnation 0). A corrupt, truncated,
-    /// unreadable, wrong-cluster or wrong-node file is an error saying what is
-    /// wrong and the way out. A temp file left by a crash during a write is
-    /// removed unread: the rename never happened, so it was never the state.
+    /// Loads the state file for updates. A missing file is `Missing`, never a
+    /// fresh node: a node that lost its file may have promised epochs it no
+    /// longer remembers (see [`StateFile::create`] for a new one). A corrupt,
+    /// truncated, unreadable, wrong-cluster or wrong-node file is an error
+    /// saying what is wrong and the way out. A temp file left by a crash
+    /// during a write is removed unread: the rename never happened, so it was
+    /// never the state.
     pub fn open(
         dir: &Path,
         cluster: &str,
         node: NodeId,
     ) -> Result<(StateFile, Stored), StateError> {
-        if !is_valid_cluster(cluster) {
-            return Err(StateError::InvalidCluster {
-                cluster: cluster.to_owned(),
-            });
-        }
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| StateError::CreateDir {
-                dir: dir.to_owned(),
-                source,
-            })?;
-
-        let path = dir.join(format!("{cluster}.state"));
-        let temp_path = dir.join(format!("{cluster}.state.tmp"));
+        let (path, temp_path) = paths(dir, cluster)?;
         match fs::remove_file(&temp_path) {
             Ok(()) => log::warn!(
                 "removed {}, left by a write that did not finish; the state is {}",
@@ -245,12 +271,7 @@ impl StateFile {
             // loudly if it is still in the way.
             Err(e) => log::warn!("cannot remove {}: {e}", temp_path.display()),
         }
-
-        let stored = match read_limited(&path) {
-            Ok(bytes) => parse(&bytes, cluster, node).map_err(|e| e.at(&path, cluster, node))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Stored::default(),
-            Err(source) => return Err(StateError::Read { path, source }),
-        };
+        let stored = load(&path, cluster, node)?;
         let file = StateFile {
             path,
             temp_path,
@@ -260,6 +281,91 @@ impl StateFile {
             current: stored,
         };
         Ok((file, stored))
+    }
+
+    /// Creates the state file of a new node holding `s`, and the dir (0700)
+    /// if missing, durably: temp file, fsync, hard link to the state file's
+    /// name, removal of the temp name, fsync of the dir (and of the parent
+    /// of each dir it created). The link fails if the name exists, so a file
+    /// that is there, valid or not, is never replaced (`Exists`), even one
+    /// that appears meanwhile.
+    pub fn create(
+        dir: &Path,
+        cluster: &str,
+        node: NodeId,
+        s: Stored,
+    ) -> Result<StateFile, StateError> {
+        let (path, temp_path) = paths(dir, cluster)?;
+        // A dir made here is durable only once its parent is synced; without
+        // that, a power cut could take the state file away with its dir.
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StateError::CreateDir {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        // A dangling symlink counts as a file: it is not ours to replace.
+        if fs::symlink_metadata(&path).is_ok() {
+            return Err(StateError::Exists { path });
+        }
+        let file = StateFile {
+            path,
+            temp_path,
+            dir: dir.to_owned(),
+            cluster: cluster.to_owned(),
+            node,
+            current: s,
+        };
+        let text = render(cluster, node, s);
+        if let Err(e) = file.link_new(text.as_bytes()) {
+            // Best effort: a leftover temp file is removed at the next open anyway.
+            let _ = fs::remove_file(&file.temp_path);
+            return Err(e);
+        }
+        for made in &created {
+            let parent = match made.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(failed(parent, "syncing directory"))?;
+        }
+        Ok(file)
+    }
+
+    /// `regent init`: creates the state file of a new node with promised
+    /// epoch 0 and `incarnation`, unless a valid one is there, which is left
+    /// as it was. An invalid one is refused as [`StateFile::open`] refuses
+    /// it. Touches nothing else in the dir: a daemon may be running, with a
+    /// write under way. Returns the state file's path and what was done.
+    pub fn init(
+        dir: &Path,
+        cluster: &str,
+        node: NodeId,
+        incarnation: u64,
+    ) -> Result<(PathBuf, Init), StateError> {
+        let (path, _) = paths(dir, cluster)?;
+        match load(&path, cluster, node) {
+            Ok(stored) => Ok((path, Init::Existing(stored))),
+            Err(StateError::Missing { .. }) => {
+                let stored = Stored {
+                    promised: Epoch(0),
+                    incarnation,
+                    leader: None,
+                };
+                let file = StateFile::create(dir, cluster, node, stored)?;
+                Ok((file.path, Init::Created(stored)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Atomic durable write: temp file in the same dir, write, fsync, rename
@@ -298,6 +404,31 @@ impl StateFile {
 
     /// Replaces the state file with `bytes`, durably.
     fn replace_with(&self, bytes: &[u8]) -> Result<(), StateError> {
+        self.write_temp(bytes)?;
+        fs::rename(&self.temp_path, &self.path)
+            .map_err(failed(&self.path, "renaming the temp file over"))?;
+        self.sync_dir()
+    }
+
+    /// Makes a state file of `bytes` where there is none, durably; `Exists`
+    /// if there is one.
+    fn link_new(&self, bytes: &[u8]) -> Result<(), StateError> {
+        self.write_temp(bytes)?;
+        match fs::hard_link(&self.temp_path, &self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Exists {
+                    path: self.path.clone(),
+                })
+            }
+            Err(e) => return Err(failed(&self.path, "linking the temp file to")(e)),
+        }
+        fs::remove_file(&self.temp_path).map_err(failed(&self.temp_path, "removing"))?;
+        self.sync_dir()
+    }
+
+    /// Writes `bytes` to the temp file and syncs it.
+    fn write_temp(&self, bytes: &[u8]) -> Result<(), StateError> {
         let mut temp = OpenOptions::new()
             .write(true)
             .create(true)
@@ -307,15 +438,42 @@ impl StateFile {
             .map_err(failed(&self.temp_path, "creating"))?;
         temp.write_all(bytes)
             .map_err(failed(&self.temp_path, "writing"))?;
-        temp.sync_all()
-            .map_err(failed(&self.temp_path, "syncing"))?;
-        drop(temp);
-        fs::rename(&self.temp_path, &self.path)
-            .map_err(failed(&self.path, "renaming the temp file over"))?;
+        temp.sync_all().map_err(failed(&self.temp_path, "syncing"))
+    }
+
+    /// Syncs the dir, making a rename or link in it durable.
+    fn sync_dir(&self) -> Result<(), StateError> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(failed(&self.dir, "syncing directory"))?;
-        Ok(())
+            .map_err(failed(&self.dir, "syncing directory"))
+    }
+}
+
+/// The state file's path and its temp file's in `dir`, if the cluster's name
+/// can name a file.
+fn paths(dir: &Path, cluster: &str) -> Result<(PathBuf, PathBuf), StateError> {
+    if !is_valid_cluster(cluster) {
+        return Err(StateError::InvalidCluster {
+            cluster: cluster.to_owned(),
+        });
+    }
+    Ok((
+        dir.join(format!("{cluster}.state")),
+        dir.join(format!("{cluster}.state.tmp")),
+    ))
+}
+
+/// Reads and checks the state file at `path`; changes nothing.
+fn load(path: &Path, cluster: &str, node: NodeId) -> Result<Stored, StateError> {
+    match read_limited(path) {
+        Ok(bytes) => parse(&bytes, cluster, node).map_err(|e| e.at(path, cluster, node)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StateError::Missing {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(StateError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -546,15 +704,16 @@ mod tests {
         format!("{body}sha256 {}\n", hex(&Sha256::digest(body.as_bytes())))
     }
 
+    /// A new node's state file in `dir`, as `regent init` makes it.
+    fn new_node(dir: &Path, cluster: &str, node: NodeId) -> StateFile {
+        StateFile::create(dir, cluster, node, stored(0, 0)).expect("create")
+    }
+
     #[test]
     fn round_trip() {
         let t = TempDir::new("round-trip");
-        let (mut file, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("open fresh");
-        assert_eq!(s, stored(0, 0));
-        assert!(
-            !file.path().exists(),
-            "a fresh node writes nothing until asked"
-        );
+        let mut file = new_node(&t.0, "c", NodeId(3));
+        assert_eq!(file.stored(), stored(0, 0));
         file.store(stored(5, 1_700_000_000)).expect("store");
         file.store(stored(6, 1_700_000_000)).expect("store");
         assert_eq!(file.stored(), stored(6, 1_700_000_000));
@@ -581,7 +740,7 @@ mod tests {
     #[test]
     fn the_leader_followed_round_trips_and_version_1_files_are_read() {
         let t = TempDir::new("leader");
-        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(3)).expect("open fresh");
+        let mut file = StateFile::create(&t.0, "c", NodeId(3), stored(0, 9)).expect("create");
         let followed = Stored {
             leader: Some((NodeId(2), Epoch(6))),
             ..stored(6, 9)
@@ -616,7 +775,7 @@ mod tests {
     #[test]
     fn extreme_values_round_trip() {
         let t = TempDir::new("extremes");
-        let (mut file, _) = StateFile::open(&t.0, "a-b_c.d", NodeId(u32::MAX)).expect("open");
+        let mut file = new_node(&t.0, "a-b_c.d", NodeId(u32::MAX));
         file.store(stored(u64::MAX, u64::MAX)).expect("store");
         let (_, s) = StateFile::open(&t.0, "a-b_c.d", NodeId(u32::MAX)).expect("reopen");
         assert_eq!(s, stored(u64::MAX, u64::MAX));
@@ -626,17 +785,121 @@ mod tests {
     fn missing_dir_is_created_private() {
         let t = TempDir::new("mkdir");
         let dir = t.0.join("var/lib/regent");
-        let (mut file, s) = StateFile::open(&dir, "c", NodeId(1)).expect("open");
-        assert_eq!(s, stored(0, 0));
+        let mut file = new_node(&dir, "c", NodeId(1));
         let mode = fs::metadata(&dir).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         file.store(stored(1, 1)).expect("store");
     }
 
     #[test]
+    fn a_missing_file_is_missing_not_a_fresh_node() {
+        let t = TempDir::new("missing");
+        // Neither in an existing dir nor in a missing one.
+        for dir in [t.0.clone(), t.0.join("gone")] {
+            match StateFile::open(&dir, "c", NodeId(1)) {
+                Err(e @ StateError::Missing { .. }) => {
+                    let text = e.to_string();
+                    let path = dir.join("c.state").display().to_string();
+                    assert!(text.contains(&path), "{text}");
+                    assert!(text.contains("`regent init`"), "{text}");
+                    assert!(text.contains("README 'State file'"), "{text}");
+                }
+                other => panic!("{}: {other:?}", dir.display()),
+            }
+            assert!(!dir.join("c.state").exists(), "open creates nothing");
+        }
+        assert!(!t.0.join("gone").exists(), "open creates no dir either");
+    }
+
+    #[test]
+    fn create_then_open_round_trips() {
+        let t = TempDir::new("create");
+        let file =
+            StateFile::create(&t.0, "c", NodeId(2), stored(0, 1_700_000_000)).expect("create");
+        assert_eq!(file.stored(), stored(0, 1_700_000_000));
+        assert_eq!(file.path(), t.0.join("c.state"));
+        drop(file);
+        let (mut file, s) = StateFile::open(&t.0, "c", NodeId(2)).expect("open");
+        assert_eq!(s, stored(0, 1_700_000_000));
+        let mode = fs::metadata(file.path())
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!t.0.join("c.state.tmp").exists(), "no temp file is left");
+        file.store(stored(3, 1_700_000_001)).expect("store");
+    }
+
+    #[test]
+    fn create_never_replaces_a_file() {
+        let t = TempDir::new("create-exists");
+        let mut file = new_node(&t.0, "c", NodeId(1));
+        file.store(stored(9, 9)).expect("store");
+        let valid = fs::read(file.path()).expect("read");
+        let garbage = b"garbage\n".to_vec();
+        for (name, bytes) in [("valid", valid), ("corrupt", garbage)] {
+            plant(&t.0, &bytes);
+            match StateFile::create(&t.0, "c", NodeId(1), stored(0, 1)) {
+                Err(e @ StateError::Exists { .. }) => {
+                    assert!(e.to_string().contains("c.state"), "{e}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            assert_eq!(
+                fs::read(t.0.join("c.state")).expect("read"),
+                bytes,
+                "{name}"
+            );
+        }
+        // A dangling symlink is somebody's too.
+        fs::remove_file(t.0.join("c.state")).expect("rm");
+        std::os::unix::fs::symlink(t.0.join("elsewhere"), t.0.join("c.state")).expect("symlink");
+        assert!(matches!(
+            StateFile::create(&t.0, "c", NodeId(1), stored(0, 1)),
+            Err(StateError::Exists { .. })
+        ));
+        assert!(!t.0.join("elsewhere").exists());
+    }
+
+    #[test]
+    fn init_creates_once_and_refuses_what_open_refuses() {
+        let t = TempDir::new("init");
+        let dir = t.0.join("state");
+        let (path, done) = StateFile::init(&dir, "c", NodeId(1), 1_700_000_000).expect("init");
+        assert_eq!(path, dir.join("c.state"));
+        assert_eq!(done, Init::Created(stored(0, 1_700_000_000)));
+        let mode = fs::metadata(&dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        // Again, after the node promised something: nothing changes.
+        let (mut file, _) = StateFile::open(&dir, "c", NodeId(1)).expect("open");
+        file.store(stored(4, 1_700_000_001)).expect("store");
+        let before = fs::read(&path).expect("read");
+        // A write under way by a running daemon is not disturbed.
+        fs::write(dir.join("c.state.tmp"), "in flight").expect("temp");
+        let (_, done) = StateFile::init(&dir, "c", NodeId(1), 1_800_000_000).expect("init");
+        assert_eq!(done, Init::Existing(stored(4, 1_700_000_001)));
+        assert_eq!(fs::read(&path).expect("read"), before);
+        assert!(dir.join("c.state.tmp").exists());
+
+        // A corrupt or foreign file is refused, and left as it was.
+        for bytes in [
+            b"garbage\n".to_vec(),
+            render("c", NodeId(2), stored(1, 1)).into_bytes(),
+        ] {
+            fs::write(&path, &bytes).expect("write");
+            match StateFile::init(&dir, "c", NodeId(1), 1_800_000_000) {
+                Err(StateError::Corrupt { .. } | StateError::WrongNode { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(fs::read(&path).expect("read"), bytes);
+        }
+    }
+
+    #[test]
     fn every_truncation_is_corrupt() {
         let t = TempDir::new("truncated");
-        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
+        let mut file = new_node(&t.0, "c", NodeId(1));
         file.store(stored(42, 7)).expect("store");
         let good = fs::read(file.path()).expect("read");
         for len in 0..good.len() {
@@ -753,7 +1016,7 @@ mod tests {
     #[test]
     fn leftover_temp_file_is_removed_unread() {
         let t = TempDir::new("leftover");
-        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
+        let mut file = new_node(&t.0, "c", NodeId(1));
         file.store(stored(5, 5)).expect("store");
         drop(file);
         // A crash between writing the temp file and the rename: its content,
@@ -764,19 +1027,22 @@ mod tests {
         assert_eq!(s, stored(5, 5));
         assert!(!temp.exists());
 
-        // The same on a fresh node, with a half-written temp file.
+        // The same with no state file, and a half-written temp file: still
+        // missing, never a fresh node.
         let fresh = t.0.join("fresh");
         fs::create_dir(&fresh).expect("mkdir");
         fs::write(fresh.join("c.state.tmp"), "regent-state 1\ncl").expect("write temp");
-        let (_, s) = StateFile::open(&fresh, "c", NodeId(1)).expect("open");
-        assert_eq!(s, stored(0, 0));
+        assert!(matches!(
+            StateFile::open(&fresh, "c", NodeId(1)),
+            Err(StateError::Missing { .. })
+        ));
         assert!(!fresh.join("c.state.tmp").exists());
     }
 
     #[test]
     fn store_refuses_to_lower() {
         let t = TempDir::new("lower");
-        let (mut file, _) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
+        let mut file = new_node(&t.0, "c", NodeId(1));
         file.store(stored(5, 10)).expect("store");
         for bad in [stored(4, 10), stored(4, 11), stored(5, 9), stored(0, 0)] {
             match file.store(bad) {
@@ -802,14 +1068,20 @@ mod tests {
         let t = TempDir::new("unusable");
         let blocker = t.0.join("file");
         fs::write(&blocker, "").expect("write");
-        match StateFile::open(&blocker.join("sub"), "c", NodeId(1)) {
+        let create = |dir: &Path| StateFile::create(dir, "c", NodeId(1), stored(0, 0));
+        match create(&blocker.join("sub")) {
             Err(e @ StateError::CreateDir { .. }) => {
                 assert!(e.to_string().contains("file/sub"), "{e}")
             }
             other => panic!("{other:?}"),
         }
-        match StateFile::open(&blocker, "c", NodeId(1)) {
+        match create(&blocker) {
             Err(StateError::CreateDir { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Open creates nothing; it cannot read through a file either.
+        match StateFile::open(&blocker, "c", NodeId(1)) {
+            Err(StateError::Read { .. }) => {}
             other => panic!("{other:?}"),
         }
     }
@@ -818,7 +1090,7 @@ mod tests {
     fn store_failure_is_an_error_and_changes_nothing() {
         let t = TempDir::new("store-fails");
         let dir = t.0.join("state");
-        let (mut file, _) = StateFile::open(&dir, "c", NodeId(1)).expect("open");
+        let mut file = new_node(&dir, "c", NodeId(1));
         file.store(stored(1, 1)).expect("store");
         fs::remove_dir_all(&dir).expect("rm");
         fs::write(&dir, "").expect("a file where the dir was");
@@ -847,6 +1119,10 @@ mod tests {
         let t = TempDir::new("names");
         for name in ["", ".", "..", ".hidden", "a/b", "a b", "a\nb", "é"] {
             match StateFile::open(&t.0, name, NodeId(1)) {
+                Err(StateError::InvalidCluster { .. }) => {}
+                other => panic!("{name:?}: {other:?}"),
+            }
+            match StateFile::init(&t.0, name, NodeId(1), 1) {
                 Err(StateError::InvalidCluster { .. }) => {}
                 other => panic!("{name:?}: {other:?}"),
             }

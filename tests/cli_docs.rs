@@ -22,6 +22,7 @@ fn generated_man_page_and_completions_cover_every_command() {
     assert!(man.contains(".TH regent 1"), "{man}");
     for command in [
         "run",
+        "init",
         "check",
         "status",
         "step-down",

@@ -1,5 +1,6 @@
 //! A cluster betrayed by one of its own hosts: the leader's state directory
-//! turns read-only under it, and a reload changes timing on every host.
+//! turns read-only under it, a follower loses its state file, and a reload
+//! changes timing on every host.
 //!
 //! Needs root (skips otherwise, fails under `CI=true`): real daemons in
 //! network namespaces, and `nsenter` into one daemon's private mount
@@ -19,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cluster::{realtime_ns, wait_until, Cluster, Opts};
+use cluster::{json_field, realtime_ns, wait_until, Cluster, Opts};
 use netns::{require_root, Lan};
 
 /// Runs `script` with `sh -c` in the mount namespace of process `pid`.
@@ -152,6 +153,99 @@ fn a_leader_whose_state_dir_turns_read_only_resigns_and_stays_out_until_it_heals
             c.dump()
         );
     }
+}
+
+#[test]
+fn a_follower_that_lost_its_state_file_refuses_to_start_and_the_leader_stays() {
+    if !require_root() {
+        return;
+    }
+    let mut c = Cluster::new(
+        Lan::new(3),
+        Opts {
+            priorities: vec![100, 100, 200],
+            ..Opts::default()
+        },
+    );
+    c.start_all();
+    let led = wait_until(Duration::from_secs(10), || {
+        matches!(c.holder(), Some((3, _)))
+    });
+    assert!(led, "node 3 did not lead\n{}", c.dump());
+    let leader = c.holder().expect("a leader");
+    // Let node 1 ack a few leases, then stop it.
+    std::thread::sleep(Duration::from_millis(500));
+    c.signal(1, libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(1, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        c.dump()
+    );
+
+    // Its state file goes (deleted by hand, or `[state] dir` changed); the
+    // operator keeps a copy, as a backup would.
+    let state = c.dir.join("state1/test.state");
+    let backup = c.dir.join("test.state.backup");
+    std::fs::copy(&state, &backup).expect("back up the state file");
+    println!(
+        "node 1 promised epoch {} before it lost its state",
+        promised_on_disk(&state)
+    );
+    std::fs::remove_file(&state).expect("remove the state file");
+    c.mark("host 1: state file removed");
+    let before = c.hook_events().len();
+    let restarted = std::time::Instant::now();
+    c.start(1);
+    let code = c.wait_exit(1, Duration::from_secs(5));
+    let took = restarted.elapsed();
+    let log = std::fs::read_to_string(c.daemon_log(1)).unwrap_or_default();
+    let says = format!("there is no state file {}", state.display());
+    println!(
+        "node 1 without its state file: exit {code:?} after {:.0} ms: {}",
+        took.as_secs_f64() * 1e3,
+        log.lines()
+            .find(|l| l.contains(&says))
+            .unwrap_or("(no message)")
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "node 1 started without its state file\n{}",
+        c.dump()
+    );
+    assert_eq!(
+        log.matches(&says).count(),
+        1,
+        "the message must name {}, once\n{log}",
+        state.display()
+    );
+    assert!(log.contains("`regent init`"), "{log}");
+    assert!(!state.exists(), "a state file was created");
+
+    // The cluster never noticed: same leader, same epoch, no hook ran.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.holder(), Some(leader), "{}", c.dump());
+    assert_eq!(
+        c.hook_events().len(),
+        before,
+        "leadership changed\n{}",
+        c.dump()
+    );
+
+    // The way out for a host that had state: put the file back. Node 1
+    // starts and follows the same leader.
+    std::fs::copy(&backup, &state).expect("restore the state file");
+    c.mark("host 1: state file restored");
+    c.start(1);
+    let follows = wait_until(Duration::from_secs(5), || {
+        c.status_json(1)
+            .is_some_and(|j| json_field(&j, "leader").as_deref() == Some("3"))
+    });
+    assert!(follows, "node 1 does not follow node 3\n{}", c.dump());
+    assert_eq!(c.holder(), Some(leader), "{}", c.dump());
+    // No epoch was ever led twice, nor went back on any host.
+    c.check_history(&[]);
 }
 
 #[test]

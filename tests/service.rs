@@ -45,6 +45,13 @@ impl Solo {
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let solo = Solo { dir, child: None };
         std::fs::write(solo.config(), solo.config_text(100, free_port())).expect("config");
+        // As an operator does once the configuration is written.
+        let out = Command::new(bin())
+            .args(["init", "-c"])
+            .arg(solo.config())
+            .output()
+            .expect("run regent init");
+        assert!(out.status.success(), "regent init: {out:?}");
         solo
     }
 

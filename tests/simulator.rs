@@ -84,6 +84,35 @@ fn crash_failover_is_fast() {
     assert!(e2 > e);
 }
 
+/// A leader that crashes and loses its state file stays down, however often
+/// it is restarted (the daemon refuses to start without its state): the
+/// other two elect a leader with a higher epoch and keep it.
+#[test]
+fn a_node_that_lost_its_state_stays_down_and_the_rest_lead() {
+    let mut plan = sim::Plan::from_seed(7);
+    plan.nodes = 3;
+    plan.priorities = vec![100, 100, 200];
+    plan.preempt = true;
+    plan.preempt_delay = Duration::from_millis(500);
+    let mut s = sim::Sim::new(plan.clone());
+    s.start(false);
+    s.run_until(Duration::from_secs(2));
+    s.check_one_leader("start");
+    let (l, e) = s.leader().expect("a leader");
+    assert_eq!(l, 2, "node 3 has the highest rank");
+    s.lose_state_at(l, Duration::from_secs(2));
+    for restart in [3, 4, 6] {
+        s.restart_at(l, Duration::from_secs(restart));
+    }
+    s.run_until(Duration::from_secs(10));
+    assert!(!s.up(l), "a node without its state file started");
+    assert_eq!(s.lost(), 1);
+    s.check_one_leader("after the state loss");
+    let (l2, e2) = s.leader().expect("a new leader");
+    assert_ne!(l2, l);
+    assert!(e2 > e, "epoch {e2} after {e}");
+}
+
 /// Seeds that once failed, kept beside the default range. 10056: a leader
 /// crashed while its lease-expiry demote ran, the service manager's kill
 /// took that demote with it, and nobody demoted until the restart; the

@@ -112,6 +112,52 @@ fn damaged_or_foreign_state_files_stop_startup_with_the_way_out() {
 }
 
 #[test]
+fn a_missing_state_file_stops_startup_and_names_regent_init() {
+    // The state of an initialised node is lost (deleted, or `[state] dir`
+    // moved): the daemon must not start as a fresh node.
+    let mut solo = Solo::new("state-missing");
+    let path = solo.state_file();
+    std::fs::remove_file(&path).expect("remove the state file");
+    let began = Instant::now();
+    solo.start();
+    let status = solo.wait_exit(Duration::from_secs(10));
+    let log = solo.log();
+    println!(
+        "exit {:?} after {:?}: {}",
+        status.and_then(|s| s.code()),
+        began.elapsed(),
+        log.trim()
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "the daemon must refuse to start\n{log}"
+    );
+    let path = path.display().to_string();
+    let says = format!("there is no state file {path}");
+    assert_eq!(
+        log.matches(&says).count(),
+        1,
+        "the message must name {path}, once\n{log}"
+    );
+    for part in ["`regent init`", "fencing token", "README 'State file'"] {
+        assert!(log.contains(part), "the message must say {part:?}\n{log}");
+    }
+    assert!(!solo.state_file().exists(), "nothing may be created");
+    assert!(
+        solo.hooks_log().is_empty(),
+        "no hook may run before the state is loaded: {:?}",
+        solo.hooks_log()
+    );
+    // `regent init` is the way out; then the daemon starts.
+    solo.init();
+    solo.start();
+    let led = wait_until(Duration::from_secs(10), || solo.leading());
+    assert!(led, "{}", solo.log());
+    assert_eq!(solo.hooks_log(), ["demote 0", "promote 1"]);
+}
+
+#[test]
 fn a_valid_state_file_is_honoured_across_a_restart() {
     // The control case of the refusals: the same file, intact, starts the
     // daemon, and its next leadership is above the promise on disk.
@@ -182,6 +228,7 @@ fn kill_9_during_state_writes_never_lowers_the_promise() {
     let mut rng = Rng(seed);
     let dir = std::env::temp_dir().join(format!("regent-state-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    StateFile::init(&dir, "solo", NodeId(1), 1).expect("init");
     let me = std::env::current_exe().expect("the test binary");
     let mut on_disk = 0u64;
     let mut temp_left = 0;

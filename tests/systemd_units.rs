@@ -98,6 +98,28 @@ fn units_pass_systemd_analyze_verify() {
 }
 
 #[test]
+fn units_ask_for_regent_init_and_never_run_it() {
+    for (name, config) in [
+        ("regent.service", "/etc/regent/regent.toml"),
+        ("regent@.service", "/etc/regent/CLUSTER.toml"),
+    ] {
+        let text = read(name);
+        let init = format!("regent init -c {config}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with('#') && l.contains(&init)),
+            "{name}: the comment must say to run `{init}` before the first start"
+        );
+        // A state file created at every start would hide a lost one.
+        let runs_init: Vec<_> = settings(&text)
+            .into_iter()
+            .filter(|(_, _, v)| v.contains(" init"))
+            .collect();
+        assert!(runs_init.is_empty(), "{name}: {runs_init:?}");
+    }
+}
+
+#[test]
 fn the_template_differs_only_where_it_must() {
     let plain = settings(&read("regent.service"));
     let template = settings(&read("regent@.service"));

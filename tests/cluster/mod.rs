@@ -113,6 +113,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub opts: Opts,
     children: Vec<Option<Child>>,
+    /// Hosts (index host - 1) whose `regent init` has run.
+    initialised: Vec<bool>,
     /// Clusters of one test binary run one at a time: timing-sensitive
     /// daemons on a 2-core machine should not compete with each other.
     _serial: std::sync::MutexGuard<'static, ()>,
@@ -148,6 +150,7 @@ impl Cluster {
             dir,
             opts,
             children: (0..n).map(|_| None).collect(),
+            initialised: vec![false; n],
             _serial: serial,
             env: Vec::new(),
             host_env: (0..n).map(|_| Vec::new()).collect(),
@@ -298,8 +301,39 @@ impl Cluster {
             .push((at, what.into()));
     }
 
-    /// Starts `regent run` in host's namespace, logging to its file.
+    /// Runs `regent init` in host's namespace, as an operator does once
+    /// before the first start, its output going to the host's log. Returns
+    /// whether it succeeded.
+    pub fn init(&mut self, host: usize) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.daemon_log(host))
+            .expect("log file");
+        let mut cmd = Command::new(regent_bin());
+        cmd.arg("init")
+            .arg("-c")
+            .arg(self.config_path(host))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let status = self
+            .lan
+            .spawn(host, &mut cmd)
+            .wait()
+            .expect("wait for regent init");
+        self.mark(format!("host {host}: regent init, {status}"));
+        self.initialised[host - 1] = true;
+        status.success()
+    }
+
+    /// Starts `regent run` in host's namespace, logging to its file. The
+    /// first start of a host runs `regent init` first; later ones find
+    /// whatever state the host has (or lost).
     pub fn start(&mut self, host: usize) {
+        if !self.initialised[host - 1] && !self.init(host) {
+            panic!("regent init failed on host {host}\n{}", self.dump());
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

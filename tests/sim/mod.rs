@@ -2,7 +2,9 @@
 //!
 //! N nodes, virtual time, one seed. The network loses, duplicates, delays and
 //! reorders messages and can be partitioned symmetrically or one way; nodes
-//! crash (keeping only what they persisted) and restart; each node's clock
+//! crash (keeping only what they persisted) and restart, or lose their state
+//! file too and stay down, as the daemon refuses to start without one
+//! (`regent init` is an operator's decision, not a restart's); each node's clock
 //! runs at its own rate within the configured drift bound; hooks are slow or
 //! fail; health checks flap; operators step leaders down and stop nodes;
 //! state writes are slow, coalesced or fail; a node's event loop stalls.
@@ -22,7 +24,8 @@
 //! across restarts) and S3 (no instant with two leaders, in real time: a host
 //! holds from its promote hook's start to the end of the demote for that
 //! epoch, or of the start-up demote after a crash, or of the guard's demote). After
-//! the faults heal, L1 (a leader emerges, the right one) is checked, and in
+//! the faults heal, L1 (a leader emerges among the live nodes, the right
+//! one) is checked, and in
 //! runs whose only fault is loss that cannot cut a quorum off, L2 (no
 //! leadership change). A failure panics with the seed and the event trace.
 //!
@@ -220,6 +223,9 @@ enum Event {
 #[derive(Clone, Debug)]
 enum Fault {
     Crash(usize),
+    /// A crash that also wipes the node's state file: the daemon refuses to
+    /// start without it, so the node stays down for good.
+    StateLoss(usize),
     Restart(usize),
     Stop(usize),
     Partition(Vec<usize>),
@@ -350,12 +356,18 @@ struct Host {
     promised_seen: Epoch,
     /// A restart was asked for while the node was still shutting down.
     restart_on_exit: bool,
+    /// Its state file is gone: the daemon refuses to start, whoever asks.
+    lost: bool,
 }
 
 /// The simulator.
 pub struct Sim {
     pub plan: Plan,
     rng: Rng,
+    /// Draws whether a crash also loses the state file: a stream of its
+    /// own, so that every other draw, and so every plan without a state
+    /// loss, stays what it was before state losses were drawn.
+    state_loss_rng: Rng,
     now: u64,
     order: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
@@ -437,11 +449,13 @@ impl Sim {
                     last_led: Epoch::default(),
                     promised_seen: Epoch::default(),
                     restart_on_exit: false,
+                    lost: false,
                 }
             })
             .collect();
         let n = plan.nodes;
         Sim {
+            state_loss_rng: Rng::new(plan.seed ^ 0x57a7_e105),
             plan,
             rng,
             now: 0,
@@ -1176,12 +1190,25 @@ impl Sim {
                     }
                 }
             }
+            Fault::StateLoss(i) => {
+                self.fault(Fault::Crash(i));
+                let h = &mut self.hosts[i];
+                h.persisted = Persisted::default();
+                h.lost = true;
+            }
             Fault::Stop(i) => {
                 if self.hosts[i].node.is_some() {
                     self.input(i, Input::Shutdown);
                 }
             }
             Fault::Restart(i) => {
+                if self.hosts[i].lost {
+                    self.log(format!(
+                        "n{} refuses to start: its state file is gone",
+                        i + 1
+                    ));
+                    return;
+                }
                 if self.hosts[i].fencing {
                     // The guard's demote runs; systemd restarts after it.
                     return;
@@ -1327,11 +1354,15 @@ impl Sim {
         }
     }
 
-    /// Plans random faults between `from` and `to` (virtual time).
+    /// Plans random faults between `from` and `to` (virtual time). One
+    /// crash in ten also loses the node's state, as long as a quorum of
+    /// nodes keeps theirs, so that L1 still has a quorum to elect.
     pub fn plan_chaos(&mut self, from: Duration, to: Duration) {
         let n = self.hosts.len();
         let mut t = from.as_nanos() as u64;
         let end = to.as_nanos() as u64;
+        let mut lost: Vec<bool> = self.hosts.iter().map(|h| h.lost).collect();
+        let may_lose = n - regentd::core::quorum(n);
         loop {
             t += self.rng.range(50, 1_500) * 1_000_000;
             if t >= end {
@@ -1341,8 +1372,16 @@ impl Sim {
             let f = match self.rng.range(0, 19) {
                 0 | 1 => {
                     let back = t + self.rng.range(10, 3_000) * 1_000_000;
+                    // Scheduled all the same: systemd restarts it, and
+                    // the daemon refuses.
                     self.schedule(back.min(end), Event::Fault(Fault::Restart(node)));
-                    Fault::Crash(node)
+                    let room = lost.iter().filter(|&&l| l).count() < may_lose;
+                    if room && !lost[node] && self.state_loss_rng.chance(10) {
+                        lost[node] = true;
+                        Fault::StateLoss(node)
+                    } else {
+                        Fault::Crash(node)
+                    }
                 }
                 2 => {
                     let back = t + self.rng.range(10, 2_000) * 1_000_000;
@@ -1485,6 +1524,11 @@ impl Sim {
         self.schedule(at.as_nanos() as u64, Event::Fault(Fault::Crash(i)));
     }
 
+    /// Crashes node `i` at `at` and wipes its state file: it stays down.
+    pub fn lose_state_at(&mut self, i: usize, at: Duration) {
+        self.schedule(at.as_nanos() as u64, Event::Fault(Fault::StateLoss(i)));
+    }
+
     /// Restarts node `i` at `at`: a new incarnation from what it persisted.
     pub fn restart_at(&mut self, i: usize, at: Duration) {
         self.schedule(at.as_nanos() as u64, Event::Fault(Fault::Restart(i)));
@@ -1538,7 +1582,8 @@ impl Sim {
     // ----- checks at a point in time -----
 
     /// L1: exactly one leader, every live node follows it at its epoch, and
-    /// with preemption it is the highest-ranked node.
+    /// with preemption it is the highest-ranked live node. A node that lost
+    /// its state is down for good and counts for nothing.
     pub fn check_one_leader(&self, context: &str) {
         let local_now = |i| self.local(i, self.now);
         let leaders: Vec<usize> = (0..self.hosts.len())
@@ -1560,6 +1605,7 @@ impl Sim {
         let epoch = self.hosts[l].node.as_ref().and_then(|n| n.leading());
         if self.plan.preempt {
             let best = (0..self.hosts.len())
+                .filter(|&i| !self.hosts[i].lost)
                 .max_by_key(|&i| (self.hosts[i].cfg.priority, self.hosts[i].id))
                 .unwrap_or(0);
             if best != l {
@@ -1572,6 +1618,9 @@ impl Sim {
         }
         for (i, h) in self.hosts.iter().enumerate() {
             let Some(n) = &h.node else {
+                if h.lost {
+                    continue;
+                }
                 self.fail(&format!("L1 ({context}): n{} is down after healing", i + 1));
             };
             let s = n.status(local_now(i));
@@ -1589,6 +1638,16 @@ impl Sim {
                 self.fail(&format!("L1 ({context}): n{} also reports leader", i + 1));
             }
         }
+    }
+
+    /// Whether node `i`'s daemon runs.
+    pub fn up(&self, i: usize) -> bool {
+        self.hosts[i].node.is_some()
+    }
+
+    /// How many nodes lost their state (and so are down for good).
+    pub fn lost(&self) -> usize {
+        self.hosts.iter().filter(|h| h.lost).count()
     }
 
     pub fn leader(&self) -> Option<(usize, Epoch)> {

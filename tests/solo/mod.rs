@@ -31,7 +31,8 @@ fn free_port() -> u16 {
 }
 
 impl Solo {
-    /// Files for a daemon named `name`; the hook logs `$1 $2` to `hooks.log`.
+    /// Files for a daemon named `name`, initialised with `regent init`; the
+    /// hook logs `$1 $2` to `hooks.log`.
     pub fn new(name: &str) -> Solo {
         let dir = std::env::temp_dir().join(format!("regent-solo-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -49,7 +50,24 @@ impl Solo {
             solo.dir.join("hooks.log").display()
         ));
         solo.write_config("");
+        solo.init();
         solo
+    }
+
+    /// Runs `regent init`, as an operator does once the configuration is
+    /// written; panics if it fails.
+    pub fn init(&self) {
+        let out = Command::new(bin())
+            .args(["init", "-c"])
+            .arg(self.config())
+            .output()
+            .expect("run regent init");
+        assert!(
+            out.status.success(),
+            "regent init: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Replaces the hook's body (a `/bin/sh` script).

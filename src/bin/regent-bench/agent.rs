@@ -134,6 +134,7 @@ impl Group {
                 }
                 for host in 1..=self.hosts() {
                     std::fs::write(self.config_path(host), self.regent_config(host))?;
+                    self.init(host)?;
                 }
             }
             Agent::Keepalived => {
@@ -143,6 +144,27 @@ impl Group {
             }
         }
         Ok(())
+    }
+
+    /// `regent init` on `host`, as an operator runs it once the
+    /// configuration is written: `regent run` refuses to start without it.
+    fn init(&self, host: usize) -> io::Result<()> {
+        let mut cmd = Command::new(&self.setup.regent);
+        cmd.arg("init")
+            .arg("-c")
+            .arg(self.config_path(host))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = self.lan.spawn(host, &mut cmd).wait_with_output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "regent init on host {host} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
     }
 
     /// The bench's own VIP hook, or a wrapper that points the operator's
