@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::{Config, Transport};
+use crate::config::{Config, ConfigErrors, Transport};
 use crate::control::{self, ClientId, ControlServer, Counters, MetricsHttp, Request, Snapshot};
 use crate::core::HookKind;
 use crate::core::{
@@ -54,11 +54,55 @@ const SENT_MEMORY: usize = 512;
 /// timers: a leader that stops sending heartbeats loses its lease.
 const RECEIVE_BUDGET: usize = 256;
 
-/// Runs the daemon until it is stopped. An `Err` is a reason to exit 1.
-pub fn run(config_path: &Path) -> Result<(), String> {
-    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+/// The exit status of a daemon whose configuration is missing or invalid:
+/// `EX_CONFIG` of sysexits.h. The units do not restart on it
+/// (`RestartPreventExitStatus=78`), since a restart reads the same file.
+pub const EX_CONFIG: u8 = 78;
+
+/// Why the daemon could not start, or stopped on an error.
+#[derive(Debug)]
+pub enum Fatal {
+    /// The configuration file cannot be read or is invalid; exit [`EX_CONFIG`].
+    Config(ConfigErrors),
+    /// Anything else (a socket that cannot be bound, a state file that
+    /// cannot be read, the event loop failing); exit 1, and systemd
+    /// restarts the daemon, since the cause may pass.
+    Run(String),
+}
+
+impl Fatal {
+    /// The process's exit status.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Fatal::Config(_) => EX_CONFIG,
+            Fatal::Run(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fatal::Config(errors) => write!(
+                f,
+                "not starting: the configuration is invalid (`regent check` shows the same)\n{errors}"
+            ),
+            Fatal::Run(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for Fatal {
+    fn from(reason: String) -> Fatal {
+        Fatal::Run(reason)
+    }
+}
+
+/// Runs the daemon until it is stopped.
+pub fn run(config_path: &Path) -> Result<(), Fatal> {
+    let cfg = Config::load(config_path).map_err(Fatal::Config)?;
     let mut driver = Driver::start(config_path.to_path_buf(), cfg)?;
-    driver.run()
+    Ok(driver.run()?)
 }
 
 /// The running daemon.

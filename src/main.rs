@@ -319,9 +319,8 @@ fn run(config: &Path) -> ExitCode {
     let code = match regentd::driver::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("regent: {e}");
-            ExitCode::FAILURE
+            regentd::logging::fatal(&e.to_string());
+            ExitCode::from(e.exit_code())
         }
     };
     // The logging thread writes what is still queued before the exit.

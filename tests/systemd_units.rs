@@ -154,6 +154,8 @@ fn the_unit_keeps_its_promises() {
             "/usr/bin/regent run -c /etc/regent/regent.toml",
         ),
         ("Restart", "on-failure"),
+        // A configuration error (EX_CONFIG) is not worth a restart.
+        ("RestartPreventExitStatus", "78"),
         ("WatchdogSec", "5s"),
         ("KillMode", "control-group"),
         ("Nice", "-10"),
