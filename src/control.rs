@@ -1,11 +1,13 @@
 //! The control socket (`regent status`, `regent step-down`, `regent
-//! metrics`), the optional HTTP metrics endpoint, and how both render a
-//! snapshot of the node.
+//! metrics`, `regent reload`), the optional HTTP metrics endpoint, and how
+//! both render a snapshot of the node.
 //!
 //! The protocol is one request line, one answer, then the daemon closes the
 //! connection. Requests: `status`, `status json`, `step-down`, `step-down
-//! NODE`, `metrics`. An answer's first line is `ok` or `error: REASON`; what
-//! follows `ok` is the body. The client side is [`request`].
+//! NODE`, `metrics`, `reload`. An answer's first line is `ok` or `error:
+//! REASON`; what follows `ok` is the body, and a reason may go on over more
+//! lines (a refused reload lists every error). The client side is
+//! [`request`].
 //!
 //! The driver owns the loop: it routes events of the tokens the servers own
 //! to their `on_event`, answers each returned request with `reply` or
@@ -65,6 +67,9 @@ pub enum Request {
     },
     /// `metrics`: the Prometheus text exposition.
     Metrics,
+    /// `reload`: read the configuration file again and answer with the
+    /// verdict, what changed or why the running configuration stays.
+    Reload,
 }
 
 impl Request {
@@ -82,8 +87,10 @@ impl Request {
                 _ => Err(format!("step-down: {node:?} is not a node id")),
             },
             ["metrics"] => Ok(Request::Metrics),
+            ["reload"] => Ok(Request::Reload),
             _ => Err(format!(
-                "unknown request {:?}; expected status, status json, step-down [NODE] or metrics",
+                "unknown request {:?}; expected status, status json, step-down [NODE], metrics \
+                 or reload",
                 line.chars().take(64).collect::<String>()
             )),
         }
@@ -99,6 +106,7 @@ impl fmt::Display for Request {
             Request::StepDown { to: None } => f.write_str("step-down"),
             Request::StepDown { to: Some(n) } => write!(f, "step-down {n}"),
             Request::Metrics => f.write_str("metrics"),
+            Request::Reload => f.write_str("reload"),
         }
     }
 }
@@ -111,10 +119,11 @@ fn ok_answer(body: &str) -> Vec<u8> {
     a
 }
 
-/// The bytes of an `error` answer; the reason is kept on one line.
+/// The bytes of an `error` answer: the reason's lines, the first after
+/// `error: `.
 fn error_answer(reason: &str) -> Vec<u8> {
-    let reason = reason.replace(['\r', '\n'], " ");
-    format!("error: {reason}\n").into_bytes()
+    let reason = reason.replace('\r', "");
+    format!("error: {}\n", reason.trim_end()).into_bytes()
 }
 
 /// Frames a control request: one line, at most [`REQUEST_MAX_BYTES`].
@@ -591,6 +600,8 @@ mod tests {
                 }),
             ),
             ("metrics", Ok(Request::Metrics)),
+            ("reload", Ok(Request::Reload)),
+            ("reload now", Err("unknown request")),
             ("step-down 0", Err("not a node id")),
             ("step-down x", Err("not a node id")),
             ("status yaml", Err("unknown request")),
@@ -628,6 +639,16 @@ mod tests {
                 to: Some(NodeId(2))
             }]
         );
+
+        // A reason of several lines (a refused reload) arrives whole.
+        let (got, seen) = h.round_trip(ask("reload"), |_| {
+            Err("reload refused:\r\nx.toml:1: one\nx.toml:2: two\n".into())
+        });
+        assert_eq!(
+            got,
+            Err("reload refused:\nx.toml:1: one\nx.toml:2: two".to_string())
+        );
+        assert_eq!(seen, [Request::Reload]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::{Config, ConfigErrors, Transport};
+use crate::config::{Config, ConfigErrors, Reload, Transport};
 use crate::control::{self, ClientId, ControlServer, Counters, MetricsHttp, Request, Snapshot};
 use crate::core::HookKind;
 use crate::core::{
@@ -776,44 +776,57 @@ impl Driver {
                     self.node.handle(t, Input::Shutdown);
                     self.drain(now);
                 }
-                SIGHUP => self.reload(now),
+                SIGHUP => {
+                    // The verdict is in the log; no one waits for an answer.
+                    let _ = self.reload(now);
+                }
                 SIGCHLD => self.hooks.on_sigchld(self.poll.registry(), now),
                 _ => {}
             }
         }
     }
 
-    /// Re-reads the configuration; a bad one is logged and the running one kept.
-    fn reload(&mut self, now: Instant) {
+    /// Re-reads the configuration file, on SIGHUP or a `reload` request.
+    /// A file the daemon may take is applied, and the answer says what
+    /// changed; one that does not validate, or that changes what only a
+    /// restart applies, is refused with every reason, each at its line, and
+    /// the running configuration stays. Either way the verdict is logged.
+    fn reload(&mut self, now: Instant) -> Result<String, String> {
         if let Some(n) = self.notifier.as_mut() {
             n.reloading();
         }
-        match Config::load(&self.config_path) {
+        let file = self.config_path.display().to_string();
+        let verdict = match self.cfg.reload(&self.config_path) {
             Err(errors) => {
-                error!("reload refused, keeping the running configuration:");
-                for e in &errors.0 {
-                    error!("  {e}");
-                }
+                let text = format!("reload refused, the running configuration stays:\n{errors}");
+                error!("{text}");
+                Err(text)
             }
-            Ok(new) => match restart_only_changes(&self.cfg, &new) {
-                Some(what) => error!(
-                    "reload refused: {what} changed, which needs a restart; keeping the running configuration"
-                ),
-                None => {
-                    let t = self.time(now);
-                    self.node.reconfigure(new.core(), t);
-                    self.hooks.set_config(hook_config(&new));
-                    self.codec = Codec::new(&new.cluster, new.auth.key.as_deref());
-                    crate::logging::set_level(new.log.level);
-                    info!("configuration reloaded: {}", new.summary());
-                    self.cfg = new;
-                    self.drain(now);
-                }
-            },
-        }
+            Ok(Reload {
+                config: new,
+                changes,
+            }) => {
+                let t = self.time(now);
+                self.node.reconfigure(new.core(), t);
+                self.hooks.set_config(hook_config(&new));
+                self.codec = Codec::new(&new.cluster, new.auth.key.as_deref());
+                crate::logging::set_level(new.log.level);
+                let text = if changes.is_empty() {
+                    format!("reloaded {file}: nothing changed")
+                } else {
+                    format!("reloaded {file}:\n  {}", changes.join("\n  "))
+                };
+                info!("configuration {text}");
+                info!("configuration in force: {}", new.summary());
+                self.cfg = new;
+                self.drain(now);
+                Ok(text)
+            }
+        };
         if let Some(n) = self.notifier.as_mut() {
             n.ready();
         }
+        verdict
     }
 
     // ----- control -----
@@ -829,6 +842,7 @@ impl Driver {
                 Request::Status { json: true } => Ok(self.render(now, control::render_status_json)),
                 Request::Status { json: false } => Ok(self.render(now, control::render_status)),
                 Request::Metrics => Ok(self.render(now, control::render_metrics)),
+                Request::Reload => self.reload(now).map(|text| format!("{text}\n")),
                 Request::StepDown { to } => {
                     if self.step_down_client.is_some() {
                         Err("a step-down is already under way".to_string())
@@ -998,27 +1012,6 @@ fn hook_figures(stats: &crate::hooks::HookStats) -> control::HookFigures {
         refresh: counts(&stats.refresh),
         notify: counts(&stats.notify),
         check: counts(&stats.check),
-    }
-}
-
-/// What a reload cannot change without a restart, if anything.
-fn restart_only_changes(old: &Config, new: &Config) -> Option<&'static str> {
-    if old.cluster != new.cluster {
-        Some("cluster")
-    } else if old.node != new.node {
-        Some("node")
-    } else if old.members != new.members {
-        Some("the [[member]] list")
-    } else if old.network != new.network {
-        Some("[network]")
-    } else if old.state != new.state {
-        Some("state.dir")
-    } else if old.control != new.control {
-        Some("[control]")
-    } else if old.log.target != new.log.target {
-        Some("log.target")
-    } else {
-        None
     }
 }
 

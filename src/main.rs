@@ -53,6 +53,14 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Make the daemon read its configuration file again: exit 0 and print
+    /// what changed, or exit 1 and print why it was refused (every error,
+    /// with its line); a refused reload leaves the running configuration as
+    /// it was.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
     /// The lease guard (started by `regent run`, reading its pipe on stdin).
     #[command(hide = true)]
     Guard {
@@ -150,6 +158,7 @@ fn main() -> ExitCode {
             None => ask(&target, "step-down"),
         },
         Command::Metrics { target } => ask(&target, "metrics"),
+        Command::Reload { target } => ask(&target, "reload"),
         Command::Announce {
             dev,
             count,
@@ -343,10 +352,15 @@ fn ask(target: &Target, request: &str) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match Config::parse(&text, &target.config, DiskChecks::Skip) {
-                Ok(c) => c.control.socket,
+            match regentd::config::control_socket(&text, &target.config) {
+                Ok(socket) => socket,
                 Err(e) => {
                     eprintln!("{e}");
+                    eprintln!(
+                        "regent: cannot tell the control socket from {} (give --socket PATH); \
+                         nothing was sent to the daemon",
+                        target.config.display()
+                    );
                     return ExitCode::FAILURE;
                 }
             }
