@@ -117,15 +117,7 @@ fn the_template_differs_only_where_it_must() {
         .filter(|(a, b)| a.2 != b.2)
         .map(|(a, _)| a.1.as_str())
         .collect();
-    assert_eq!(
-        differ,
-        [
-            "Description",
-            "ExecStart",
-            "ExecReload",
-            "RuntimeDirectoryPreserve"
-        ]
-    );
+    assert_eq!(differ, ["Description", "ExecStart", "ExecReload"]);
     let value = |s: &[(String, String, String)], key: &str| {
         s.iter()
             .find(|(_, k, _)| k == key)
@@ -162,7 +154,7 @@ fn the_unit_keeps_its_promises() {
         ("StateDirectory", "regent"),
         ("StateDirectoryMode", "0700"),
         ("RuntimeDirectory", "regent"),
-        ("RuntimeDirectoryPreserve", "no"),
+        ("RuntimeDirectoryPreserve", "yes"),
         ("ConfigurationDirectory", "regent"),
         ("ProtectSystem", "strict"),
         ("NoNewPrivileges", "yes"),
@@ -190,5 +182,74 @@ fn the_unit_keeps_its_promises() {
             [format!("/usr/bin/regent reload -c {config}")],
             "{name}: ExecReload"
         );
+    }
+}
+
+/// The directory of the control sockets by default (`control.socket` is
+/// `/run/regent/CLUSTER.sock`, as `conf/regent.toml` documents).
+const SOCKET_DIR: &str = "/run/regent";
+
+/// A unit's runtime directories, as absolute paths, and whether stopping
+/// the unit removes them (unless `RuntimeDirectoryPreserve=yes`; `restart`
+/// keeps them only across a restart).
+fn runtime_dirs(text: &str, instance: &str) -> (Vec<String>, bool) {
+    let all = settings(text);
+    let value = |key: &str| {
+        all.iter()
+            .filter(|(_, k, _)| k == key)
+            .map(|(_, _, v)| v.replace("%i", instance))
+            .collect::<Vec<_>>()
+    };
+    let dirs = value("RuntimeDirectory")
+        .iter()
+        .flat_map(|v| {
+            v.split_whitespace()
+                .map(|d| format!("/run/{d}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let removes = value("RuntimeDirectoryPreserve").last().map(String::as_str) != Some("yes");
+    (dirs, removes)
+}
+
+/// Stopping or restarting one unit never removes a directory another unit
+/// uses: regent.service next to two regent@ instances, each with its
+/// runtime directories and the directory of its control socket. Each unit
+/// can also write its socket there under `ProtectSystem=strict`.
+#[test]
+fn stopping_one_unit_cannot_remove_anothers_sockets() {
+    let units: Vec<(String, Vec<String>, bool)> = [
+        ("regent.service", "regent.service", ""),
+        ("regent@a.service", "regent@.service", "a"),
+        ("regent@b.service", "regent@.service", "b"),
+    ]
+    .into_iter()
+    .map(|(name, file, instance)| {
+        let (dirs, removes) = runtime_dirs(&read(file), instance);
+        (name.to_string(), dirs, removes)
+    })
+    .collect();
+    let under = |path: &str, dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
+    for (name, dirs, _) in &units {
+        assert!(
+            dirs.iter().any(|d| under(SOCKET_DIR, d)),
+            "{name}: the socket directory {SOCKET_DIR} is not among its runtime directories {dirs:?}, \
+             so it cannot create its socket under ProtectSystem=strict"
+        );
+    }
+    for (stopped, dirs, removes) in &units {
+        if !removes {
+            continue;
+        }
+        for (other, other_dirs, _) in units.iter().filter(|(n, _, _)| n != stopped) {
+            for used in other_dirs.iter().map(String::as_str).chain([SOCKET_DIR]) {
+                for removed in dirs {
+                    assert!(
+                        !under(used, removed),
+                        "stopping {stopped} removes {removed}, and with it {used} of {other}"
+                    );
+                }
+            }
+        }
     }
 }
