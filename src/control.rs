@@ -19,11 +19,13 @@
 
 mod conn;
 mod http;
+mod locate;
 mod peer;
 mod render;
 
 pub use conn::ClientId;
 pub use http::MetricsHttp;
+pub use locate::socket_of_process;
 pub use render::{
     render_metrics, render_status, render_status_json, Counters, HookCounts, HookFigures, Snapshot,
 };
@@ -445,12 +447,30 @@ fn plain(e: &io::Error) -> String {
     }
 }
 
+/// The daemon's answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `ok`: the body.
+    Ok(String),
+    /// `error:`: the reason, without the final newline.
+    Error(String),
+}
+
 /// Sends one request line to the daemon at `path` and returns the body of an
 /// `ok` answer, or the reason of an `error` answer or of a failure to talk.
 ///
 /// For the CLI: blocking, with `timeout` on each read and write (the daemon
 /// answers in one burst; a step-down may first wait for a demote hook).
 pub fn request(path: &Path, req: &str, timeout: Duration) -> Result<String, String> {
+    match exchange(path, req, timeout)? {
+        Answer::Ok(body) => Ok(body),
+        Answer::Error(reason) => Err(reason),
+    }
+}
+
+/// As [`request`], but tells the daemon's `error` answer (`Ok(Answer::Error)`)
+/// from a failure to talk to it (`Err`).
+pub fn exchange(path: &Path, req: &str, timeout: Duration) -> Result<Answer, String> {
     let where_ = path.display();
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         io::ErrorKind::PermissionDenied => format!(
@@ -478,9 +498,9 @@ pub fn request(path: &Path, req: &str, timeout: Duration) -> Result<String, Stri
     stream.read_to_end(&mut answer).map_err(talk)?;
     let answer = String::from_utf8_lossy(&answer);
     if let Some(body) = answer.strip_prefix("ok\n") {
-        Ok(body.to_string())
+        Ok(Answer::Ok(body.to_string()))
     } else if let Some(reason) = answer.strip_prefix("error: ") {
-        Err(reason.trim_end().to_string())
+        Ok(Answer::Error(reason.trim_end().to_string()))
     } else if answer.is_empty() {
         Err(format!(
             "regent at {where_} closed the connection without an answer"

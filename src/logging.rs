@@ -102,6 +102,13 @@ fn stderr_style() -> Style {
     }
 }
 
+/// Whether standard error is the journal: a command a unit runs
+/// (`ExecReload=regent reload`) writes into the unit's journal, beside the
+/// daemon's own lines.
+pub fn stderr_is_journal() -> bool {
+    stderr_style() == Style::Journal
+}
+
 /// How often a lost syslog connection is retried.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use regentd::config::{Config, DiskChecks};
+use regentd::control::{Answer, Request};
 use regentd::core::NodeId;
 
 /// A failover agent: one leader per LAN group, quorum-fenced, with ordered hooks.
@@ -115,6 +116,10 @@ struct Target {
     /// The control socket, overriding the configuration.
     #[arg(short, long)]
     socket: Option<PathBuf>,
+    /// The daemon with this process id (`$MAINPID` in a unit), whatever its
+    /// file names now: its control socket is looked up in /proc.
+    #[arg(long, conflicts_with = "socket")]
+    pid: Option<u32>,
 }
 
 /// The packaging step's command, `regent generate-docs DIR`: kept out of the
@@ -150,15 +155,10 @@ fn main() -> ExitCode {
                 ExitCode::from(u8::try_from(code).unwrap_or(1))
             }
         }
-        Command::Status { target, json } => {
-            ask(&target, if json { "status json" } else { "status" })
-        }
-        Command::StepDown { target, to } => match to {
-            Some(n) => ask(&target, &format!("step-down {}", NodeId(n))),
-            None => ask(&target, "step-down"),
-        },
-        Command::Metrics { target } => ask(&target, "metrics"),
-        Command::Reload { target } => ask(&target, "reload"),
+        Command::Status { target, json } => ask(&target, Request::Status { json }),
+        Command::StepDown { target, to } => ask(&target, Request::StepDown { to: to.map(NodeId) }),
+        Command::Metrics { target } => ask(&target, Request::Metrics),
+        Command::Reload { target } => ask(&target, Request::Reload),
         Command::Announce {
             dev,
             count,
@@ -338,10 +338,22 @@ fn run(config: &Path) -> ExitCode {
 }
 
 /// Sends one request to the daemon's control socket and prints the answer.
-fn ask(target: &Target, request: &str) -> ExitCode {
-    let socket = match &target.socket {
-        Some(s) => s.clone(),
-        None => {
+///
+/// Except a reload's verdict when a unit runs `regent reload` (standard
+/// error is the journal): the daemon logged that verdict in the same
+/// journal, at its priority, and a second copy at the journal's default
+/// priority would only muddle it. The exit status still tells it.
+fn ask(target: &Target, request: Request) -> ExitCode {
+    let socket = match (&target.socket, target.pid) {
+        (Some(s), _) => s.clone(),
+        (None, Some(pid)) => match regentd::control::socket_of_process(pid) {
+            Ok(socket) => socket,
+            Err(e) => {
+                eprintln!("regent: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
             let text = match std::fs::read_to_string(&target.config) {
                 Ok(t) => t,
                 Err(e) => {
@@ -366,9 +378,13 @@ fn ask(target: &Target, request: &str) -> ExitCode {
             }
         }
     };
-    match regentd::control::request(&socket, request, Duration::from_secs(10)) {
-        Ok(text) => out(&text),
-        Err(e) => {
+    let logged = request == Request::Reload && regentd::logging::stderr_is_journal();
+    let request = request.to_string();
+    match regentd::control::exchange(&socket, &request, Duration::from_secs(10)) {
+        Ok(Answer::Ok(_)) if logged => ExitCode::SUCCESS,
+        Ok(Answer::Error(_)) if logged => ExitCode::FAILURE,
+        Ok(Answer::Ok(text)) => out(&text),
+        Ok(Answer::Error(e)) | Err(e) => {
             eprintln!("regent: {e}");
             ExitCode::FAILURE
         }

@@ -3,7 +3,8 @@
 //! fails when the daemon refuses the file. A good edit is applied and the
 //! answer says what changed; a file that does not parse, does not validate
 //! or changes what only a restart applies is refused with its line, exit 1,
-//! and the daemon runs on with the configuration it had.
+//! and the daemon runs on with the configuration it had. `--pid` reaches
+//! the daemon even when the file names another socket by now.
 //!
 //! One daemon alone on loopback: no root, no namespaces.
 
@@ -28,6 +29,28 @@ fn reload(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `regent reload` with `args` and its output in a file that
+/// `JOURNAL_STREAM` names, as under a unit's `ExecReload=`; (exit code,
+/// what it wrote).
+fn reload_in_journal(solo: &Solo, args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    use std::os::unix::fs::MetadataExt;
+    let path = solo.dir.join("journal");
+    let journal = std::fs::File::create(&path).expect("journal");
+    let meta = journal.metadata().expect("stat");
+    let status = Command::new(bin())
+        .arg("reload")
+        .args(args)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(journal.try_clone().expect("journal"))
+        .stderr(journal)
+        .status()
+        .expect("regent reload");
+    (
+        status.code(),
+        std::fs::read_to_string(&path).expect("journal"),
     )
 }
 
@@ -74,6 +97,33 @@ fn reload_answers_with_the_daemons_verdict() {
         "{err}"
     );
 
+    // The default control socket follows the cluster's name, so after such
+    // an edit the file names another socket: by its pid (`$MAINPID` in the
+    // units), the daemon is still reached, and refuses.
+    file(&good.replace(&format!("socket = \"{}\"", socket.display()), ""));
+    let (code, out, err) = reload(&by_config);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("cannot reach regent at /run/regent/solo.sock"),
+        "{err}"
+    );
+    let pid = solo.pid().expect("pid").to_string();
+    let (code, out, err) = reload(&["--pid".as_ref(), pid.as_ref()]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("reload refused")
+            && err.contains(&format!(
+                "control.socket (not set, so its default) changed from \"{}\" to \
+                 \"/run/regent/solo.sock\"",
+                socket.display()
+            )),
+        "{err}"
+    );
+    // Run by a unit, its output goes to the journal, where the daemon has
+    // logged the verdict already: only the exit status tells it.
+    let (code, said) = reload_in_journal(&solo, &["--pid".as_ref(), pid.as_ref()]);
+    assert_eq!((code, said.as_str()), (Some(1), ""), "{said}");
+
     // A syntax error: refused by the daemon, with the line.
     file(&good.replace("node = 1", "node = "));
     let (code, _, err) = reload(&by_socket);
@@ -113,6 +163,8 @@ fn reload_answers_with_the_daemons_verdict() {
     let (code, out, err) = reload(&by_socket);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("nothing changed"), "{out}");
+    let (code, said) = reload_in_journal(&solo, &by_socket);
+    assert_eq!((code, said.as_str()), (Some(0), ""), "{said}");
     let (ok, json) = solo.ctl(&["status", "--json"]);
     assert!(ok && json.contains("\"epoch\":1"), "{json}");
     assert!(solo.log().contains("reload refused"), "{}", solo.log());

@@ -105,7 +105,11 @@ impl Refusals<'_> {
     ) {
         if old != new {
             let span = at.as_ref().map(Spanned::span);
-            self.refuse(span, format!("{key} changed from {old} to {new}"));
+            let change = match span {
+                Some(_) => format!("{key} changed from {old} to {new}"),
+                None => format!("{key} (not set, so its default) changed from {old} to {new}"),
+            };
+            self.refuse(span, change);
         }
     }
 
