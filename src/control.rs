@@ -1,11 +1,13 @@
 //! The control socket (`regent status`, `regent step-down`, `regent
-//! metrics`), the optional HTTP metrics endpoint, and how both render a
-//! snapshot of the node.
+//! metrics`, `regent reload`), the optional HTTP metrics endpoint, and how
+//! both render a snapshot of the node.
 //!
 //! The protocol is one request line, one answer, then the daemon closes the
 //! connection. Requests: `status`, `status json`, `step-down`, `step-down
-//! NODE`, `metrics`. An answer's first line is `ok` or `error: REASON`; what
-//! follows `ok` is the body. The client side is [`request`].
+//! NODE`, `metrics`, `reload`. An answer's first line is `ok` or `error:
+//! REASON`; what follows `ok` is the body, and a reason may go on over more
+//! lines (a refused reload lists every error). The client side is
+//! [`request`].
 //!
 //! The driver owns the loop: it routes events of the tokens the servers own
 //! to their `on_event`, answers each returned request with `reply` or
@@ -17,11 +19,13 @@
 
 mod conn;
 mod http;
+mod locate;
 mod peer;
 mod render;
 
 pub use conn::ClientId;
 pub use http::MetricsHttp;
+pub use locate::socket_of_process;
 pub use render::{
     render_metrics, render_status, render_status_json, Counters, HookCounts, HookFigures, Snapshot,
 };
@@ -65,6 +69,9 @@ pub enum Request {
     },
     /// `metrics`: the Prometheus text exposition.
     Metrics,
+    /// `reload`: read the configuration file again and answer with the
+    /// verdict, what changed or why the running configuration stays.
+    Reload,
 }
 
 impl Request {
@@ -82,8 +89,10 @@ impl Request {
                 _ => Err(format!("step-down: {node:?} is not a node id")),
             },
             ["metrics"] => Ok(Request::Metrics),
+            ["reload"] => Ok(Request::Reload),
             _ => Err(format!(
-                "unknown request {:?}; expected status, status json, step-down [NODE] or metrics",
+                "unknown request {:?}; expected status, status json, step-down [NODE], metrics \
+                 or reload",
                 line.chars().take(64).collect::<String>()
             )),
         }
@@ -99,6 +108,7 @@ impl fmt::Display for Request {
             Request::StepDown { to: None } => f.write_str("step-down"),
             Request::StepDown { to: Some(n) } => write!(f, "step-down {n}"),
             Request::Metrics => f.write_str("metrics"),
+            Request::Reload => f.write_str("reload"),
         }
     }
 }
@@ -111,10 +121,11 @@ fn ok_answer(body: &str) -> Vec<u8> {
     a
 }
 
-/// The bytes of an `error` answer; the reason is kept on one line.
+/// The bytes of an `error` answer: the reason's lines, the first after
+/// `error: `.
 fn error_answer(reason: &str) -> Vec<u8> {
-    let reason = reason.replace(['\r', '\n'], " ");
-    format!("error: {reason}\n").into_bytes()
+    let reason = reason.replace('\r', "");
+    format!("error: {}\n", reason.trim_end()).into_bytes()
 }
 
 /// Frames a control request: one line, at most [`REQUEST_MAX_BYTES`].
@@ -436,12 +447,30 @@ fn plain(e: &io::Error) -> String {
     }
 }
 
+/// The daemon's answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `ok`: the body.
+    Ok(String),
+    /// `error:`: the reason, without the final newline.
+    Error(String),
+}
+
 /// Sends one request line to the daemon at `path` and returns the body of an
 /// `ok` answer, or the reason of an `error` answer or of a failure to talk.
 ///
 /// For the CLI: blocking, with `timeout` on each read and write (the daemon
 /// answers in one burst; a step-down may first wait for a demote hook).
 pub fn request(path: &Path, req: &str, timeout: Duration) -> Result<String, String> {
+    match exchange(path, req, timeout)? {
+        Answer::Ok(body) => Ok(body),
+        Answer::Error(reason) => Err(reason),
+    }
+}
+
+/// As [`request`], but tells the daemon's `error` answer (`Ok(Answer::Error)`)
+/// from a failure to talk to it (`Err`).
+pub fn exchange(path: &Path, req: &str, timeout: Duration) -> Result<Answer, String> {
     let where_ = path.display();
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         io::ErrorKind::PermissionDenied => format!(
@@ -469,9 +498,9 @@ pub fn request(path: &Path, req: &str, timeout: Duration) -> Result<String, Stri
     stream.read_to_end(&mut answer).map_err(talk)?;
     let answer = String::from_utf8_lossy(&answer);
     if let Some(body) = answer.strip_prefix("ok\n") {
-        Ok(body.to_string())
+        Ok(Answer::Ok(body.to_string()))
     } else if let Some(reason) = answer.strip_prefix("error: ") {
-        Err(reason.trim_end().to_string())
+        Ok(Answer::Error(reason.trim_end().to_string()))
     } else if answer.is_empty() {
         Err(format!(
             "regent at {where_} closed the connection without an answer"
@@ -591,6 +620,8 @@ mod tests {
                 }),
             ),
             ("metrics", Ok(Request::Metrics)),
+            ("reload", Ok(Request::Reload)),
+            ("reload now", Err("unknown request")),
             ("step-down 0", Err("not a node id")),
             ("step-down x", Err("not a node id")),
             ("status yaml", Err("unknown request")),
@@ -628,6 +659,16 @@ mod tests {
                 to: Some(NodeId(2))
             }]
         );
+
+        // A reason of several lines (a refused reload) arrives whole.
+        let (got, seen) = h.round_trip(ask("reload"), |_| {
+            Err("reload refused:\r\nx.toml:1: one\nx.toml:2: two\n".into())
+        });
+        assert_eq!(
+            got,
+            Err("reload refused:\nx.toml:1: one\nx.toml:2: two".to_string())
+        );
+        assert_eq!(seen, [Request::Reload]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::{Config, Transport};
+use crate::config::{Config, ConfigErrors, Reload, Transport};
 use crate::control::{self, ClientId, ControlServer, Counters, MetricsHttp, Request, Snapshot};
 use crate::core::HookKind;
 use crate::core::{
@@ -31,7 +31,7 @@ use crate::hooks::{HookConfig, HookRunner};
 use crate::net::Endpoint;
 use crate::notify::Notifier;
 use crate::persist::{Done, Writer};
-use crate::state::{next_incarnation, Init, StateFile, Stored};
+use crate::state::{next_incarnation, Init, StateError, StateFile, Stored};
 use crate::wire::{Codec, Drop, DropCounters, DropLog, Filter, MAX_DATAGRAM};
 
 const SOCKET: Token = Token(0);
@@ -54,11 +54,59 @@ const SENT_MEMORY: usize = 512;
 /// timers: a leader that stops sending heartbeats loses its lease.
 const RECEIVE_BUDGET: usize = 256;
 
-/// Runs the daemon until it is stopped. An `Err` is a reason to exit 1.
-pub fn run(config_path: &Path) -> Result<(), String> {
-    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+/// The exit status of a daemon whose configuration is missing or invalid:
+/// `EX_CONFIG` of sysexits.h. The units do not restart on it
+/// (`RestartPreventExitStatus=78`), since a restart reads the same file.
+pub const EX_CONFIG: u8 = 78;
+
+/// Why the daemon could not start, or stopped on an error.
+#[derive(Debug)]
+pub enum Fatal {
+    /// The configuration file cannot be read or is invalid; exit [`EX_CONFIG`].
+    Config(ConfigErrors),
+    /// The state file is missing, damaged or another node's: only the
+    /// operator can mend it (`regent init`, or restoring the file), so it
+    /// exits [`EX_CONFIG`] too rather than restart in a loop.
+    State(String),
+    /// Anything else (a socket that cannot be bound, a state file that
+    /// cannot be read, the event loop failing); exit 1, and systemd
+    /// restarts the daemon, since the cause may pass.
+    Run(String),
+}
+
+impl Fatal {
+    /// The process's exit status.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Fatal::Config(_) | Fatal::State(_) => EX_CONFIG,
+            Fatal::Run(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fatal::Config(errors) => write!(
+                f,
+                "not starting: the configuration is invalid (`regent check` shows the same)\n{errors}"
+            ),
+            Fatal::State(reason) | Fatal::Run(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for Fatal {
+    fn from(reason: String) -> Fatal {
+        Fatal::Run(reason)
+    }
+}
+
+/// Runs the daemon until it is stopped.
+pub fn run(config_path: &Path) -> Result<(), Fatal> {
+    let cfg = Config::load(config_path).map_err(Fatal::Config)?;
     let mut driver = Driver::start(config_path.to_path_buf(), cfg)?;
-    driver.run()
+    Ok(driver.run()?)
 }
 
 /// `regent init`: loads and checks the configuration as `run` does, then
@@ -128,14 +176,19 @@ impl Driver {
         Instant::now()
     }
 
-    fn start(config_path: PathBuf, cfg: Config) -> Result<Driver, String> {
+    fn start(config_path: PathBuf, cfg: Config) -> Result<Driver, Fatal> {
         // Read first, so that a lease end handed to the guard on this clock
         // is never later than the driver's own.
         let origin_ns = crate::guard::monotonic_ns();
         let start = Self::now();
         crate::guard::lock_memory("regent");
         let (mut state, stored) =
-            StateFile::open(&cfg.state.dir, &cfg.cluster, cfg.node).map_err(|e| e.to_string())?;
+            StateFile::open(&cfg.state.dir, &cfg.cluster, cfg.node).map_err(|e| match e {
+                StateError::Read { .. }
+                | StateError::CreateDir { .. }
+                | StateError::Write { .. } => Fatal::Run(e.to_string()),
+                _ => Fatal::State(e.to_string()),
+            })?;
         let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));
         state
             .store(Stored {
@@ -742,44 +795,57 @@ impl Driver {
                     self.node.handle(t, Input::Shutdown);
                     self.drain(now);
                 }
-                SIGHUP => self.reload(now),
+                SIGHUP => {
+                    // The verdict is in the log; no one waits for an answer.
+                    let _ = self.reload(now);
+                }
                 SIGCHLD => self.hooks.on_sigchld(self.poll.registry(), now),
                 _ => {}
             }
         }
     }
 
-    /// Re-reads the configuration; a bad one is logged and the running one kept.
-    fn reload(&mut self, now: Instant) {
+    /// Re-reads the configuration file, on SIGHUP or a `reload` request.
+    /// A file the daemon may take is applied, and the answer says what
+    /// changed; one that does not validate, or that changes what only a
+    /// restart applies, is refused with every reason, each at its line, and
+    /// the running configuration stays. Either way the verdict is logged.
+    fn reload(&mut self, now: Instant) -> Result<String, String> {
         if let Some(n) = self.notifier.as_mut() {
             n.reloading();
         }
-        match Config::load(&self.config_path) {
+        let file = self.config_path.display().to_string();
+        let verdict = match self.cfg.reload(&self.config_path) {
             Err(errors) => {
-                error!("reload refused, keeping the running configuration:");
-                for e in &errors.0 {
-                    error!("  {e}");
-                }
+                let text = format!("reload refused, the running configuration stays:\n{errors}");
+                error!("{text}");
+                Err(text)
             }
-            Ok(new) => match restart_only_changes(&self.cfg, &new) {
-                Some(what) => error!(
-                    "reload refused: {what} changed, which needs a restart; keeping the running configuration"
-                ),
-                None => {
-                    let t = self.time(now);
-                    self.node.reconfigure(new.core(), t);
-                    self.hooks.set_config(hook_config(&new));
-                    self.codec = Codec::new(&new.cluster, new.auth.key.as_deref());
-                    crate::logging::set_level(new.log.level);
-                    info!("configuration reloaded: {}", new.summary());
-                    self.cfg = new;
-                    self.drain(now);
-                }
-            },
-        }
+            Ok(Reload {
+                config: new,
+                changes,
+            }) => {
+                let t = self.time(now);
+                self.node.reconfigure(new.core(), t);
+                self.hooks.set_config(hook_config(&new));
+                self.codec = Codec::new(&new.cluster, new.auth.key.as_deref());
+                crate::logging::set_level(new.log.level);
+                let text = if changes.is_empty() {
+                    format!("reloaded {file}: nothing changed")
+                } else {
+                    format!("reloaded {file}:\n  {}", changes.join("\n  "))
+                };
+                info!("configuration {text}");
+                info!("configuration in force: {}", new.summary());
+                self.cfg = new;
+                self.drain(now);
+                Ok(text)
+            }
+        };
         if let Some(n) = self.notifier.as_mut() {
             n.ready();
         }
+        verdict
     }
 
     // ----- control -----
@@ -795,6 +861,7 @@ impl Driver {
                 Request::Status { json: true } => Ok(self.render(now, control::render_status_json)),
                 Request::Status { json: false } => Ok(self.render(now, control::render_status)),
                 Request::Metrics => Ok(self.render(now, control::render_metrics)),
+                Request::Reload => self.reload(now).map(|text| format!("{text}\n")),
                 Request::StepDown { to } => {
                     if self.step_down_client.is_some() {
                         Err("a step-down is already under way".to_string())
@@ -964,27 +1031,6 @@ fn hook_figures(stats: &crate::hooks::HookStats) -> control::HookFigures {
         refresh: counts(&stats.refresh),
         notify: counts(&stats.notify),
         check: counts(&stats.check),
-    }
-}
-
-/// What a reload cannot change without a restart, if anything.
-fn restart_only_changes(old: &Config, new: &Config) -> Option<&'static str> {
-    if old.cluster != new.cluster {
-        Some("cluster")
-    } else if old.node != new.node {
-        Some("node")
-    } else if old.members != new.members {
-        Some("the [[member]] list")
-    } else if old.network != new.network {
-        Some("[network]")
-    } else if old.state != new.state {
-        Some("state.dir")
-    } else if old.control != new.control {
-        Some("[control]")
-    } else if old.log.target != new.log.target {
-        Some("log.target")
-    } else {
-        None
     }
 }
 

@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -100,6 +100,13 @@ fn stderr_style() -> Style {
         Ok(m) if journal_stream_is(var.as_deref(), m.dev(), m.ino()) => Style::Journal,
         _ => Style::Plain,
     }
+}
+
+/// Whether standard error is the journal: a command a unit runs
+/// (`ExecReload=regent reload`) writes into the unit's journal, beside the
+/// daemon's own lines.
+pub fn stderr_is_journal() -> bool {
+    stderr_style() == Style::Journal
 }
 
 /// How often a lost syslog connection is retried.
@@ -393,6 +400,10 @@ fn clock() -> Option<Instant> {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
+/// Whether [`fatal`] writes to standard error besides the log: when the log
+/// goes to syslog and standard error is a terminal or a file.
+static FATAL_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
 /// Installs the logger for the process, at `level`.
 ///
 /// With `LogTarget::Syslog`, an unreachable syslog does not fail: the lines
@@ -446,10 +457,45 @@ pub fn init(target: LogTarget, level: LevelFilter, ident: &str) -> Result<(), St
     }
     log::set_logger(logger).map_err(|e| format!("cannot install the logger: {e}"))?;
     log::set_max_level(level);
+    FATAL_TO_STDERR.store(
+        target == LogTarget::Syslog && style == Style::Plain,
+        Ordering::Relaxed,
+    );
     if let Some(e) = unreachable {
         log::warn!("cannot reach syslog ({e}); logging to standard error until it answers");
     }
     Ok(())
+}
+
+/// Reports the error that ends the process, once, at error priority, and
+/// waits until it is written.
+///
+/// Once: under systemd, standard error is the journal, so a line logged
+/// there and printed there again shows up twice (the second time at the
+/// journal's default priority, info). It goes to the log; to standard error
+/// as well only when the log goes to syslog and standard error is a
+/// terminal or a file, where whoever started `regent run` by hand looks.
+/// Without a logger (it could not be set up) it goes to standard error.
+pub fn fatal(message: &str) {
+    if LOGGER.get().is_none() || !log::log_enabled!(Level::Error) {
+        let mut stderr = io::stderr().lock();
+        for line in lines(message) {
+            let _ = writeln!(stderr, "regent: {line}");
+        }
+        return;
+    }
+    log::error!("{message}");
+    log::logger().flush();
+    if FATAL_TO_STDERR.load(Ordering::Relaxed) {
+        let mut stderr = io::stderr().lock();
+        for line in lines(message) {
+            let _ = writeln!(
+                stderr,
+                "{}",
+                format_line(Style::Plain, Level::Error, "regent", line)
+            );
+        }
+    }
 }
 
 /// Changes the most verbose level logged (on reload).

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use regentd::config::{Config, DiskChecks, LogTarget};
+use regentd::config::{Config, DiskChecks};
+use regentd::control::{Answer, Request};
 use regentd::core::NodeId;
 use regentd::state::Init;
 
@@ -69,6 +70,14 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Make the daemon read its configuration file again: exit 0 and print
+    /// what changed, or exit 1 and print why it was refused (every error,
+    /// with its line); a refused reload leaves the running configuration as
+    /// it was.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
     /// The lease guard (started by `regent run`, reading its pipe on stdin).
     #[command(hide = true)]
     Guard {
@@ -123,6 +132,10 @@ struct Target {
     /// The control socket, overriding the configuration.
     #[arg(short, long)]
     socket: Option<PathBuf>,
+    /// The daemon with this process id (`$MAINPID` in a unit), whatever its
+    /// file names now: its control socket is looked up in /proc.
+    #[arg(long, conflicts_with = "socket")]
+    pid: Option<u32>,
 }
 
 /// The packaging step's command, `regent generate-docs DIR`: kept out of the
@@ -175,14 +188,10 @@ fn main() -> ExitCode {
                 ExitCode::from(u8::try_from(code).unwrap_or(1))
             }
         }
-        Command::Status { target, json } => {
-            ask(&target, if json { "status json" } else { "status" })
-        }
-        Command::StepDown { target, to } => match to {
-            Some(n) => ask(&target, &format!("step-down {}", NodeId(n))),
-            None => ask(&target, "step-down"),
-        },
-        Command::Metrics { target } => ask(&target, "metrics"),
+        Command::Status { target, json } => ask(&target, Request::Status { json }),
+        Command::StepDown { target, to } => ask(&target, Request::StepDown { to: to.map(NodeId) }),
+        Command::Metrics { target } => ask(&target, Request::Metrics),
+        Command::Reload { target } => ask(&target, Request::Reload),
         Command::Announce {
             dev,
             count,
@@ -346,20 +355,14 @@ fn run(config: &Path) -> ExitCode {
     )
     .map(|c| c.log)
     .unwrap_or_default();
-    let logging = regentd::logging::init(log.target, log.level, "regent");
-    if let Err(e) = &logging {
+    if let Err(e) = regentd::logging::init(log.target, log.level, "regent") {
         eprintln!("regent: cannot set up logging: {e}");
     }
-    // A log on standard error already carries the reason: it is said once.
-    let logged_to_stderr = logging.is_ok() && log.target == LogTarget::Stderr;
     let code = match regentd::driver::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            if !logged_to_stderr {
-                eprintln!("regent: {e}");
-            }
-            ExitCode::FAILURE
+            regentd::logging::fatal(&e.to_string());
+            ExitCode::from(e.exit_code())
         }
     };
     // The logging thread writes what is still queued before the exit.
@@ -368,10 +371,22 @@ fn run(config: &Path) -> ExitCode {
 }
 
 /// Sends one request to the daemon's control socket and prints the answer.
-fn ask(target: &Target, request: &str) -> ExitCode {
-    let socket = match &target.socket {
-        Some(s) => s.clone(),
-        None => {
+///
+/// Except a reload's verdict when a unit runs `regent reload` (standard
+/// error is the journal): the daemon logged that verdict in the same
+/// journal, at its priority, and a second copy at the journal's default
+/// priority would only muddle it. The exit status still tells it.
+fn ask(target: &Target, request: Request) -> ExitCode {
+    let socket = match (&target.socket, target.pid) {
+        (Some(s), _) => s.clone(),
+        (None, Some(pid)) => match regentd::control::socket_of_process(pid) {
+            Ok(socket) => socket,
+            Err(e) => {
+                eprintln!("regent: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
             let text = match std::fs::read_to_string(&target.config) {
                 Ok(t) => t,
                 Err(e) => {
@@ -382,18 +397,27 @@ fn ask(target: &Target, request: &str) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match Config::parse(&text, &target.config, DiskChecks::Skip) {
-                Ok(c) => c.control.socket,
+            match regentd::config::control_socket(&text, &target.config) {
+                Ok(socket) => socket,
                 Err(e) => {
                     eprintln!("{e}");
+                    eprintln!(
+                        "regent: cannot tell the control socket from {} (give --socket PATH); \
+                         nothing was sent to the daemon",
+                        target.config.display()
+                    );
                     return ExitCode::FAILURE;
                 }
             }
         }
     };
-    match regentd::control::request(&socket, request, Duration::from_secs(10)) {
-        Ok(text) => out(&text),
-        Err(e) => {
+    let logged = request == Request::Reload && regentd::logging::stderr_is_journal();
+    let request = request.to_string();
+    match regentd::control::exchange(&socket, &request, Duration::from_secs(10)) {
+        Ok(Answer::Ok(_)) if logged => ExitCode::SUCCESS,
+        Ok(Answer::Error(_)) if logged => ExitCode::FAILURE,
+        Ok(Answer::Ok(text)) => out(&text),
+        Ok(Answer::Error(e)) | Err(e) => {
             eprintln!("regent: {e}");
             ExitCode::FAILURE
         }

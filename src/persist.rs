@@ -216,9 +216,17 @@ fn work(
 }
 
 /// Writes, syncs and removes a small file in `dir`.
+///
+/// The file's name is this probe's own: daemons of several clusters share
+/// a state directory (the regent@ units do), and with one name a leader's
+/// probe could remove the file another was about to remove, which made that
+/// one see its directory as unwritable and resign.
 pub fn probe_dir(dir: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    let path = dir.join(".regent-probe");
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROBES: AtomicU64 = AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!(".regent-probe.{}.{n}", std::process::id()));
     let mut f = std::fs::File::create(&path)?;
     f.write_all(b"probe\n")?;
     f.sync_all()?;
@@ -274,6 +282,26 @@ mod tests {
         std::fs::write(&file, b"x").expect("file");
         assert!(probe_dir(&file.join("sub")).is_err());
         std::fs::remove_dir_all(&base).expect("cleanup");
+    }
+
+    /// Two probers of one directory (two daemons sharing a state dir) never
+    /// fail each other's probes.
+    #[test]
+    fn concurrent_probes_of_one_dir_all_succeed() {
+        let base = std::env::temp_dir().join(format!("regent-probes-{}", std::process::id()));
+        std::fs::create_dir_all(&base).expect("temp dir");
+        let _cleanup = TempDir(base.clone());
+        let probers: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = base.clone();
+                std::thread::spawn(move || (0..500).filter(|_| probe_dir(&dir).is_err()).count())
+            })
+            .collect();
+        for p in probers {
+            assert_eq!(p.join().expect("prober"), 0, "failed probes");
+        }
+        let left = std::fs::read_dir(&base).expect("read dir").count();
+        assert_eq!(left, 0, "probe files left behind");
     }
 
     struct TempDir(PathBuf);

@@ -27,6 +27,7 @@ fn generated_man_page_and_completions_cover_every_command() {
         "status",
         "step-down",
         "metrics",
+        "reload",
         "demo",
         "announce",
     ] {

@@ -210,7 +210,7 @@ fn a_follower_that_lost_its_state_file_refuses_to_start_and_the_leader_stays() {
     );
     assert_eq!(
         code,
-        Some(1),
+        Some(78),
         "node 1 started without its state file\n{}",
         c.dump()
     );

@@ -328,6 +328,92 @@ fn check_command_reports_errors_with_lines() {
     assert!(text.contains("dead_after"), "{text}");
 }
 
+/// Runs `regent run` to its exit with standard error in a file that
+/// `JOURNAL_STREAM` names, as systemd does; returns the exit code and what
+/// it wrote.
+fn run_to_exit(solo: &Solo) -> (Option<i32>, String) {
+    use std::os::unix::fs::MetadataExt;
+    let path = solo.dir.join("journal");
+    let journal = std::fs::File::create(&path).expect("journal");
+    let meta = journal.metadata().expect("stat");
+    let mut child = Command::new(bin())
+        .args(["run", "-c"])
+        .arg(solo.config())
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(journal.try_clone().expect("journal"))
+        .stderr(journal)
+        .spawn()
+        .expect("start regent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "regent run did not exit\n{}",
+                std::fs::read_to_string(&path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&path).expect("journal"),
+    )
+}
+
+/// A configuration error is EX_CONFIG (78), which the units do not restart
+/// on, and the journal gets it once, every line at error priority (<3>).
+#[test]
+fn a_bad_config_exits_78_and_is_logged_once() {
+    let solo = Solo::new("exconfig");
+    let good = std::fs::read_to_string(solo.config()).expect("config");
+    std::fs::write(
+        solo.config(),
+        good.replace("node = 1", "node = 1\nbogus = 1"),
+    )
+    .expect("write");
+    let (code, said) = run_to_exit(&solo);
+    assert_eq!(code, Some(78), "{said}");
+    assert_eq!(said.matches("bogus").count(), 1, "logged once: {said}");
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.starts_with("<3>")),
+        "every line at error priority: {said}"
+    );
+    assert!(
+        said.contains("regent.toml:3: unknown key `bogus`"),
+        "{said}"
+    );
+
+    // A file that is not there is a configuration error too.
+    std::fs::remove_file(solo.config()).expect("remove");
+    let (code, said) = run_to_exit(&solo);
+    assert_eq!(code, Some(78), "{said}");
+
+    // An error of the host, not the file, keeps exit status 1, so that
+    // systemd restarts the daemon: the control socket's path is taken.
+    std::fs::write(solo.config(), &good).expect("write");
+    std::fs::write(solo.socket(), "not a socket").expect("write");
+    let (code, said) = run_to_exit(&solo);
+    assert_eq!(code, Some(1), "{said}");
+    assert_eq!(
+        said.matches("not a socket").count(),
+        1,
+        "logged once: {said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("<3>") && l.contains("not a socket")),
+        "{said}"
+    );
+}
+
 #[test]
 fn control_commands_fail_clearly_without_a_daemon() {
     let solo = Solo::new("nodaemon");

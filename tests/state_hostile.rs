@@ -86,8 +86,8 @@ fn damaged_or_foreign_state_files_stop_startup_with_the_way_out() {
         println!("{name}: {}", log.lines().last().unwrap_or(""));
         assert_eq!(
             status.and_then(|s| s.code()),
-            Some(1),
-            "{name}: the daemon must refuse to start\n{log}"
+            Some(78),
+            "{name}: the daemon must refuse to start, with EX_CONFIG so systemd does not restart it\n{log}"
         );
         let path = solo.state_file().display().to_string();
         assert!(
@@ -130,8 +130,8 @@ fn a_missing_state_file_stops_startup_and_names_regent_init() {
     );
     assert_eq!(
         status.and_then(|s| s.code()),
-        Some(1),
-        "the daemon must refuse to start\n{log}"
+        Some(78),
+        "the daemon must refuse to start, with EX_CONFIG\n{log}"
     );
     let path = path.display().to_string();
     let says = format!("there is no state file {path}");

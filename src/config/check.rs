@@ -690,7 +690,7 @@ impl<'a> Checker<'a> {
         let socket = self.path_or(
             "control.socket",
             raw.socket.clone(),
-            &format!("/run/regent/{cluster}.sock"),
+            &super::default_socket(cluster),
         );
         // sun_path holds 108 bytes, the terminating NUL included.
         let socket_len = socket.as_os_str().len();
@@ -840,7 +840,7 @@ struct CheckedMember {
 }
 
 /// The 1-based line holding byte `offset` of `text`.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()

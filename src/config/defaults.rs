@@ -26,6 +26,8 @@ pub const CHECK_TIMEOUT_MS: u64 = 2_000;
 pub const CHECK_FALL: u32 = 3;
 pub const CHECK_RISE: u32 = 2;
 pub const STATE_DIR: &str = "/var/lib/regent";
+/// The control sockets' directory: `control.socket` is `CLUSTER.sock` in it.
+pub const RUNTIME_DIR: &str = "/run/regent";
 
 /// Limits the file is checked against.
 pub mod limits {

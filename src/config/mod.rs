@@ -7,7 +7,7 @@
 //! semantic errors instead of stopping at the first, and asks `disk.rs`
 //! about hooks, the key file and the control group. Syntax and type errors
 //! come from the TOML parser, which stops at the first one. The defaults and
-//! limits are in `defaults.rs`. This file holds the schema the rest of the
+//! limits are in `defaults.rs`; what a reload may change, in `reload.rs`. This file holds the schema the rest of the
 //! daemon reads, and the entry points.
 //!
 //! Relative paths in the file are taken relative to the file's directory.
@@ -21,8 +21,11 @@ mod check;
 mod defaults;
 mod disk;
 mod raw;
+mod reload;
 #[cfg(test)]
 mod tests;
+
+pub use reload::Reload;
 
 use std::fmt;
 use std::fs;
@@ -297,20 +300,8 @@ impl Config {
     /// Reads and validates the file at `path`, checks the hooks on disk and
     /// loads the key file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let fail = |message: String| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: None,
-                message,
-            }])
-        };
-        let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        // Relative paths inside the file are relative to its directory, so
-        // that directory must not depend on the current one later on.
-        let absolute =
-            std::path::absolute(path).map_err(|e| fail(format!("cannot resolve path: {e}")))?;
-        let base = absolute.parent().unwrap_or(Path::new("/"));
-        Checker::new(&text, path, base, DiskChecks::Check).run()
+        let (text, base) = read(path)?;
+        Checker::new(&text, path, &base, DiskChecks::Check).run()
     }
 
     /// Validates `text` as if it were the file `file` (used in messages, and
@@ -380,6 +371,57 @@ impl Config {
             auth,
         )
     }
+}
+
+/// The text of the file at `path`, and the directory its relative paths
+/// are relative to.
+fn read(path: &Path) -> Result<(String, PathBuf), ConfigErrors> {
+    let fail = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            message,
+        }])
+    };
+    let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    // Relative paths inside the file are relative to its directory, so
+    // that directory must not depend on the current one later on.
+    let absolute =
+        std::path::absolute(path).map_err(|e| fail(format!("cannot resolve path: {e}")))?;
+    let base = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
+    Ok((text, base))
+}
+
+/// Where the daemon that runs with the file `file` (of text `text`) listens:
+/// `control.socket`, or the default for its `cluster`. For the CLI to reach
+/// that daemon, so read leniently: a file with errors elsewhere (being
+/// edited, or about to be refused by a reload) still leads to its daemon,
+/// which then names the errors itself. Fails, with the file's errors, only
+/// when the text is not TOML or names neither key.
+pub fn control_socket(text: &str, file: &Path) -> Result<PathBuf, ConfigErrors> {
+    let errors = match Config::parse(text, file, DiskChecks::Skip) {
+        Ok(config) => return Ok(config.control.socket),
+        Err(errors) => errors,
+    };
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Err(errors);
+    };
+    let socket = table
+        .get("control")
+        .and_then(|c| c.get("socket"))
+        .and_then(toml::Value::as_str);
+    let cluster = table.get("cluster").and_then(toml::Value::as_str);
+    match (socket, cluster) {
+        // As the checker resolves it: relative to the file's directory.
+        (Some(socket), _) => Ok(file.parent().unwrap_or(Path::new("")).join(socket)),
+        (None, Some(cluster)) => Ok(PathBuf::from(default_socket(cluster))),
+        (None, None) => Err(errors),
+    }
+}
+
+/// The control socket of a cluster whose file does not set one.
+fn default_socket(cluster: &str) -> String {
+    format!("{}/{cluster}.sock", defaults::RUNTIME_DIR)
 }
 
 /// `regent check`: validates the file at `path` the way `regent run` would.

@@ -1,0 +1,459 @@
+//! A reload: the file read again for a daemon that runs, checked as `regent
+//! check` checks it, then compared with the configuration in force. What a
+//! running daemon cannot take (its identity, its sockets, its membership)
+//! refuses the whole reload, each such key named at its line like any other
+//! error; what it can take is listed, old value and new, for the verdict.
+//!
+//! Architecture Invariant: this is the one list of what needs a restart. It
+//! decides and describes; the driver applies a new configuration only
+//! through [`Config::reload`]'s `Ok`.
+
+use std::fmt::Display;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::check::{line_of, Checker};
+use super::raw::RawConfig;
+use super::{Config, ConfigError, ConfigErrors, DiskChecks, Member, Transport};
+
+/// A configuration a running daemon may take, and what it changes.
+#[derive(Debug)]
+pub struct Reload {
+    /// The new configuration.
+    pub config: Config,
+    /// One line per changed key, `key: old -> new`, in file order; empty
+    /// when nothing changed.
+    pub changes: Vec<String>,
+}
+
+impl Config {
+    /// Reads the file at `path` again for the daemon that runs with `self`.
+    ///
+    /// Fails with every error `regent check` would report, or else with
+    /// every key whose new value only a restart can apply, each at its line.
+    pub fn reload(&self, path: &Path) -> Result<Reload, ConfigErrors> {
+        let (text, base) = super::read(path)?;
+        let new = Checker::new(&text, path, &base, DiskChecks::Check).run()?;
+        // The checker parsed this text already; the spans are for the lines.
+        let raw: RawConfig = toml::from_str(&text).unwrap_or_default();
+        let mut refused = Refusals {
+            text: &text,
+            file: path,
+            errors: Vec::new(),
+        };
+        refused.check(self, &new, &raw);
+        if !refused.errors.is_empty() {
+            refused.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(ConfigErrors(refused.errors));
+        }
+        Ok(Reload {
+            changes: changes(self, &new),
+            config: new,
+        })
+    }
+}
+
+/// The keys of a new file that only a restart can apply.
+struct Refusals<'a> {
+    text: &'a str,
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Refusals<'_> {
+    fn check(&mut self, old: &Config, new: &Config, raw: &RawConfig) {
+        self.key(
+            "cluster",
+            &raw.cluster,
+            &quoted(&old.cluster),
+            &quoted(&new.cluster),
+        );
+        self.key("node", &raw.node, &old.node, &new.node);
+        self.members(&old.members, &new.members, raw);
+        self.network(&old.network.transport, &new.network.transport, raw);
+        let (o, n) = (&old.state.dir, &new.state.dir);
+        self.key("state.dir", &raw.state.dir, &path(o), &path(n));
+        let (o, n) = (&old.control, &new.control);
+        let c = &raw.control;
+        let (os, ns) = (path(&o.socket), path(&n.socket));
+        self.key("control.socket", &c.socket, &os, &ns);
+        let (og, ng) = (
+            opt(&o.group.as_deref().map(quoted)),
+            opt(&n.group.as_deref().map(quoted)),
+        );
+        self.key("control.group", &c.group, &og, &ng);
+        let (om, nm) = (opt(&o.metrics_listen), opt(&n.metrics_listen));
+        self.key("control.metrics_listen", &c.metrics_listen, &om, &nm);
+        let (ot, nt) = (
+            format!("{:?}", old.log.target),
+            format!("{:?}", new.log.target),
+        );
+        let (ot, nt) = (ot.to_lowercase(), nt.to_lowercase());
+        self.key("log.target", &raw.log.target, &ot, &nt);
+    }
+
+    /// Refuses `key` if its value changed, at the line of `at`.
+    fn key<T, V: Display + PartialEq + ?Sized>(
+        &mut self,
+        key: &str,
+        at: &Option<Spanned<T>>,
+        old: &V,
+        new: &V,
+    ) {
+        if old != new {
+            let span = at.as_ref().map(Spanned::span);
+            let change = match span {
+                Some(_) => format!("{key} changed from {old} to {new}"),
+                None => format!("{key} (not set, so its default) changed from {old} to {new}"),
+            };
+            self.refuse(span, change);
+        }
+    }
+
+    fn refuse(&mut self, span: Option<Range<usize>>, change: String) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: span.map(|s| line_of(self.text, s.start)),
+            message: format!("{change}: only a restart applies this, a reload cannot"),
+        });
+    }
+
+    fn members(&mut self, old: &[Member], new: &[Member], raw: &RawConfig) {
+        let tables = raw.member.as_deref().unwrap_or_default();
+        let ids = |m: &[Member]| m.iter().map(|m| m.id.to_string()).collect::<Vec<_>>();
+        if ids(old) != ids(new) {
+            // The first table that differs, or the last one if one was removed.
+            let at = (0..new.len())
+                .find(|&i| old.get(i).map(|m| m.id) != Some(new[i].id))
+                .or(new.len().checked_sub(1));
+            let span = at.and_then(|i| tables.get(i)).map(Spanned::span);
+            let change = format!(
+                "the [[member]] list changed from ids {} to {}",
+                ids(old).join(", "),
+                ids(new).join(", ")
+            );
+            self.refuse(span, change);
+            return;
+        }
+        for (i, (o, n)) in old.iter().zip(new).enumerate() {
+            if o != n {
+                let span = tables.get(i).map(Spanned::span);
+                let change = format!(
+                    "member {} changed from {} to {}",
+                    n.id,
+                    member(o),
+                    member(n)
+                );
+                self.refuse(span, change);
+            }
+        }
+    }
+
+    fn network(&mut self, old: &Transport, new: &Transport, raw: &RawConfig) {
+        let r = &raw.network;
+        match (old, new) {
+            (
+                Transport::Multicast {
+                    group: og,
+                    interface: oi,
+                    loopback: ol,
+                },
+                Transport::Multicast {
+                    group: ng,
+                    interface: ni,
+                    loopback: nl,
+                },
+            ) => {
+                self.key("network.multicast", &r.multicast, og, ng);
+                self.key("network.interface", &r.interface, &quoted(oi), &quoted(ni));
+                self.key("network.multicast_loop", &r.multicast_loop, ol, nl);
+            }
+            (
+                Transport::Unicast { port: op, bind: ob },
+                Transport::Unicast { port: np, bind: nb },
+            ) => {
+                self.key("network.port", &r.port, op, np);
+                self.key("network.bind", &r.bind, &opt(ob), &opt(nb));
+            }
+            (Transport::Multicast { .. }, Transport::Unicast { .. }) => {
+                let span = r.port.as_ref().map(Spanned::span);
+                self.refuse(span, "network changed from multicast to unicast".into());
+            }
+            (Transport::Unicast { .. }, Transport::Multicast { .. }) => {
+                let span = r.multicast.as_ref().map(Spanned::span);
+                self.refuse(span, "network changed from unicast to multicast".into());
+            }
+        }
+    }
+}
+
+/// What a reload the daemon may take changes, `key: old -> new`.
+fn changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut d = Changes(Vec::new());
+    d.note("priority", &old.priority, &new.priority);
+    let (o, n) = (&old.timing, &new.timing);
+    d.note("timing.heartbeat_ms", &ms(o.heartbeat), &ms(n.heartbeat));
+    d.note("timing.dead_after_ms", &ms(o.dead_after), &ms(n.dead_after));
+    d.note(
+        "timing.lease_margin_ms",
+        &ms(o.lease_margin),
+        &ms(n.lease_margin),
+    );
+    d.note("timing.max_drift_ppm", &o.max_drift_ppm, &n.max_drift_ppm);
+    let (o, n) = (&old.election, &new.election);
+    d.note("election.preempt", &o.preempt, &n.preempt);
+    d.note(
+        "election.preempt_delay_ms",
+        &ms(o.preempt_delay),
+        &ms(n.preempt_delay),
+    );
+    d.note("election.holdoff_ms", &ms(o.holdoff), &ms(n.holdoff));
+    let (o, n) = (&old.hooks, &new.hooks);
+    d.note(
+        "hooks.promote",
+        &opt_path(&o.promote),
+        &opt_path(&n.promote),
+    );
+    d.note("hooks.demote", &opt_path(&o.demote), &opt_path(&n.demote));
+    d.note("hooks.notify", &opt_path(&o.notify), &opt_path(&n.notify));
+    d.note("hooks.timeout_ms", &ms(o.timeout), &ms(n.timeout));
+    let (ob, nb) = (&old.timing.demote_budget, &new.timing.demote_budget);
+    d.note("hooks.demote_budget_ms", &ms(*ob), &ms(*nb));
+    d.note("hooks.kill_grace_ms", &ms(o.kill_grace), &ms(n.kill_grace));
+    let refresh = |r: Option<Duration>| opt(&r.map(ms));
+    let (or, nr) = (refresh(o.refresh_interval), refresh(n.refresh_interval));
+    d.note("hooks.refresh_interval_ms", &or, &nr);
+    d.note(
+        "hooks.output_max_bytes",
+        &o.output_max_bytes,
+        &n.output_max_bytes,
+    );
+    let check = |c: &Option<Vec<String>>| opt(&c.as_ref().map(|argv| format!("{argv:?}")));
+    d.note("hooks.check", &check(&o.check), &check(&n.check));
+    d.note(
+        "hooks.check_interval_ms",
+        &ms(o.check_interval),
+        &ms(n.check_interval),
+    );
+    d.note(
+        "hooks.check_timeout_ms",
+        &ms(o.check_timeout),
+        &ms(n.check_timeout),
+    );
+    d.note("hooks.check_fall", &o.check_fall, &n.check_fall);
+    d.note("hooks.check_rise", &o.check_rise, &n.check_rise);
+    let (o, n) = (&old.auth, &new.auth);
+    d.note(
+        "auth.key_file",
+        &opt_path(&o.key_file),
+        &opt_path(&n.key_file),
+    );
+    d.note("auth.insecure", &o.insecure, &n.insecure);
+    if o.key != n.key && o.key_file == n.key_file {
+        // Never the key itself.
+        d.0.push("auth.key: the key file holds a new key".to_string());
+    }
+    let level = |l: log::LevelFilter| l.to_string().to_lowercase();
+    d.note("log.level", &level(old.log.level), &level(new.log.level));
+    d.0
+}
+
+/// The changed keys, as lines.
+struct Changes(Vec<String>);
+
+impl Changes {
+    fn note<V: Display + PartialEq + ?Sized>(&mut self, key: &str, old: &V, new: &V) {
+        if old != new {
+            self.0.push(format!("{key}: {old} -> {new}"));
+        }
+    }
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+fn quoted(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn path(p: &Path) -> String {
+    quoted(&p.display().to_string())
+}
+
+fn opt_path(p: &Option<PathBuf>) -> String {
+    opt(&p.as_deref().map(path))
+}
+
+fn opt<T: Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "none".to_string(), T::to_string)
+}
+
+fn member(m: &Member) -> String {
+    let address = opt(&m.address);
+    match m.port {
+        Some(port) => format!("address {address} port {port}"),
+        None => format!("address {address}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own with a valid file, and the config loaded from it.
+    struct Files {
+        dir: PathBuf,
+    }
+
+    impl Files {
+        fn new(name: &str) -> Files {
+            let dir =
+                std::env::temp_dir().join(format!("regent-reload-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("dir");
+            Files { dir }
+        }
+
+        fn write(&self, text: &str) -> PathBuf {
+            let path = self.dir.join("regent.toml");
+            std::fs::write(&path, text).expect("write");
+            path
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const BASE: &str = "cluster = \"a\"\nnode = 1\npriority = 100\n\n\
+        [[member]]\nid = 1\naddress = \"10.0.0.1\"\n\n\
+        [[member]]\nid = 2\naddress = \"10.0.0.2\"\n\n\
+        [[member]]\nid = 3\naddress = \"10.0.0.3\"\n\n\
+        [network]\nport = 7475\n\n[auth]\ninsecure = true\n\n\
+        [control]\nsocket = \"/run/regent/a.sock\"\n";
+
+    fn running(files: &Files) -> Config {
+        Config::load(&files.write(BASE)).expect("the base file is valid")
+    }
+
+    #[test]
+    fn what_a_reload_may_change_is_listed() {
+        let files = Files::new("listed");
+        let old = running(&files);
+        let path = files.write(
+            &BASE
+                .replace("priority = 100", "priority = 150")
+                .replace("[auth]", "[timing]\nheartbeat_ms = 50\n\n[auth]"),
+        );
+        let r = old.reload(&path).expect("a reload the daemon may take");
+        assert_eq!(
+            r.changes,
+            ["priority: 100 -> 150", "timing.heartbeat_ms: 100 -> 50"]
+        );
+        assert_eq!(r.config.priority, 150);
+        let same = files.write(BASE);
+        assert_eq!(
+            old.reload(&same).expect("same file").changes,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn what_only_a_restart_applies_is_refused_at_its_line() {
+        let files = Files::new("refused");
+        let old = running(&files);
+        let path = files.write(
+            &BASE
+                .replace("cluster = \"a\"", "cluster = \"b\"")
+                .replace("port = 7475", "port = 7476")
+                .replace("priority = 100", "priority = 150"),
+        );
+        let errors = old.reload(&path).expect_err("refused").0;
+        let said: Vec<(Option<usize>, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    Some(1),
+                    "cluster changed from \"a\" to \"b\": only a restart applies this, a reload cannot"
+                ),
+                (
+                    Some(18),
+                    "network.port changed from 7475 to 7476: only a restart applies this, a reload cannot"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_member_list_change_names_the_table() {
+        let files = Files::new("members");
+        let old = running(&files);
+        let path = files.write(&BASE.replace(
+            "id = 3\naddress = \"10.0.0.3\"",
+            "id = 4\naddress = \"10.0.0.3\"",
+        ));
+        let errors = old.reload(&path).expect_err("refused").0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, Some(13));
+        assert!(
+            errors[0]
+                .message
+                .starts_with("the [[member]] list changed from ids 1, 2, 3 to 1, 2, 4"),
+            "{errors:?}"
+        );
+        let path = files.write(&BASE.replace("10.0.0.2", "10.0.0.22"));
+        let errors = old.reload(&path).expect_err("refused").0;
+        assert_eq!(errors[0].line, Some(9));
+        assert!(
+            errors[0]
+                .message
+                .starts_with("member 2 changed from address 10.0.0.2 to address 10.0.0.22"),
+            "{errors:?}"
+        );
+    }
+
+    /// `regent reload` reaches the daemon of a file with errors, so that
+    /// the daemon's answer names them; only a file that is not TOML leaves
+    /// the CLI without a socket.
+    #[test]
+    fn the_socket_of_a_file_with_errors_is_still_found() {
+        let file = Path::new("/etc/regent/x.toml");
+        let socket = |text: &str| super::super::control_socket(text, file);
+        let bad = BASE.replace("priority = 100", "priority = \"high\"");
+        assert_eq!(socket(BASE), Ok(PathBuf::from("/run/regent/a.sock")));
+        assert_eq!(socket(&bad), Ok(PathBuf::from("/run/regent/a.sock")));
+        let relative = bad.replace("/run/regent/a.sock", "run/a.sock");
+        assert_eq!(
+            socket(&relative),
+            Ok(PathBuf::from("/etc/regent/run/a.sock"))
+        );
+        let default = "cluster = \"db\"\nnode = 77\n";
+        assert_eq!(socket(default), Ok(PathBuf::from("/run/regent/db.sock")));
+        let broken = socket("cluster = \"db\"\nnode = \n").expect_err("not TOML");
+        assert_eq!(broken.0[0].line, Some(2), "{broken}");
+        assert!(socket("node = 1\n").is_err(), "names neither key");
+    }
+
+    #[test]
+    fn an_invalid_file_is_refused_as_check_would() {
+        let files = Files::new("invalid");
+        let old = running(&files);
+        let path = files.write(&BASE.replace("priority = 100", "priority = \"high\""));
+        let errors = old.reload(&path).expect_err("refused");
+        assert_eq!(errors.0[0].line, Some(3), "{errors}");
+        assert_eq!(
+            errors,
+            Config::load(&path).expect_err("check refuses it too")
+        );
+    }
+}
