@@ -16,6 +16,8 @@ tools=(
     systemd-analyze:systemd
     python3:python3
     cc:gcc
+    debootstrap:debootstrap
+    systemd-nspawn:systemd-container
 )
 need=()
 for pair in "${tools[@]}"; do
