@@ -619,6 +619,7 @@ impl HookRunner {
             label: job.work.label(),
             subject,
             quiet: job.work == Work::Check,
+            ignore_sigterm: matches!(&job.work, Work::Transition(req) if req.kind == HookKind::Demote),
             program,
             args,
             env,

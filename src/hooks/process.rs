@@ -55,6 +55,11 @@ pub(super) struct Spec {
     pub subject: String,
     /// Log at debug level only (the health check).
     pub quiet: bool,
+    /// Start with SIGTERM ignored (a demote): `systemctl stop` signals the
+    /// unit's whole control group, a process started while it does so
+    /// included, and a demote cut short leaves the resource held. Its
+    /// deadline still ends it, by SIGKILL after the grace period.
+    pub ignore_sigterm: bool,
     pub program: OsString,
     pub args: Vec<OsString>,
     pub env: Vec<(&'static str, String)>,
@@ -140,6 +145,17 @@ impl Run {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if spec.ignore_sigterm {
+            // SAFETY: between fork and exec only `signal`, which is
+            // async-signal-safe, runs; an ignored signal stays ignored
+            // across exec, in the hook and the processes it starts.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
         let label = spec.label;
         let mut child = match command.spawn() {
             Ok(child) => child,

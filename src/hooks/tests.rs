@@ -693,6 +693,20 @@ fn demote_kills_a_running_promote_at_once() {
 }
 
 #[test]
+fn a_demote_outlives_a_sigterm_to_its_process_group() {
+    // What `systemctl stop` does to a unit's whole control group, a demote
+    // started while it does so included.
+    let dir = test_dir("sigterm");
+    let demote = script(&dir, "demote", "kill -TERM 0\nsleep 0.2\necho released");
+    let mut cfg = config();
+    cfg.demote = Some(demote);
+    let mut h = Harness::new(cfg);
+    h.request(req(HookKind::Demote, 3));
+    h.until(Duration::from_secs(5), "the report", |h| h.done.len() == 1);
+    assert_eq!(h.done, [done(HookKind::Demote, 3, HookOutcome::Ok)]);
+}
+
+#[test]
 fn refresh_runs_while_leading_one_at_a_time() {
     let dir = test_dir("refresh");
     let log = dir.join("log");
