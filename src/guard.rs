@@ -306,8 +306,15 @@ fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
 
 /// Writes one line to standard error (the journal, under systemd). The
 /// guard may block here: it has nothing else to do.
-fn say(text: &str) {
-    let _ = writeln!(io::stderr(), "regent guard[{}]: {text}", std::process::id());
+/// Writes one line to standard error (the daemon's, so the journal under
+/// systemd), with its priority.
+fn say(level: log::Level, text: &str) {
+    let line = format!("regent guard[{}]: {text}", std::process::id());
+    let _ = writeln!(
+        io::stderr(),
+        "{}",
+        crate::logging::format_line(crate::logging::stderr_style(), level, "regent", &line)
+    );
 }
 
 /// `regent guard`: runs until the daemon lets go for good or is fenced.
@@ -325,7 +332,10 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
     lock_memory("lease guard");
-    say(&format!("lease guard started for daemon pid {daemon}"));
+    say(
+        log::Level::Info,
+        &format!("lease guard started for daemon pid {daemon}"),
+    );
     let mut guard = Guard::new();
     // SAFETY: fd 0 is the pipe from the daemon, and nothing else in this
     // process uses it. Read unbuffered: a buffer would hide bytes from poll.
@@ -345,7 +355,10 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
         if !open {
             match wait {
                 None => {
-                    say("the daemon is gone and led nothing: exiting");
+                    say(
+                        log::Level::Info,
+                        "the daemon is gone and led nothing: exiting",
+                    );
                     return 0;
                 }
                 Some(w) => {
@@ -362,17 +375,23 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
             Ok(0) | Err(_) => {
                 open = false;
                 if let Some(epoch) = guard.daemon_gone() {
-                    say(&format!(
-                        "the daemon is gone while its demote of epoch {epoch} ran: \
+                    say(
+                        log::Level::Warn,
+                        &format!(
+                            "the daemon is gone while its demote of epoch {epoch} ran: \
                          running the demote again"
-                    ));
+                        ),
+                    );
                     fence(daemon, false, epoch, settings);
                     return 0;
                 }
                 if let Some((e, _)) = guard.lease() {
-                    say(&format!(
-                        "the daemon is gone while leading epoch {e}: fencing at the lease end"
-                    ));
+                    say(
+                        log::Level::Warn,
+                        &format!(
+                            "the daemon is gone while leading epoch {e}: fencing at the lease end"
+                        ),
+                    );
                 }
             }
             Ok(n) => {
@@ -384,7 +403,7 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
                         Ok(Line::Renew { epoch, end }) => guard.renew(epoch, end),
                         Ok(Line::Demoting { epoch }) => guard.demoting(epoch),
                         Ok(Line::Release) => guard.release(),
-                        Err(e) => say(&e.to_string()),
+                        Err(e) => say(log::Level::Error, &e.to_string()),
                     }
                 }
             }
@@ -429,38 +448,50 @@ fn fence(daemon: u32, alive: bool, epoch: Epoch, settings: &Settings) {
     }
     let pid = daemon as libc::pid_t;
     if alive {
-        say(&format!(
-            "the lease of epoch {epoch} ended and the daemon (pid {daemon}) did not let go: \
+        say(
+            log::Level::Error,
+            &format!(
+                "the lease of epoch {epoch} ended and the daemon (pid {daemon}) did not let go: \
              stopping it, killing its hooks and running the demote hook"
-        ));
+            ),
+        );
         // SAFETY: kill(2); the daemon is our parent, so the pid is not reused.
         unsafe {
             libc::kill(pid, libc::SIGSTOP);
         }
         for group in hook_groups(daemon) {
-            say(&format!("killing hook process group {group}"));
+            say(
+                log::Level::Warn,
+                &format!("killing hook process group {group}"),
+            );
             // SAFETY: kill(2) of a process group the daemon started.
             unsafe {
                 libc::kill(-group, libc::SIGKILL);
             }
         }
     } else {
-        say(&format!(
-            "the lease of epoch {epoch} ended after the daemon died: running the demote hook"
-        ));
+        say(
+            log::Level::Warn,
+            &format!(
+                "the lease of epoch {epoch} ended after the daemon died: running the demote hook"
+            ),
+        );
     }
     match &settings.demote {
         Some(hook) => run_demote(hook, epoch, settings),
-        None => say("no demote hook is configured"),
+        None => say(log::Level::Warn, "no demote hook is configured"),
     }
     if alive && parent_is(daemon) {
-        say(&format!("killing the daemon (pid {daemon})"));
+        say(
+            log::Level::Warn,
+            &format!("killing the daemon (pid {daemon})"),
+        );
         // SAFETY: kill(2) of our parent, checked just above.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }
     }
-    say(&format!("fenced epoch {epoch}: exiting"));
+    say(log::Level::Error, &format!("fenced epoch {epoch}: exiting"));
 }
 
 /// The process groups of the daemon's children other than the guard: its
@@ -524,10 +555,10 @@ fn run_demote(hook: &PathBuf, epoch: Epoch, settings: &Settings) {
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
-            say(&format!(
-                "cannot run the demote hook {}: {e}",
-                hook.display()
-            ));
+            say(
+                log::Level::Info,
+                &format!("cannot run the demote hook {}: {e}", hook.display()),
+            );
             return;
         }
     };
@@ -540,19 +571,28 @@ fn run_demote(hook: &PathBuf, epoch: Epoch, settings: &Settings) {
             Ok(Some(s)) => break Some(s),
             Ok(None) => {}
             Err(e) => {
-                say(&format!("cannot wait for the demote hook: {e}"));
+                say(
+                    log::Level::Error,
+                    &format!("cannot wait for the demote hook: {e}"),
+                );
                 break None;
             }
         }
         if !signalled && elapsed() >= settings.timeout {
-            say("the demote hook timed out: SIGTERM to its process group");
+            say(
+                log::Level::Error,
+                "the demote hook timed out: SIGTERM to its process group",
+            );
             // SAFETY: kill(2) of the hook's own process group.
             unsafe {
                 libc::kill(-group, libc::SIGTERM);
             }
             signalled = true;
         } else if signalled && elapsed() >= settings.timeout + settings.kill_grace {
-            say("the demote hook outlived its kill grace: SIGKILL");
+            say(
+                log::Level::Error,
+                "the demote hook outlived its kill grace: SIGKILL",
+            );
             // SAFETY: as above.
             unsafe {
                 libc::kill(-group, libc::SIGKILL);
@@ -567,12 +607,14 @@ fn run_demote(hook: &PathBuf, epoch: Epoch, settings: &Settings) {
     }
     let took = elapsed().as_secs_f64() * 1000.0;
     match status {
-        Some(s) => say(&format!(
-            "demote hook for epoch {epoch} ended ({s}) after {took:.1} ms"
-        )),
-        None => say(&format!(
-            "demote hook for epoch {epoch} lost after {took:.1} ms"
-        )),
+        Some(s) => say(
+            log::Level::Info,
+            &format!("demote hook for epoch {epoch} ended ({s}) after {took:.1} ms"),
+        ),
+        None => say(
+            log::Level::Error,
+            &format!("demote hook for epoch {epoch} lost after {took:.1} ms"),
+        ),
     }
 }
 
@@ -603,7 +645,7 @@ pub fn lock_memory(who: &str) {
         let e = io::Error::last_os_error();
         let text = format!("{who}: cannot lock memory ({e}); a page fault may delay it");
         if who == "lease guard" {
-            say(&text);
+            say(log::Level::Warn, &text);
         } else {
             log::warn!("{text}");
         }

@@ -89,7 +89,7 @@ fn journal_stream_is(var: Option<&str>, dev: u64, ino: u64) -> bool {
 }
 
 /// The style for standard error in this process.
-fn stderr_style() -> Style {
+pub fn stderr_style() -> Style {
     let var = std::env::var("JOURNAL_STREAM").ok();
     let meta = io::stderr()
         .as_fd()
