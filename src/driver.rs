@@ -164,6 +164,8 @@ struct Driver {
     role_since: Instant,
     last_lateness_warning: Option<Instant>,
     stopping: bool,
+    /// READY=1 went to the service manager.
+    ready: bool,
     /// The newest state the core asked to persist, for a retry after a
     /// failed write.
     last_persist: Persisted,
@@ -298,6 +300,7 @@ impl Driver {
             role_since: start,
             last_lateness_warning: None,
             stopping: false,
+            ready: false,
             last_persist: Persisted {
                 promised: stored.promised,
                 leader: stored.leader,
@@ -308,7 +311,6 @@ impl Driver {
         info!("{}", driver.cfg.summary());
         driver.drain(start);
         if let Some(n) = driver.notifier.as_mut() {
-            n.ready();
             n.status("starting: running the start-up demote hook");
         }
         Ok(driver)
@@ -672,6 +674,15 @@ impl Driver {
             }
             if !fed {
                 break;
+            }
+        }
+        if !self.ready && self.node.started() {
+            // Ready once the start-up demote has ended: until then the host
+            // may still hold what an earlier run held.
+            self.ready = true;
+            if let Some(n) = self.notifier.as_mut() {
+                n.ready();
+                n.status("start-up demote done: joining the cluster");
             }
         }
         self.guard.update(self.node.lease());

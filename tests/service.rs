@@ -37,9 +37,13 @@ impl Solo {
         std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let hook = dir.join("hook");
+        // A hook that takes its time, so that READY before its end shows.
         std::fs::write(
             &hook,
-            format!("#!/bin/sh\necho \"$1 $2\" >> {}/hooks.log\n", dir.display()),
+            format!(
+                "#!/bin/sh\nsleep 0.3\necho \"$1 $2\" >> {}/hooks.log\n",
+                dir.display()
+            ),
         )
         .expect("hook");
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -166,7 +170,8 @@ fn notify_watchdog_status_reload_and_stop() {
     let manager = UnixDatagram::bind(&notify_path).expect("bind notify socket");
     solo.start(&notify_path, 200_000);
 
-    // READY comes first, once the sockets are bound and the state is loaded.
+    // READY comes first, once the sockets are bound, the state is loaded
+    // and the start-up demote hook has ended: the host holds nothing then.
     let got = collect(&manager, Duration::from_secs(5), |g| {
         g.iter().any(|(_, m)| m == "READY=1")
     });
@@ -175,6 +180,12 @@ fn notify_watchdog_status_reload_and_stop() {
     assert!(
         solo.socket().exists(),
         "READY before the control socket was bound"
+    );
+    let hooks = std::fs::read_to_string(solo.dir.join("hooks.log")).unwrap_or_default();
+    assert!(
+        hooks.lines().next() == Some("demote 0"),
+        "READY before the start-up demote ended: hooks.log {hooks:?}\n{}",
+        solo.log()
     );
 
     // STATUS says leader once this one-member cluster elects itself.

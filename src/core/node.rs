@@ -920,6 +920,11 @@ impl Node {
         }));
     }
 
+    /// The start-up demote has ended: the node takes part in the protocol.
+    pub fn started(&self) -> bool {
+        !matches!(self.state, State::Starting)
+    }
+
     /// The newest heartbeat this node sent, for tests that echo it.
     #[cfg(test)]
     pub(super) fn newest_heartbeat(&self) -> Seq {
