@@ -950,11 +950,15 @@ impl Driver {
 struct SentMemory {
     /// `(seq, last 8 bytes of the datagram)`, oldest first, seqs increasing.
     recent: std::collections::VecDeque<(u64, [u8; 8])>,
+    /// The first seq this run sent: a run numbers its messages upward from
+    /// its own random start, so nothing below it is this run's.
+    first: Option<u64>,
 }
 
 impl SentMemory {
     /// Remembers a datagram about to be sent.
     fn remember(&mut self, seq: u64, datagram: &[u8]) {
+        self.first.get_or_insert(seq);
         if self.recent.len() == SENT_MEMORY {
             self.recent.pop_front();
         }
@@ -962,14 +966,15 @@ impl SentMemory {
     }
 
     /// Whether a received datagram of this node's id and incarnation was
-    /// surely sent by someone else: its seq was never sent yet, or a
-    /// different datagram was sent with it. One older than the memory may be
-    /// an old datagram of ours replayed, so it is not.
+    /// surely sent by someone else: its seq was never sent yet (above the
+    /// newest, or below this run's first), or a different datagram was sent
+    /// with it. One older than the memory but not below the first may be an
+    /// old datagram of ours replayed, so it is not.
     fn foreign(&self, seq: u64, datagram: &[u8]) -> bool {
         let Some(&(newest, _)) = self.recent.back() else {
             return true;
         };
-        if seq > newest {
+        if seq > newest || self.first.is_some_and(|first| seq < first) {
             return true;
         }
         match self.recent.binary_search_by_key(&seq, |&(s, _)| s) {
@@ -1081,13 +1086,14 @@ mod tests {
         );
         assert!(m.foreign(6, &datagram(6, 0)), "a seq not sent yet");
         assert!(
-            !m.foreign(0, &datagram(0, 9)),
-            "older than memory: maybe a replay"
+            m.foreign(0, &datagram(0, 9)),
+            "below this run's first seq: never ours"
         );
         for seq in 6..6 + SENT_MEMORY as u64 {
             m.remember(seq, &datagram(seq, 0));
         }
         assert_eq!(m.recent.len(), SENT_MEMORY);
         assert!(!m.foreign(3, &datagram(3, 9)), "forgotten: maybe a replay");
+        assert!(m.foreign(0, &datagram(0, 9)), "still below the first");
     }
 }
