@@ -72,6 +72,9 @@ pub enum Request {
     /// `reload`: read the configuration file again and answer with the
     /// verdict, what changed or why the running configuration stays.
     Reload,
+    /// `role`: one line, `leader epoch E` while this node leads (its lease
+    /// not over), else `follower` with the leader it follows, if any.
+    Role,
 }
 
 impl Request {
@@ -81,6 +84,7 @@ impl Request {
         match words.as_slice() {
             ["status"] => Ok(Request::Status { json: false }),
             ["status", "json"] => Ok(Request::Status { json: true }),
+            ["role"] => Ok(Request::Role),
             ["step-down"] => Ok(Request::StepDown { to: None }),
             ["step-down", node] => match node.parse::<u32>() {
                 Ok(id) if id > 0 => Ok(Request::StepDown {
@@ -109,6 +113,7 @@ impl fmt::Display for Request {
             Request::StepDown { to: Some(n) } => write!(f, "step-down {n}"),
             Request::Metrics => f.write_str("metrics"),
             Request::Reload => f.write_str("reload"),
+            Request::Role => f.write_str("role"),
         }
     }
 }
@@ -610,6 +615,7 @@ mod tests {
     fn request_lines() {
         let cases = [
             ("status", Ok(Request::Status { json: false })),
+            ("role", Ok(Request::Role)),
             ("status json", Ok(Request::Status { json: true })),
             ("  status   json ", Ok(Request::Status { json: true })),
             ("step-down", Ok(Request::StepDown { to: None })),

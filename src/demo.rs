@@ -74,7 +74,10 @@ impl Demo {
             children: (0..NODES).map(|_| None).collect(),
             lines_tx,
             lines,
-            color: std::io::stdout().is_terminal(),
+            color: use_color(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ),
             rows: Vec::new(),
         };
         if let Err(e) = demo.write_files() {
@@ -453,4 +456,24 @@ fn random_bytes(n: usize) -> Vec<u8> {
         let _ = f.read_exact(&mut buf);
     }
     buf
+}
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (no-color.org).
+fn use_color(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.map_or(true, |v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_color;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn no_color_turns_colour_off_on_a_terminal() {
+        assert!(use_color(true, None));
+        assert!(use_color(true, Some(OsStr::new(""))));
+        assert!(!use_color(true, Some(OsStr::new("1"))));
+        assert!(!use_color(false, None));
+    }
 }

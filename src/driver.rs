@@ -861,6 +861,18 @@ impl Driver {
 
     // ----- control -----
 
+    /// The answer to `role`: whether this node leads now, in one line.
+    fn role_line(&self, now: Instant) -> String {
+        let t = self.time(now);
+        match self.node.lease() {
+            Some((epoch, end)) if t < end => format!("leader epoch {epoch}\n"),
+            _ => match self.node.status(t).leader {
+                Some(l) if l != self.cfg.node => format!("follower of node {l}\n"),
+                _ => "follower, no leader known\n".to_string(),
+            },
+        }
+    }
+
     fn on_control(&mut self, token: Token, now: Instant) {
         let Some(c) = self.control.as_mut() else {
             return;
@@ -873,6 +885,7 @@ impl Driver {
                 Request::Status { json: false } => Ok(self.render(now, control::render_status)),
                 Request::Metrics => Ok(self.render(now, control::render_metrics)),
                 Request::Reload => self.reload(now).map(|text| format!("{text}\n")),
+                Request::Role => Ok(self.role_line(now)),
                 Request::StepDown { to } => {
                     if self.step_down_client.is_some() {
                         Err("a step-down is already under way".to_string())

@@ -49,6 +49,16 @@ enum Command {
         #[arg(short, long, default_value = "/etc/regent/regent.toml")]
         config: PathBuf,
     },
+    /// Whether this node leads: exit 0 if it does (its lease is not over),
+    /// 1 if it does not, 2 if the daemon cannot be asked. Prints one line
+    /// (`leader epoch E`, or `follower ...`) unless --quiet.
+    IsLeader {
+        #[command(flatten)]
+        target: Target,
+        /// Print nothing; the exit status says it.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Ask the running daemon for its view of the cluster.
     Status {
         #[command(flatten)]
@@ -189,6 +199,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { target, json } => ask(&target, Request::Status { json }),
+        Command::IsLeader { target, quiet } => is_leader(&target, quiet),
         Command::StepDown { target, to } => ask(&target, Request::StepDown { to: to.map(NodeId) }),
         Command::Metrics { target } => ask(&target, Request::Metrics),
         Command::Reload { target } => ask(&target, Request::Reload),
@@ -377,39 +388,8 @@ fn run(config: &Path) -> ExitCode {
 /// journal, at its priority, and a second copy at the journal's default
 /// priority would only muddle it. The exit status still tells it.
 fn ask(target: &Target, request: Request) -> ExitCode {
-    let socket = match (&target.socket, target.pid) {
-        (Some(s), _) => s.clone(),
-        (None, Some(pid)) => match regentd::control::socket_of_process(pid) {
-            Ok(socket) => socket,
-            Err(e) => {
-                eprintln!("regent: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        (None, None) => {
-            let text = match std::fs::read_to_string(&target.config) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!(
-                        "regent: cannot read {}: {e} (give --socket PATH or -c FILE)",
-                        target.config.display()
-                    );
-                    return ExitCode::FAILURE;
-                }
-            };
-            match regentd::config::control_socket(&text, &target.config) {
-                Ok(socket) => socket,
-                Err(e) => {
-                    eprintln!("{e}");
-                    eprintln!(
-                        "regent: cannot tell the control socket from {} (give --socket PATH); \
-                         nothing was sent to the daemon",
-                        target.config.display()
-                    );
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
+    let Some(socket) = socket_of(target) else {
+        return ExitCode::FAILURE;
     };
     let logged = request == Request::Reload && regentd::logging::stderr_is_journal();
     let request = request.to_string();
@@ -422,4 +402,67 @@ fn ask(target: &Target, request: Request) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `regent is-leader`: 0 leading, 1 not, 2 cannot tell (as grep does).
+fn is_leader(target: &Target, quiet: bool) -> ExitCode {
+    const CANNOT_TELL: u8 = 2;
+    let Some(socket) = socket_of(target) else {
+        return ExitCode::from(CANNOT_TELL);
+    };
+    match regentd::control::exchange(&socket, &Request::Role.to_string(), Duration::from_secs(10))
+    {
+        Ok(Answer::Ok(text)) => {
+            if !quiet {
+                out(&text);
+            }
+            if text.starts_with("leader ") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Answer::Error(e)) | Err(e) => {
+            eprintln!("regent: {e}");
+            ExitCode::from(CANNOT_TELL)
+        }
+    }
+}
+
+/// The control socket `target` names, or `None` after saying why not.
+fn socket_of(target: &Target) -> Option<PathBuf> {
+    Some(match (&target.socket, target.pid) {
+        (Some(s), _) => s.clone(),
+        (None, Some(pid)) => match regentd::control::socket_of_process(pid) {
+            Ok(socket) => socket,
+            Err(e) => {
+                eprintln!("regent: {e}");
+                return None;
+            }
+        },
+        (None, None) => {
+            let text = match std::fs::read_to_string(&target.config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!(
+                        "regent: cannot read {}: {e} (give --socket PATH or -c FILE)",
+                        target.config.display()
+                    );
+                    return None;
+                }
+            };
+            match regentd::config::control_socket(&text, &target.config) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!(
+                        "regent: cannot tell the control socket from {} (give --socket PATH); \
+                         nothing was sent to the daemon",
+                        target.config.display()
+                    );
+                    return None;
+                }
+            }
+        }
+    })
 }

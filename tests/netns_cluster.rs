@@ -11,7 +11,7 @@ mod netns;
 #[path = "cluster/mod.rs"]
 mod cluster;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster::{realtime_ns, wait_until, Cluster, Opts};
 use netns::{require_root, Lan};
@@ -343,7 +343,18 @@ fn status_agrees_on_every_host() {
     let (_, table) = c.ctl(1, &["status"]);
     println!("{table}");
     assert!(agreed, "hosts disagree on the leader\n{}", c.dump());
-    let _ = Instant::now();
+    // `regent is-leader`: exit 0 on the leader only, and a line that says so.
+    for h in 1..=3 {
+        let (ok, line) = c.ctl(h, &["is-leader"]);
+        if h == leader {
+            assert!(ok && line == format!("leader epoch {epoch}\n"), "host {h}: {line}");
+        } else {
+            assert!(
+                !ok && line == format!("follower of node {leader}\n"),
+                "host {h}: {line}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -237,6 +237,22 @@ fn notify_watchdog_status_reload_and_stop() {
         ok && status.contains("\"role\":\"leader\""),
         "still leading after a bad reload: {status}"
     );
+    // `regent is-leader` answers with its exit status: 0 here, where the
+    // one member leads; 2 where no daemon answers.
+    let out = Command::new(bin())
+        .args(["is-leader", "--socket"])
+        .arg(solo.socket())
+        .output()
+        .expect("regent");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "leader epoch 1\n");
+    let out = Command::new(bin())
+        .args(["is-leader", "--quiet", "--socket"])
+        .arg(solo.dir.join("nobody.sock"))
+        .output()
+        .expect("regent");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
 
     // SIGTERM: STOPPING, the demote hook, exit 0.
     solo.signal(libc::SIGTERM);
