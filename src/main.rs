@@ -410,8 +410,7 @@ fn is_leader(target: &Target, quiet: bool) -> ExitCode {
     let Some(socket) = socket_of(target) else {
         return ExitCode::from(CANNOT_TELL);
     };
-    match regentd::control::exchange(&socket, &Request::Role.to_string(), Duration::from_secs(10))
-    {
+    match regentd::control::exchange(&socket, &Request::Role.to_string(), Duration::from_secs(10)) {
         Ok(Answer::Ok(text)) => {
             if !quiet {
                 out(&text);

@@ -347,7 +347,10 @@ fn status_agrees_on_every_host() {
     for h in 1..=3 {
         let (ok, line) = c.ctl(h, &["is-leader"]);
         if h == leader {
-            assert!(ok && line == format!("leader epoch {epoch}\n"), "host {h}: {line}");
+            assert!(
+                ok && line == format!("leader epoch {epoch}\n"),
+                "host {h}: {line}"
+            );
         } else {
             assert!(
                 !ok && line == format!("follower of node {leader}\n"),
