@@ -298,6 +298,7 @@ impl NodeCheck {
                 Effect::Transition(_)
                 | Effect::StepDownResult(_)
                 | Effect::NotFresh { .. }
+                | Effect::Member(_)
                 | Effect::Exit => {}
             }
         }

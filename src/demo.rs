@@ -322,7 +322,8 @@ impl Demo {
                 Ok(l) => l,
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(format!(
-                        "no new leader within {limit:?}; logs are in {}",
+                        "no new leader within {}; logs are in {}",
+                        crate::logging::Took(limit),
                         self.dir.display()
                     ))
                 }

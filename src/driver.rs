@@ -28,6 +28,7 @@ use crate::core::{
 };
 use crate::guard::GuardClient;
 use crate::hooks::{HookConfig, HookRunner};
+use crate::logging::Took;
 use crate::net::Endpoint;
 use crate::notify::Notifier;
 use crate::persist::{Done, Writer};
@@ -627,6 +628,7 @@ impl Driver {
                         self.hooks.request(req, self.poll.registry(), fresh);
                     }
                     Effect::Transition(t) => self.on_transition(&t, now),
+                    Effect::Member(m) => log_member(&m),
                     Effect::StepDownResult(r) => {
                         let registry = self.poll.registry();
                         if let (Some(c), Some(client)) =
@@ -763,13 +765,17 @@ impl Driver {
         let held = now.duration_since(self.role_since);
         self.role_since = now;
         let leader = t.leader.map_or("none".to_string(), |l| l.to_string());
+        let lost = t.lost.map_or(String::new(), |l| match l.silent_for {
+            Some(d) => format!(" (leader {} last heard {} ago)", l.id, Took(d)),
+            None => format!(" (leader {} not heard since this daemon started)", l.id),
+        });
         info!(
-            "transition: {} epoch {} leader {} reason {} (previous state held {:.3}s)",
+            "transition: {} epoch {} leader {} reason {}{lost} (previous state held {})",
             t.role,
             t.epoch,
             leader,
             t.reason,
-            held.as_secs_f64()
+            Took(held)
         );
         if t.role == Role::Leader {
             self.counters.elections_won += 1;
@@ -999,6 +1005,17 @@ impl SentMemory {
 }
 
 /// The last 8 bytes of a datagram: the end of its tag.
+/// A member came back or fell silent: one line each way, so the journal
+/// tells when a host died and when it returned.
+fn log_member(m: &crate::core::MemberChange) {
+    let ago = Took(m.silent_for);
+    match (m.alive, m.left) {
+        (true, _) => info!("member {} is up", m.id),
+        (false, true) => info!("member {} left: it said it is stopping", m.id),
+        (false, false) => warn!("member {} is down: last heard {ago} ago", m.id),
+    }
+}
+
 fn tag_end(datagram: &[u8]) -> [u8; 8] {
     let mut end = [0u8; 8];
     let n = datagram.len().min(8);

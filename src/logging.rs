@@ -514,8 +514,36 @@ pub fn tick(now: Instant) {
     );
 }
 
+/// A duration as an operator reads it in a log line: `0.8 ms`, `837.5 ms`,
+/// `1.250 s`, `95.0 s`. Never Rust's Debug form (`837.472µs`, `0ns`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Took(pub Duration);
+
+impl std::fmt::Display for Took {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs_f64();
+        if secs < 1.0 {
+            write!(f, "{:.1} ms", secs * 1e3)
+        } else if secs < 60.0 {
+            write!(f, "{secs:.3} s")
+        } else {
+            write!(f, "{secs:.1} s")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_in_milliseconds_or_seconds() {
+        let shown = |d| Took(d).to_string();
+        assert_eq!(shown(Duration::ZERO), "0.0 ms");
+        assert_eq!(shown(Duration::from_nanos(837_472)), "0.8 ms");
+        assert_eq!(shown(Duration::from_micros(837_472)), "837.5 ms");
+        assert_eq!(shown(Duration::from_millis(1250)), "1.250 s");
+        assert_eq!(shown(Duration::from_secs(95)), "95.0 s");
+    }
+
     use super::*;
     use std::os::unix::net::UnixDatagram;
 

@@ -82,6 +82,34 @@ fn crash_test(opts: Opts) {
         c.dump()
     );
     c.check_history(&[(leader, killed)]);
+    // The survivors' logs say who died, when it was last heard, and whom the
+    // leader-lost transition lost; durations read as an operator reads them.
+    let log = std::fs::read_to_string(c.daemon_log(next.node)).unwrap_or_default();
+    for (what, needle) in [
+        (
+            "the leader's death",
+            format!("member {leader} is down: last heard "),
+        ),
+        (
+            "the lost leader",
+            format!("reason leader-lost (leader {leader} last heard "),
+        ),
+        ("members coming up", format!("member {leader} is up")),
+    ] {
+        assert!(
+            log.contains(&needle),
+            "no line for {what} ({needle:?}) in\n{log}"
+        );
+    }
+    let debug_duration = log
+        .split(|ch: char| ch.is_whitespace() || ch == ',')
+        .find(|w| {
+            let digits = w.trim_end_matches(|ch: char| ch.is_alphabetic() || ch == 'µ');
+            w.len() > digits.len()
+                && digits.ends_with(|ch: char| ch.is_ascii_digit())
+                && ["ns", "µs", "ms", "s"].contains(&&w[digits.len()..])
+        });
+    assert_eq!(debug_duration, None, "a duration in Debug form in\n{log}");
 }
 
 #[test]

@@ -349,7 +349,7 @@ impl Config {
         };
         let lease = lease(&self.timing).map_or_else(
             || "none".to_owned(),
-            |l| format!("{:.1}ms", l.as_secs_f64() * 1e3),
+            |l| format!("{:.1} ms", l.as_secs_f64() * 1e3),
         );
         let auth = if self.auth.insecure {
             "INSECURE (no authentication)"
@@ -358,7 +358,7 @@ impl Config {
         };
         format!(
             "cluster {}, node {} of {} members (quorum {}), priority {}, {}, \
-             heartbeat {}ms, dead_after {}ms, lease {}, auth {}",
+             heartbeat {} ms, dead_after {} ms, lease {}, auth {}",
             self.cluster,
             self.node,
             self.members.len(),

@@ -512,7 +512,7 @@ fn full_unicast_config_round_trips() {
     assert_eq!(
         config.summary(),
         "cluster db-vip.2, node 2 of 3 members (quorum 2), priority 7, unicast fd00::2 port 8000, \
-         heartbeat 50ms, dead_after 250ms, lease 205.2ms, auth hmac-sha256"
+         heartbeat 50 ms, dead_after 250 ms, lease 205.2 ms, auth hmac-sha256"
     );
 }
 
@@ -799,7 +799,7 @@ fn load_and_check_command() {
         (
             0,
             "ok: cluster db-vip, node 3 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 \
-             on eth0, heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
+             on eth0, heartbeat 100 ms, dead_after 300 ms, lease 249.1 ms, auth hmac-sha256"
                 .to_owned()
         )
     );
@@ -900,7 +900,7 @@ fn reference_config_parses_and_documents_the_defaults() {
     assert_eq!(
         config.summary(),
         "cluster db-vip, node 1 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 on eth0, \
-         heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
+         heartbeat 100 ms, dead_after 300 ms, lease 249.1 ms, auth hmac-sha256"
     );
 
     // The commented-out keys are valid too, once uncommented where they apply.

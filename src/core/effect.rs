@@ -6,6 +6,8 @@
 //! reports `Input::Persisted` for its epoch, so the driver never edits or
 //! gates the core's output.
 
+use std::time::Duration;
+
 use super::message::{Message, Role};
 use super::types::{Epoch, NodeId};
 
@@ -67,6 +69,8 @@ pub enum Effect {
     RunHook(HookRequest),
     /// The node's role changed; for logs, status and the notify hook.
     Transition(Transition),
+    /// A member was heard again, or stopped being heard; for logs only.
+    Member(MemberChange),
     /// A leader heartbeat was not followed because it echoes no heartbeat
     /// of this run sent within `dead_after`: a replay of recorded traffic,
     /// a link that works one way, or a leader that has not yet heard this
@@ -161,6 +165,33 @@ pub struct Transition {
     pub leader: Option<NodeId>,
     /// Why.
     pub reason: Reason,
+    /// With `Reason::LeaderLost`: the leader no longer followed.
+    pub lost: Option<LostLeader>,
+}
+
+/// The leader a follower stopped following because it fell silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LostLeader {
+    /// The leader.
+    pub id: NodeId,
+    /// How long ago it was last heard; `None` if it never was in this run
+    /// (a promise resumed after a restart).
+    pub silent_for: Option<Duration>,
+}
+
+/// A member's liveness as this node sees it changed: heard within
+/// `dead_after` (alive) or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberChange {
+    /// The member.
+    pub id: NodeId,
+    /// It is alive now.
+    pub alive: bool,
+    /// It said it was shutting down (a graceful stop), rather than falling
+    /// silent.
+    pub left: bool,
+    /// How long ago it was last heard.
+    pub silent_for: Duration,
 }
 
 /// Why a node changed role or runs a hook. `as_str` is the word hooks get

@@ -10,7 +10,8 @@ mod message;
 mod types;
 
 pub use effect::{
-    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Reason, Transition,
+    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, LostLeader, MemberChange,
+    Persisted, Reason, Transition,
 };
 pub use message::{Body, Heartbeat, Message, NackReason, Role};
 pub use types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};

@@ -15,7 +15,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::effect::{
-    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, Persisted, Reason, Transition,
+    Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, LostLeader, Persisted, Reason,
+    Transition,
 };
 use super::leadership::{Backoff, Candidacy, Leadership};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
@@ -595,13 +596,28 @@ impl Node {
 
     /// Decides what to do now; called after every input and timeout.
     fn evaluate(&mut self, now: Time) {
+        let out = &mut self.out;
+        self.peers
+            .report_liveness(now, self.cfg.timing.dead_after, |c| {
+                out.push_back(Effect::Member(c))
+            });
         if self.shutting_down && !matches!(self.state, State::Leader(_)) {
             self.timers.stop_all();
             return;
         }
         if let Some(s) = self.promises.expire(now) {
             if s.confirmed {
-                self.transition(Role::Follower, s.epoch, None, Reason::LeaderLost);
+                let silent_for = self.peers.get(&s.leader).and_then(|p| p.last_heard);
+                self.out.push_back(Effect::Transition(Transition {
+                    role: Role::Follower,
+                    epoch: s.epoch,
+                    leader: None,
+                    reason: Reason::LeaderLost,
+                    lost: Some(LostLeader {
+                        id: s.leader,
+                        silent_for: silent_for.map(|t| now.since(t)),
+                    }),
+                }));
             }
         }
         if self.handover.is_some_and(|(_, until)| now >= until) {
@@ -1038,6 +1054,7 @@ impl Node {
             epoch,
             leader,
             reason,
+            lost: None,
         }));
     }
 

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::effect::MemberChange;
 use super::message::{Heartbeat, Message, Role};
 use super::status::PeerStatus;
 use super::types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
@@ -43,6 +44,8 @@ pub(super) struct Peer {
     pub(super) echo_sent: Option<Time>,
     /// It said it is shutting down; dead until it is heard again.
     pub(super) left: bool,
+    /// Whether it was alive when its liveness was last reported.
+    reported_alive: bool,
 }
 
 impl Peer {
@@ -62,6 +65,7 @@ impl Peer {
             acked: Seq(0),
             echo_sent: None,
             left: false,
+            reported_alive: false,
         }
     }
 
@@ -379,6 +383,27 @@ impl Peers {
             .filter(|p| p.heartbeat_seq > Seq(0))
             .map(|p| (p.id, p.heartbeat_seq))
             .collect()
+    }
+
+    /// Reports each peer whose liveness changed since it was last reported.
+    pub(super) fn report_liveness(
+        &mut self,
+        now: Time,
+        dead_after: Duration,
+        mut report: impl FnMut(MemberChange),
+    ) {
+        for p in self.by_id.values_mut() {
+            let alive = p.alive(now, dead_after);
+            if alive != p.reported_alive {
+                p.reported_alive = alive;
+                report(MemberChange {
+                    id: p.id,
+                    alive,
+                    left: p.left,
+                    silent_for: p.last_heard.map_or(Duration::ZERO, |t| now.since(t)),
+                });
+            }
+        }
     }
 
     /// When each peer heard so far dies, or its link goes one-way, unless

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token};
 
 use crate::core::{Epoch, HookDone, HookKind, HookRequest, NodeId, Role, Time, Transition};
+use crate::logging::Took;
 use process::{Run, Spec, READ_CHUNK_BYTES};
 use schedule::{Action, Exit, Job, Note, Schedule, ScheduleConfig, Work};
 
@@ -483,8 +484,10 @@ impl HookRunner {
                 took,
                 budget,
             } => log::warn!(
-                "hook demote for epoch {epoch} took {took:?}, over the demote budget of \
-                 {budget:?}: another host may have promoted before it ended"
+                "hook demote for epoch {epoch} took {}, over the demote budget of {}: \
+                 another host may have promoted before it ended",
+                Took(took),
+                Took(budget)
             ),
             Action::Note(note) => self.log_note(note),
             Action::Start(_) | Action::Kill(_) | Action::Done(_) => {}

@@ -283,18 +283,19 @@ impl Run {
             Ending::Lost(e) => format!("status lost ({e})"),
         };
         let subject = &self.subject;
+        let elapsed = crate::logging::Took(elapsed);
         match exit {
             Exit::TimedOut => {
-                log::warn!("hook {label}[{pid}]: {subject}: timed out, {how} after {elapsed:?}")
+                log::warn!("hook {label}[{pid}]: {subject}: timed out, {how} after {elapsed}")
             }
             _ if self.cancelled => {
-                log::info!("hook {label}[{pid}]: {subject}: cancelled, {how} after {elapsed:?}")
+                log::info!("hook {label}[{pid}]: {subject}: cancelled, {how} after {elapsed}")
             }
             Exit::Ok if self.quiet => {
-                log::debug!("hook {label}[{pid}]: {subject}: {how} after {elapsed:?}")
+                log::debug!("hook {label}[{pid}]: {subject}: {how} after {elapsed}")
             }
-            Exit::Ok => log::info!("hook {label}[{pid}]: {subject}: {how} after {elapsed:?}"),
-            _ => log::warn!("hook {label}[{pid}]: {subject}: failed, {how} after {elapsed:?}"),
+            Exit::Ok => log::info!("hook {label}[{pid}]: {subject}: {how} after {elapsed}"),
+            _ => log::warn!("hook {label}[{pid}]: {subject}: failed, {how} after {elapsed}"),
         }
         (exit, self.output.dropped)
     }

@@ -879,6 +879,7 @@ mod tests {
         let mut s = Schedule::new(cfg(), Time::ZERO);
         s.set_lease(Time::ZERO, Some((Epoch(2), Time(100 * MS))));
         let t = Transition {
+            lost: None,
             role: Role::Leader,
             epoch: Epoch(2),
             leader: Some(NodeId(1)),

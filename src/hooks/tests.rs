@@ -441,6 +441,7 @@ fn environment_and_argv_are_exactly_as_documented() {
     });
     h.until(Duration::from_secs(3), "demote", |h| h.done.len() == 2);
     let t = Transition {
+        lost: None,
         role: Role::Candidate,
         epoch: Epoch(6),
         leader: Some(NodeId(2)),
@@ -537,6 +538,7 @@ fn missing_or_non_executable_hooks_fail() {
     h.request(req(HookKind::Promote, 1));
     h.request(req(HookKind::Demote, 1));
     let t = Transition {
+        lost: None,
         role: Role::Leader,
         epoch: Epoch(1),
         leader: Some(NodeId(7)),
@@ -850,6 +852,7 @@ fn notify_runs_serially_after_the_transition_hooks_with_a_bounded_queue() {
     let mut h = Harness::new(cfg);
     for epoch in 1..=10 {
         let t = Transition {
+            lost: None,
             role: Role::Follower,
             epoch: Epoch(epoch),
             leader: None,

@@ -807,6 +807,10 @@ impl Sim {
                     Effect::NotFresh { from } => {
                         self.log(format!("n{} does not follow n{from}: not fresh", i + 1));
                     }
+                    Effect::Member(m) => {
+                        let state = if m.alive { "up" } else { "down" };
+                        self.log(format!("n{} sees n{} {state}", i + 1, m.id.0));
+                    }
                     Effect::Exit => {
                         self.log(format!("n{} exits", i + 1));
                         self.down(i);

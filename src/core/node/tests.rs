@@ -2,7 +2,7 @@
 //! through `handle` and `handle_timeout` as the driver drives them.
 
 use super::*;
-use crate::core::Timing;
+use crate::core::{MemberChange, Timing};
 
 const MS: u64 = 1_000_000;
 
@@ -807,4 +807,62 @@ fn runs_number_their_messages_from_different_starts() {
     let b = b.newest_heartbeat();
     assert!(a.0 > 1 << 20 && b.0 > 1 << 20, "not from zero: {a:?} {b:?}");
     assert!(a.0.abs_diff(b.0) > 1 << 20, "far apart: {a:?} {b:?}");
+}
+
+#[test]
+fn a_silent_leader_is_named_when_lost_and_members_are_reported_down_and_up() {
+    let (mut n, mut p2, mut p3, t0) = voter(0);
+    p2.hears(&n);
+    n.handle(t0, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+    while n.poll_effect().is_some() {}
+    let mut effects = Vec::new();
+    let mut t = t0;
+    // Node 2 falls silent; node 3 keeps heartbeating.
+    while t < t0 + Duration::from_millis(500) {
+        t = t + Duration::from_millis(10);
+        n.handle_timeout(t);
+        if (t.0 - t0.0) % (100 * MS) == 0 {
+            p3.hears(&n);
+            n.handle(t, p3.heartbeat(Role::Follower, None, true));
+        }
+        effects.extend(std::iter::from_fn(|| n.poll_effect()).map(|e| (t, e)));
+    }
+    let down: Vec<_> = effects
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Effect::Member(m) => Some((*at, *m)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(down.len(), 1, "only node 2 changed: {down:?}");
+    let (at, m) = down[0];
+    assert_eq!((m.id, m.alive, m.left), (NodeId(2), false, false));
+    assert_eq!(m.silent_for, at.since(t0));
+    assert!(m.silent_for >= Duration::from_millis(300), "{m:?}");
+    let lost = effects
+        .iter()
+        .find_map(|(at, e)| match e {
+            Effect::Transition(tr) if tr.reason == Reason::LeaderLost => Some((*at, tr.lost)),
+            _ => None,
+        })
+        .expect("leader-lost");
+    assert_eq!(
+        lost.1,
+        Some(LostLeader {
+            id: NodeId(2),
+            silent_for: Some(lost.0.since(t0)),
+        })
+    );
+
+    // Node 2 comes back: reported up once; a second heartbeat reports nothing.
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    n.handle(t, p2.heartbeat(Role::Follower, None, true));
+    let ups: Vec<MemberChange> = std::iter::from_fn(|| n.poll_effect())
+        .filter_map(|e| match e {
+            Effect::Member(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert!(ups[0].alive && ups[0].id == NodeId(2));
 }
