@@ -150,6 +150,7 @@ pub fn node(data: &[u8]) {
         preempt: r.bit(),
         preempt_delay: Duration::from_millis(500),
         holdoff: Duration::from_millis(1000),
+        witness: false,
     };
     let start_promised = Epoch(u64::from(r.byte() % 4));
     let mut node = Node::new(

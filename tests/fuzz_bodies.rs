@@ -238,6 +238,7 @@ fn epoch_exhaustion_never_leads_an_epoch_twice() {
         preempt: true,
         preempt_delay: Duration::from_millis(500),
         holdoff: Duration::from_millis(1000),
+        witness: false,
     };
     // It led epoch u64::MAX before a restart.
     let promised = Epoch(u64::MAX);

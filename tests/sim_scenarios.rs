@@ -521,3 +521,70 @@ fn a_follower_restart_at_exact_quorum_keeps_the_leader() {
     );
     assert_eq!(sim.leader(), Some((N1, Epoch(1))));
 }
+
+/// Two hosts and a witness. n1 (priority 200) and n2 (100) can lead; n3 is
+/// a witness and ranks highest (250), which must not matter. n1 leads
+/// epoch 1. The witness dies at 1000 ms and returns at 2000 ms: n1 keeps
+/// its lease on n2's acks. n1 dies at 3000 ms: n2 leads epoch 2 about
+/// dead_after later, on the witness's vote (n1's guard restarts it a
+/// second after its fence, and it follows n2). The witness dies for good
+/// at 5000 ms: n2 keeps leading on n1's acks. n2 dies at 5500 ms: n1 alone
+/// is no quorum, and no one leads until n2 is back. The witness never runs
+/// a hook.
+#[test]
+fn two_hosts_and_a_witness_fail_over_and_never_let_the_witness_lead() {
+    let mut plan = Plan::fixed(3, budget_timing());
+    plan.priorities = vec![200, 100, 250];
+    plan.witnesses = vec![false, false, true];
+    let mut sim = pinned(plan);
+    for i in 0..3 {
+        sim.start_at(i, ms(0));
+    }
+    sim.crash_at(N3, ms(1_000));
+    sim.restart_at(N3, ms(2_000));
+    sim.crash_at(N1, ms(3_000));
+    sim.crash_at(N3, ms(5_000));
+    sim.crash_at(N2, ms(5_500));
+    sim.run_until(ms(2_900));
+    assert_eq!(
+        sim.leader(),
+        Some((N1, Epoch(1))),
+        "the witness's death moves nothing"
+    );
+    sim.run_until(ms(5_450));
+    assert_eq!(
+        sim.leader(),
+        Some((N2, Epoch(2))),
+        "nor does it with n1 back"
+    );
+    sim.run_until(ms(6_500));
+    assert_eq!(sim.leader(), None, "one host alone never leads");
+
+    within("n1 promotes epoch 1", promoted(&sim, N1, 1), 295, 310);
+    within("n2 promotes epoch 2", promoted(&sim, N2, 2), 3_150, 3_350);
+    let demotes_before = |node: usize, until: u64| {
+        first(
+            &sim,
+            |o| matches!(o, Observed::Demote { node: n, .. } if *n == node),
+        )
+        .filter(|&at| at < ms(until))
+    };
+    assert_eq!(demotes_before(N1, 3_000), None, "n1 holds until it dies");
+    assert_eq!(demotes_before(N2, 5_500), None, "n2 holds until it dies");
+    let promotes_late = sim
+        .observed()
+        .filter(|(at, o)| *at > ms(5_500) && matches!(o, Observed::Promote { .. }))
+        .count();
+    assert_eq!(promotes_late, 0, "no promote without a quorum");
+    let witness_acts = first(&sim, |o| match o {
+        Observed::Promote { node, .. } | Observed::Demote { node, .. } => *node == N3,
+        Observed::Transition { node, transition } => {
+            *node == N3 && transition.role != regentd::core::Role::Follower
+        }
+        _ => false,
+    });
+    assert_eq!(
+        witness_acts, None,
+        "the witness neither leads nor runs a hook"
+    );
+}

@@ -322,6 +322,7 @@ impl Config {
             preempt: self.election.preempt,
             preempt_delay: self.election.preempt_delay,
             holdoff: self.election.holdoff,
+            witness: false,
         }
     }
 

@@ -81,6 +81,11 @@ pub struct CoreConfig {
     pub preempt_delay: Duration,
     /// Time a node stays ineligible after a failed promote or a step-down.
     pub holdoff: Duration,
+    /// This node is a witness: it heartbeats, acks claims and persists its
+    /// promises like any member, and counts toward the quorum, but it is
+    /// never eligible to lead and asks for no hook, not even the start-up
+    /// demote.
+    pub witness: bool,
 }
 
 mod guard;

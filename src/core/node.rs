@@ -150,7 +150,13 @@ impl Node {
             out: VecDeque::new(),
             cfg,
         };
-        node.run_hook(HookKind::Demote, persisted.promised, None, Reason::Startup);
+        if node.cfg.witness {
+            // Nothing to demote: a witness never held the resource.
+            node.state = State::Follower;
+            node.send_heartbeat(now);
+        } else {
+            node.run_hook(HookKind::Demote, persisted.promised, None, Reason::Startup);
+        }
         node
     }
 
@@ -955,10 +961,11 @@ impl Node {
         1 + self.peers.linked_count(now, self.cfg.timing.dead_after)
     }
 
-    /// Healthy, able to persist, out of hold-off, alone with its id and not
-    /// stopping.
+    /// Not a witness, healthy, able to persist, out of hold-off, alone with
+    /// its id and not stopping.
     fn eligible(&self, now: Time) -> bool {
-        self.healthy
+        !self.cfg.witness
+            && self.healthy
             && self.storage_ok
             && now >= self.holdoff_until
             && now >= self.impostor_until

@@ -73,6 +73,8 @@ pub struct Plan {
     pub preempt_delay: Duration,
     pub holdoff: Duration,
     pub priorities: Vec<u32>,
+    /// Which members are witnesses: they vote but never lead.
+    pub witnesses: Vec<bool>,
     /// Virtual length of the fault phase.
     pub chaos: Duration,
     /// Loss percentage in `Lossy` runs.
@@ -102,6 +104,7 @@ impl Plan {
             preempt_delay: Duration::from_millis(5_000),
             holdoff: Duration::from_millis(10_000),
             priorities: vec![100; nodes],
+            witnesses: vec![false; nodes],
             chaos: Duration::ZERO,
             loss_percent: 0,
             scripted: true,
@@ -146,6 +149,7 @@ impl Plan {
             preempt: rng.chance(70),
             preempt_delay: Duration::from_millis(rng.range(0, 1500)),
             holdoff: Duration::from_millis(rng.range(200, 2000)),
+            witnesses: vec![false; nodes],
             priorities,
             chaos: Duration::from_millis(rng.range(3_000, 12_000)),
             loss_percent: rng.range(5, 20) as u32,
@@ -159,6 +163,13 @@ impl Plan {
         // Drawn last, so the other plans stay what they were.
         if plan.scenario == Scenario::Chaos && rng.chance(15) {
             plan.scenario = Scenario::OneWay;
+        }
+        // Two or four hosts and a witness, the safe small clusters.
+        if rng.chance(20) {
+            plan.nodes = if rng.chance(50) { 3 } else { 5 };
+            plan.priorities = (0..plan.nodes).map(|_| rng.range(1, 200) as u32).collect();
+            plan.witnesses = vec![false; plan.nodes];
+            plan.witnesses[rng.range(0, plan.nodes as u64 - 1) as usize] = true;
         }
         plan
     }
@@ -411,6 +422,7 @@ impl Sim {
                     preempt: plan.preempt,
                     preempt_delay: plan.preempt_delay,
                     holdoff: plan.holdoff,
+                    witness: plan.witnesses[i],
                 };
                 // Extremes of the drift bound are the interesting cases.
                 let rate_ppm = match rng.range(0, 3) {
@@ -1609,7 +1621,7 @@ impl Sim {
         let epoch = self.hosts[l].node.as_ref().and_then(|n| n.leading());
         if self.plan.preempt {
             let best = (0..self.hosts.len())
-                .filter(|&i| !self.hosts[i].lost)
+                .filter(|&i| !self.hosts[i].lost && !self.hosts[i].cfg.witness)
                 .max_by_key(|&i| (self.hosts[i].cfg.priority, self.hosts[i].id))
                 .unwrap_or(0);
             if best != l {
@@ -1806,6 +1818,7 @@ fn run_one_way(sim: &mut Sim, plan: &Plan) {
     let both_ways = |a: usize, b: usize| !blocked[a][b] && !blocked[b][a];
     let quorum = regentd::core::quorum(n);
     let can_lead: Vec<usize> = (0..n)
+        .filter(|&i| !plan.witnesses[i])
         .filter(|&i| 1 + (0..n).filter(|&j| j != i && both_ways(i, j)).count() >= quorum)
         .collect();
     sim.start(true);

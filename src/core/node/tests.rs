@@ -21,6 +21,7 @@ fn cfg(id: u32, priority: u32) -> CoreConfig {
         preempt: true,
         preempt_delay: Duration::from_millis(1000),
         holdoff: Duration::from_millis(5000),
+        witness: false,
     }
 }
 
