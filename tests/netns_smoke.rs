@@ -65,6 +65,11 @@ impl Mesh {
         assert_eq!(v4, v6, "v4 and v6 multicast disagree for {from} -> {to}");
         v4
     }
+
+    /// Like [`Mesh::reaches`], over v4 only.
+    fn v4_reaches(&self, from: usize, to: usize, rounds: u32) -> bool {
+        delivered(&self.v4[from], &self.v4[to], rounds)
+    }
 }
 
 /// Rounds of [`delivered`] to wait for a datagram that should arrive.
@@ -474,4 +479,32 @@ fn namespaces_of_dead_test_processes_are_swept() {
         "a live process's namespace {alive} was kept"
     );
     drop(lan);
+}
+
+#[test]
+fn a_routed_host_is_reached_through_the_router_and_multicast_stays_behind() {
+    if !require_root() {
+        return;
+    }
+    let lan = Lan::routed(3, &[3]);
+    let far = lan.addr4(3);
+    assert_ne!(far.octets()[2], lan.addr4(1).octets()[2], "another /24");
+    for (from, to) in [(1, 3), (3, 2), (2, 1)] {
+        assert!(
+            ping(&lan, from, lan.addr4(to).into()),
+            "ping {from} -> {to} through the router"
+        );
+    }
+    // One hop: the reply from the far subnet arrives with its TTL cut by one.
+    let out = lan.exec(1, &["ping", "-n", "-c", "1", "-W", "2", &far.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ttl=63"), "one router on the way:\n{text}");
+    // Multicast with TTL 1 does not cross it.
+    let mesh = Mesh::new(&lan, &[1, 2, 3]);
+    assert!(mesh.v4_reaches(0, 1, ARRIVES), "1 -> 2 on the switch");
+    assert!(!mesh.v4_reaches(0, 2, BLOCKED), "1 -> 3 crossed the router");
+    let prefix = lan.prefix().to_owned();
+    drop(mesh);
+    drop(lan);
+    assert_no_namespaces(&prefix);
 }

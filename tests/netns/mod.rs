@@ -7,7 +7,8 @@
 //!
 //! Architecture Invariant: everything this harness changes lives inside
 //! namespaces it created. It never touches the host's own interfaces,
-//! routes or sysctls, it gives no namespace a route off its own /24, and
+//! routes or sysctls, it gives no namespace a route off its own /24 (but
+//! for the two /24s of a routed Lan, to each other through its router), and
 //! every namespace and process it made is removed when the `Lan` drops,
 //! panics included. Leftovers of a test process that was killed outright
 //! are swept by the next `Lan::new` of any later run.
@@ -16,6 +17,7 @@
 //! process and a per-process counter, so parallel tests and parallel runs
 //! never collide and a sweep can tell whose namespace it is. Host `i` lives
 //! in `<prefix>h<i>`, the client in `<prefix>c`, the switch in `<prefix>br`,
+//! the router of a routed Lan in `<prefix>rt`,
 //! where the switch port of host `i` is named `h<i>` (of the client, `c`).
 
 // Each test crate uses a different part of the harness.
@@ -59,6 +61,8 @@ pub struct Lan {
     client: bool,
     /// The middle octets of every address: `10.X.Y.i`, `fd00:X:Y::i`.
     subnet: (u8, u8),
+    /// Hosts on a second subnet behind a router (see [`Lan::routed`]).
+    routed: Vec<usize>,
     /// Namespaces created so far, in creation order, for `Drop`.
     created: Vec<String>,
 }
@@ -68,16 +72,26 @@ impl Lan {
     /// `10.X.Y.i/24` and `fd00:X:Y::i/64` (DAD off, so usable at once),
     /// multicast on, `lo` up, and gratuitous ARP accepted and sent.
     pub fn new(hosts: usize) -> Lan {
-        Lan::build(hosts, false)
+        Lan::build(hosts, false, &[])
     }
 
     /// Like [`Lan::new`], plus a client namespace on the same switch at
     /// host number [`CLIENT`] (address `.200`), e.g. to watch a VIP move.
     pub fn with_client(hosts: usize) -> Lan {
-        Lan::build(hosts, true)
+        Lan::build(hosts, true, &[])
     }
 
-    fn build(hosts: usize, client: bool) -> Lan {
+    /// Like [`Lan::new`], but the hosts in `behind` sit on a second subnet,
+    /// `10.X.Y'.i/24` with `Y' = Y ^ 128`, behind a router: a namespace
+    /// whose `eth0` is on the switch at `10.X.Y.254` and whose `br1`, with
+    /// the routed hosts' cables, is `10.X.Y'.254`. Each side has a route to
+    /// the other's /24 through the router, and nothing else: multicast
+    /// stays on its own subnet, as it does behind a real router.
+    pub fn routed(hosts: usize, behind: &[usize]) -> Lan {
+        Lan::build(hosts, false, behind)
+    }
+
+    fn build(hosts: usize, client: bool, routed: &[usize]) -> Lan {
         assert!(
             (1..=MAX_HOSTS).contains(&hosts),
             "a Lan holds 1 to {MAX_HOSTS} hosts, not {hosts}"
@@ -94,6 +108,7 @@ impl Lan {
             hosts,
             client,
             subnet,
+            routed: routed.to_vec(),
             created: Vec::new(),
         };
         // From here on a panic drops `lan`, which removes what exists so far.
@@ -103,6 +118,9 @@ impl Lan {
             "ip -n {bridge} link add br0 type bridge mcast_snooping 0"
         ));
         run(&format!("ip -n {bridge} link set br0 up"));
+        if !routed.is_empty() {
+            lan.add_router();
+        }
         for host in 1..=hosts {
             lan.add_host(host);
         }
@@ -110,6 +128,36 @@ impl Lan {
             lan.add_host(CLIENT);
         }
         lan
+    }
+
+    /// The router of [`Lan::routed`]: forwards between the switch and `br1`.
+    fn add_router(&mut self) {
+        let (router, bridge) = (self.router_ns(), self.bridge_ns());
+        self.add_namespace(&router);
+        run(&format!(
+            "ip netns exec {router} sysctl -q -w net.ipv4.ip_forward=1"
+        ));
+        run(&format!(
+            "ip -n {router} link add eth0 type veth peer name rt netns {bridge}"
+        ));
+        run(&format!("ip -n {bridge} link set rt master br0"));
+        run(&format!("ip -n {bridge} link set rt up"));
+        let (x, y) = self.subnet;
+        run(&format!(
+            "ip -n {router} addr add 10.{x}.{y}.254/24 dev eth0"
+        ));
+        run(&format!("ip -n {router} link set eth0 up"));
+        run(&format!("ip -n {router} link add br1 type bridge"));
+        let far = y ^ 0x80;
+        run(&format!(
+            "ip -n {router} addr add 10.{x}.{far}.254/24 dev br1"
+        ));
+        run(&format!("ip -n {router} link set br1 up"));
+    }
+
+    /// The namespace of the router of [`Lan::routed`].
+    pub fn router_ns(&self) -> String {
+        format!("{}rt", self.prefix)
     }
 
     fn add_namespace(&mut self, name: &str) {
@@ -140,17 +188,36 @@ impl Lan {
         .join(" ");
         run(&format!("ip netns exec {ns} sysctl -q -w {sysctls}"));
         // Both ends are created directly in their namespaces: nothing ever
-        // appears in the host's own namespace.
+        // appears in the host's own namespace. A routed host is cabled to
+        // the router's `br1` instead of the switch.
+        let (switch_ns, switch) = if self.routed.contains(&host) {
+            (self.router_ns(), "br1")
+        } else {
+            (bridge, "br0")
+        };
         run(&format!(
-            "ip -n {ns} link add eth0 type veth peer name {port} netns {bridge}"
+            "ip -n {ns} link add eth0 type veth peer name {port} netns {switch_ns}"
         ));
-        run(&format!("ip -n {bridge} link set {port} master br0"));
-        run(&format!("ip -n {bridge} link set {port} up"));
+        run(&format!(
+            "ip -n {switch_ns} link set {port} master {switch}"
+        ));
+        run(&format!("ip -n {switch_ns} link set {port} up"));
         let v4 = format!("{}/24", self.addr4(host));
         let v6 = format!("{}/64", self.addr6(host));
         run(&format!("ip -n {ns} addr add {v4} dev eth0"));
         run(&format!("ip -n {ns} addr add {v6} dev eth0 nodad"));
         run(&format!("ip -n {ns} link set eth0 multicast on up"));
+        if !self.routed.is_empty() && host != CLIENT {
+            let (x, y) = self.subnet;
+            let (there, via) = if self.routed.contains(&host) {
+                (y, y ^ 0x80)
+            } else {
+                (y ^ 0x80, y)
+            };
+            run(&format!(
+                "ip -n {ns} route add 10.{x}.{there}.0/24 via 10.{x}.{via}.254"
+            ));
+        }
     }
 
     /// The start of every namespace name of this Lan, e.g. `rgt4242x0`.
@@ -186,7 +253,10 @@ impl Lan {
     /// Host `host`'s IPv4 address on `eth0`: `10.X.Y.host`.
     pub fn addr4(&self, host: usize) -> Ipv4Addr {
         self.check_host(host);
-        let (x, y) = self.subnet;
+        let (x, mut y) = self.subnet;
+        if self.routed.contains(&host) {
+            y ^= 0x80;
+        }
         // check_host keeps host at most CLIENT (200), which fits a byte.
         Ipv4Addr::new(10, x, y, host as u8)
     }
@@ -213,14 +283,23 @@ impl Lan {
     /// Pulls host `host`'s cable: its switch port goes down, so `eth0` loses
     /// carrier and nothing passes either way.
     pub fn cut(&self, host: usize) {
-        let (bridge, port) = (self.bridge_ns(), self.port(host));
-        run(&format!("ip -n {bridge} link set {port} down"));
+        let (switch, port) = (self.switch_ns(host), self.port(host));
+        run(&format!("ip -n {switch} link set {port} down"));
     }
 
     /// Plugs host `host`'s cable back in.
     pub fn heal(&self, host: usize) {
-        let (bridge, port) = (self.bridge_ns(), self.port(host));
-        run(&format!("ip -n {bridge} link set {port} up"));
+        let (switch, port) = (self.switch_ns(host), self.port(host));
+        run(&format!("ip -n {switch} link set {port} up"));
+    }
+
+    /// The namespace holding the other end of host `host`'s cable.
+    fn switch_ns(&self, host: usize) -> String {
+        if self.routed.contains(&host) {
+            self.router_ns()
+        } else {
+            self.bridge_ns()
+        }
     }
 
     /// Splits the LAN: the switch drops every frame between hosts of
