@@ -26,9 +26,7 @@ mod render;
 pub use conn::ClientId;
 pub use http::MetricsHttp;
 pub use locate::socket_of_process;
-pub use render::{
-    render_metrics, render_status, render_status_json, Counters, HookCounts, HookFigures, Snapshot,
-};
+pub use render::{render_metrics, render_status, render_status_json, Counters, Snapshot};
 
 use std::fmt;
 use std::fs;

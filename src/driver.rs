@@ -931,6 +931,7 @@ impl Driver {
 
     fn render(&self, now: Instant, f: impl Fn(&Snapshot) -> String) -> String {
         let status = self.node.status(self.time(now));
+        let hooks = self.hooks.stats();
         let snap = Snapshot {
             cluster: &self.cfg.cluster,
             rank: self.node.rank(),
@@ -938,7 +939,7 @@ impl Driver {
             dead_after: self.cfg.timing.dead_after,
             counters: &self.counters,
             drops: &self.drops,
-            hooks: hook_figures(&self.hooks.stats()),
+            hooks: &hooks,
             uptime: now.duration_since(self.start),
         };
         f(&snap)
@@ -1040,26 +1041,6 @@ fn hook_config(cfg: &Config) -> HookConfig {
         demote_budget: cfg.timing.demote_budget,
         node: cfg.node,
         cluster: cfg.cluster.clone(),
-    }
-}
-
-fn hook_figures(stats: &crate::hooks::HookStats) -> control::HookFigures {
-    let counts = |k: &crate::hooks::KindStats| control::HookCounts {
-        runs: k.runs,
-        failures: k.failures,
-        timeouts: k.timeouts,
-        skipped: k.skipped,
-        cancelled: k.cancelled,
-        held: k.held,
-        overruns: k.overruns,
-        last_duration: k.last_duration,
-    };
-    control::HookFigures {
-        promote: counts(&stats.promote),
-        demote: counts(&stats.demote),
-        refresh: counts(&stats.refresh),
-        notify: counts(&stats.notify),
-        check: counts(&stats.check),
     }
 }
 

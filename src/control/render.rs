@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::core::{Rank, Role, Status};
+use crate::hooks::{HookStats, KindStats};
 use crate::wire::DropCounters;
 
 /// Everything the renderers show, taken by the driver at one instant.
@@ -26,8 +27,8 @@ pub struct Snapshot<'a> {
     pub counters: &'a Counters,
     /// Datagrams dropped, per reason.
     pub drops: &'a DropCounters,
-    /// Hook runs, per kind.
-    pub hooks: HookFigures,
+    /// Hook runs, per kind, as the hook scheduler counts them.
+    pub hooks: &'a HookStats,
     /// Time since the daemon started.
     pub uptime: Duration,
 }
@@ -61,55 +62,6 @@ pub struct Counters {
     pub guard_lost: u64,
     /// Log lines dropped because the logging thread fell behind.
     pub log_lines_dropped: u64,
-}
-
-/// Counters of one kind of hook run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HookCounts {
-    /// Runs started, or attempted (a hook that could not be executed counts).
-    pub runs: u64,
-    /// Runs that exited non-zero, died of a signal or could not be executed.
-    pub failures: u64,
-    /// Runs killed at their deadline.
-    pub timeouts: u64,
-    /// Runs that never started (superseded or dropped while another ran).
-    pub skipped: u64,
-    /// Runs killed because a later request superseded them.
-    pub cancelled: u64,
-    /// Promotes held back because no lease covered them when they could start.
-    pub held: u64,
-    /// Demotes (not the start-up one) that ran longer than the demote budget.
-    pub overruns: u64,
-    /// How long the last finished run took.
-    pub last_duration: Option<Duration>,
-}
-
-/// Hook counters per kind, as the hook runner reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HookFigures {
-    /// `promote` runs.
-    pub promote: HookCounts,
-    /// `demote` runs.
-    pub demote: HookCounts,
-    /// `refresh` runs.
-    pub refresh: HookCounts,
-    /// `notify` runs.
-    pub notify: HookCounts,
-    /// Health check runs.
-    pub check: HookCounts,
-}
-
-impl HookFigures {
-    /// Every kind with its label value, in a fixed order.
-    pub fn iter(&self) -> [(&'static str, &HookCounts); 5] {
-        [
-            ("promote", &self.promote),
-            ("demote", &self.demote),
-            ("refresh", &self.refresh),
-            ("notify", &self.notify),
-            ("check", &self.check),
-        ]
-    }
 }
 
 /// One row of the member table: a peer, or this node itself.
@@ -679,7 +631,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
             n,
         );
     }
-    type Field = fn(&HookCounts) -> u64;
+    type Field = fn(&KindStats) -> u64;
     let hook_counters: [(&str, &str, Field); 6] = [
         ("regent_hook_runs_total", "Hook runs started.", |h| h.runs),
         (
@@ -853,25 +805,25 @@ mod tests {
         d
     }
 
-    fn hooks() -> HookFigures {
-        HookFigures {
-            promote: HookCounts {
+    fn hooks() -> HookStats {
+        HookStats {
+            promote: KindStats {
                 runs: 1,
                 last_duration: Some(ms(150)),
-                ..HookCounts::default()
+                ..KindStats::default()
             },
-            demote: HookCounts {
+            demote: KindStats {
                 runs: 2,
                 failures: 1,
                 last_duration: Some(ms(1500)),
-                ..HookCounts::default()
+                ..KindStats::default()
             },
-            ..HookFigures::default()
+            ..HookStats::default()
         }
     }
 
     fn with<T>(cluster: &str, f: impl FnOnce(&Snapshot) -> T) -> T {
-        let (st, c, d) = (status(), counters(), drops());
+        let (st, c, d, h) = (status(), counters(), drops(), hooks());
         let s = Snapshot {
             cluster,
             rank: rank(100, 3),
@@ -879,7 +831,7 @@ mod tests {
             dead_after: ms(300),
             counters: &c,
             drops: &d,
-            hooks: hooks(),
+            hooks: &h,
             uptime: Duration::from_secs(3723),
         };
         f(&s)
@@ -926,7 +878,7 @@ uptime     1h 2m 3s
             dead_after: ms(300),
             counters: &c,
             drops: &d,
-            hooks: HookFigures::default(),
+            hooks: &HookStats::default(),
             uptime: ms(2500),
         };
         let got = render_status(&s);

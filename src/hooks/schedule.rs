@@ -221,6 +221,17 @@ pub struct HookStats {
 }
 
 impl HookStats {
+    /// Every kind with its name (the `hook` label of metrics), in a fixed order.
+    pub fn iter(&self) -> [(&'static str, &KindStats); 5] {
+        [
+            ("promote", &self.promote),
+            ("demote", &self.demote),
+            ("refresh", &self.refresh),
+            ("notify", &self.notify),
+            ("check", &self.check),
+        ]
+    }
+
     fn of(&mut self, work: &Work) -> &mut KindStats {
         match work {
             Work::Transition(req) => match req.kind {
