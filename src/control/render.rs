@@ -429,13 +429,13 @@ impl Exposition<'_> {
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
-    /// One sample of the current family, with an extra label if given.
-    fn sample(&mut self, name: &str, label: Option<(&str, &str)>, value: impl std::fmt::Display) {
+    /// One sample of the current family, with labels beyond the cluster.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         self.out.push_str(name);
         self.out.push_str("{cluster=\"");
         label_value(&mut self.out, self.cluster);
         self.out.push('"');
-        if let Some((k, v)) = label {
+        for (k, v) in labels {
             let _ = write!(self.out, ",{k}=\"");
             label_value(&mut self.out, v);
             self.out.push('"');
@@ -446,7 +446,7 @@ impl Exposition<'_> {
     /// A family with one unlabelled (but for the cluster) sample.
     fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
         self.family(name, kind, help);
-        self.sample(name, None, value);
+        self.sample(name, &[], value);
     }
 }
 
@@ -475,7 +475,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for role in [Role::Follower, Role::Candidate, Role::Leader] {
         e.sample(
             "regent_role",
-            Some(("role", &role.to_string())),
+            &[("role", &role.to_string())],
             flag(st.role == role),
         );
     }
@@ -571,7 +571,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for p in &st.peers {
         e.sample(
             "regent_peer_alive",
-            Some(("peer", &p.id.to_string())),
+            &[("peer", &p.id.to_string())],
             flag(p.alive),
         );
     }
@@ -584,7 +584,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
         if let Some(d) = p.last_heard {
             e.sample(
                 "regent_peer_last_heard_seconds",
-                Some(("peer", &p.id.to_string())),
+                &[("peer", &p.id.to_string())],
                 d.as_secs_f64(),
             );
         }
@@ -627,7 +627,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for (reason, n) in s.drops.iter() {
         e.sample(
             "regent_packets_dropped_total",
-            Some(("reason", reason.as_str())),
+            &[("reason", reason.as_str())],
             n,
         );
     }
@@ -663,7 +663,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for (name, help, field) in hook_counters {
         e.family(name, "counter", help);
         for (hook, f) in s.hooks.iter() {
-            e.sample(name, Some(("hook", hook)), field(f));
+            e.sample(name, &[("hook", hook)], field(f));
         }
     }
     e.single(
@@ -681,10 +681,35 @@ pub fn render_metrics(s: &Snapshot) -> String {
         if let Some(d) = f.last_duration {
             e.sample(
                 "regent_hook_last_duration_seconds",
-                Some(("hook", hook)),
+                &[("hook", hook)],
                 d.as_secs_f64(),
             );
         }
+    }
+    e.family(
+        "regent_hook_duration_seconds",
+        "histogram",
+        "How long finished runs of the hook took, those that failed, timed out or were killed included.",
+    );
+    for (hook, f) in s.hooks.iter() {
+        for (bound, n) in f.durations.cumulative() {
+            let le = bound.map_or_else(|| "+Inf".to_string(), |b| b.as_secs_f64().to_string());
+            e.sample(
+                "regent_hook_duration_seconds_bucket",
+                &[("hook", hook), ("le", &le)],
+                n,
+            );
+        }
+        e.sample(
+            "regent_hook_duration_seconds_sum",
+            &[("hook", hook)],
+            f.durations.sum().as_secs_f64(),
+        );
+        e.sample(
+            "regent_hook_duration_seconds_count",
+            &[("hook", hook)],
+            f.durations.count(),
+        );
     }
     e.single(
         "regent_duplicate_id_total",
@@ -733,6 +758,7 @@ mod tests {
     use super::checkers::{check_exposition, Json, Parser, Sample};
     use super::*;
     use crate::core::{Epoch, NodeId, PeerStatus};
+    use crate::hooks::DurationHistogram;
     use crate::wire::Drop;
 
     fn ms(n: u64) -> Duration {
@@ -805,17 +831,28 @@ mod tests {
         d
     }
 
+    /// Durations of finished runs, in milliseconds, in a histogram.
+    fn timed(runs_ms: &[u64]) -> DurationHistogram {
+        let mut h = DurationHistogram::default();
+        for &took in runs_ms {
+            h.record(ms(took));
+        }
+        h
+    }
+
     fn hooks() -> HookStats {
         HookStats {
             promote: KindStats {
                 runs: 1,
                 last_duration: Some(ms(150)),
+                durations: timed(&[150]),
                 ..KindStats::default()
             },
             demote: KindStats {
                 runs: 2,
                 failures: 1,
                 last_duration: Some(ms(1500)),
+                durations: timed(&[20, 1500]),
                 ..KindStats::default()
             },
             ..HookStats::default()
@@ -1024,6 +1061,66 @@ uptime     1h 2m 3s
         assert!(!text.contains("regent_peer_last_heard_seconds{cluster=\"db-vip\",peer=\"2\"}"));
     }
 
+    /// The samples of one histogram series: (le, count) of each bucket in
+    /// order, the sum and the count.
+    fn histogram(samples: &[Sample], family: &str, hook: &str) -> (Vec<(String, f64)>, f64, f64) {
+        let of = |suffix: &str| -> Vec<&Sample> {
+            let name = format!("{family}{suffix}");
+            samples
+                .iter()
+                .filter(|(n, ls, _)| *n == name && ls.iter().any(|(k, v)| k == "hook" && v == hook))
+                .collect()
+        };
+        let buckets = of("_bucket")
+            .into_iter()
+            .map(|(_, ls, v)| {
+                let le = ls.iter().find(|(k, _)| k == "le").map(|(_, v)| v.clone());
+                (
+                    le.unwrap_or_else(|| panic!("bucket without le: {ls:?}")),
+                    *v,
+                )
+            })
+            .collect();
+        let one = |suffix: &str| {
+            let all: Vec<f64> = of(suffix).iter().map(|s| s.2).collect();
+            assert_eq!(all.len(), 1, "{family}{suffix} {hook}: {all:?}");
+            all[0]
+        };
+        (buckets, one("_sum"), one("_count"))
+    }
+
+    #[test]
+    fn hook_durations_are_a_cumulative_histogram_per_hook() {
+        let text = with("db-vip", render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(text.contains("# TYPE regent_hook_duration_seconds histogram\n"));
+        let les = [
+            "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60",
+            "+Inf",
+        ];
+        let family = "regent_hook_duration_seconds";
+        // Demote: one run of 20 ms, one of 1.5 s.
+        let (buckets, sum, count) = histogram(&samples, family, "demote");
+        let want = [0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2];
+        let got: Vec<(&str, f64)> = buckets.iter().map(|(le, n)| (le.as_str(), *n)).collect();
+        let want: Vec<(&str, f64)> = les.into_iter().zip(want.map(f64::from)).collect();
+        assert_eq!(got, want);
+        assert!((sum - 1.52).abs() < 1e-9, "sum {sum}");
+        assert_eq!(count, 2.0);
+        // Promote: one run of 150 ms, on no bound.
+        let (buckets, sum, count) = histogram(&samples, family, "promote");
+        assert_eq!(buckets[3], ("0.1".to_string(), 0.0));
+        assert_eq!(buckets[4], ("0.25".to_string(), 1.0));
+        assert_eq!((sum, count), (0.15, 1.0));
+        // Hooks that never finished a run have every bucket, at zero.
+        for hook in ["refresh", "notify", "check"] {
+            let (buckets, sum, count) = histogram(&samples, family, hook);
+            assert_eq!(buckets.len(), les.len(), "{hook}");
+            assert!(buckets.iter().all(|(_, n)| *n == 0.0), "{hook}");
+            assert_eq!((sum, count), (0.0, 0.0), "{hook}");
+        }
+    }
+
     #[test]
     fn metrics_escape_label_values() {
         let nasty = "a\"b\\c\nd";
@@ -1050,6 +1147,73 @@ uptime     1h 2m 3s
         ];
         for b in bad {
             assert!(check_exposition(b).is_err(), "accepted {b:?}");
+        }
+    }
+
+    #[test]
+    fn the_checker_rejects_bad_histograms() {
+        let head = "# HELP h_seconds H.\n# TYPE h_seconds histogram\n";
+        let bucket =
+            |le: &str, n: u32| format!("h_seconds_bucket{{cluster=\"x\",le=\"{le}\"}} {n}\n");
+        let sum = "h_seconds_sum{cluster=\"x\"} 0.5\n";
+        let count = |n: u32| format!("h_seconds_count{{cluster=\"x\"}} {n}\n");
+        let good = format!(
+            "{head}{}{}{sum}{}",
+            bucket("0.1", 1),
+            bucket("+Inf", 2),
+            count(2)
+        );
+        assert!(check_exposition(&good).is_ok(), "{good}");
+        let bad = [
+            // Not cumulative.
+            format!(
+                "{head}{}{}{sum}{}",
+                bucket("0.1", 3),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // No +Inf bucket.
+            format!("{head}{}{sum}{}", bucket("0.1", 2), count(2)),
+            // _count is not the +Inf bucket.
+            format!(
+                "{head}{}{}{sum}{}",
+                bucket("0.1", 1),
+                bucket("+Inf", 2),
+                count(3)
+            ),
+            // No _sum.
+            format!(
+                "{head}{}{}{}",
+                bucket("0.1", 1),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // No _count.
+            format!("{head}{}{}{sum}", bucket("0.1", 1), bucket("+Inf", 2)),
+            // le out of order.
+            format!(
+                "{head}{}{}{}{sum}{}",
+                bucket("0.2", 1),
+                bucket("0.1", 1),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // A bucket without le, and an le that is not a number.
+            format!(
+                "{head}h_seconds_bucket{{cluster=\"x\"}} 1\n{sum}{}",
+                count(1)
+            ),
+            format!(
+                "{head}{}{}{sum}{}",
+                bucket("fast", 1),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // A sample of the family itself, without a suffix.
+            format!("{head}h_seconds{{cluster=\"x\"}} 1\n"),
+        ];
+        for b in bad {
+            assert!(check_exposition(&b).is_err(), "accepted {b:?}");
         }
     }
 }
