@@ -124,6 +124,9 @@ struct Driver {
     config_path: PathBuf,
     cfg: Config,
     start: Instant,
+    /// The wall-clock second the daemon started, since the Unix epoch: read
+    /// once, with the incarnation floor, and only shown in metrics.
+    start_unix_s: u64,
     poll: Poll,
     node: Node,
     codec: Codec,
@@ -191,7 +194,8 @@ impl Driver {
                 | StateError::Write { .. } => Fatal::Run(e.to_string()),
                 _ => Fatal::State(e.to_string()),
             })?;
-        let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));
+        let start_unix_s = unix_seconds();
+        let incarnation = Incarnation(next_incarnation(stored.incarnation, start_unix_s));
         state
             .store(Stored {
                 incarnation: incarnation.0,
@@ -271,6 +275,7 @@ impl Driver {
         let mut driver = Driver {
             config_path,
             start,
+            start_unix_s,
             poll,
             node,
             codec,
@@ -941,6 +946,7 @@ impl Driver {
             drops: &self.drops,
             hooks: &hooks,
             uptime: now.duration_since(self.start),
+            start_unix_s: self.start_unix_s,
         };
         f(&snap)
     }
@@ -1044,8 +1050,8 @@ fn hook_config(cfg: &Config) -> HookConfig {
     }
 }
 
-/// Seconds since the Unix epoch: only a floor for the incarnation, never a
-/// protocol time.
+/// Seconds since the Unix epoch: only a floor for the incarnation and the
+/// start time shown in metrics, never a protocol time.
 fn unix_seconds() -> u64 {
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now();

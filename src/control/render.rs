@@ -31,6 +31,9 @@ pub struct Snapshot<'a> {
     pub hooks: &'a HookStats,
     /// Time since the daemon started.
     pub uptime: Duration,
+    /// When the daemon started, in whole seconds since the Unix epoch, by
+    /// the wall clock as read once at start.
+    pub start_unix_s: u64,
 }
 
 /// Counters the driver keeps. All only grow.
@@ -466,6 +469,16 @@ pub fn render_metrics(s: &Snapshot) -> String {
         out: String::new(),
         cluster: s.cluster,
     };
+    e.family(
+        "regent_build_info",
+        "gauge",
+        "Always 1; the labels describe the regent build.",
+    );
+    e.sample(
+        "regent_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
     e.single("regent_node_id", "gauge", "This node's id.", st.id);
     e.family(
         "regent_role",
@@ -747,6 +760,14 @@ pub fn render_metrics(s: &Snapshot) -> String {
         "Time since the daemon started.",
         s.uptime.as_secs_f64(),
     );
+    // The name Prometheus client libraries give it, so that dashboards and
+    // alerts written for any process (restarts, `time() - ...`) apply.
+    e.single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        s.start_unix_s,
+    );
     e.out
 }
 
@@ -870,6 +891,7 @@ mod tests {
             drops: &d,
             hooks: &h,
             uptime: Duration::from_secs(3723),
+            start_unix_s: 1_700_000_000,
         };
         f(&s)
     }
@@ -917,6 +939,7 @@ uptime     1h 2m 3s
             drops: &d,
             hooks: &HookStats::default(),
             uptime: ms(2500),
+            start_unix_s: 1_700_000_000,
         };
         let got = render_status(&s);
         for want in [
@@ -1054,6 +1077,14 @@ uptime     1h 2m 3s
         );
         assert_eq!(v("regent_duplicate_id_total", None), 0.0);
         assert_eq!(v("regent_uptime_seconds", None), 3723.0);
+        assert_eq!(v("process_start_time_seconds", None), 1_700_000_000.0);
+        assert_eq!(
+            v(
+                "regent_build_info",
+                Some(("version", env!("CARGO_PKG_VERSION")))
+            ),
+            1.0
+        );
         // Hooks that never ran have no duration sample; peers never heard no age.
         assert!(
             !text.contains("regent_hook_last_duration_seconds{cluster=\"db-vip\",hook=\"check\"}")
