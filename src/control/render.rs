@@ -644,39 +644,57 @@ pub fn render_metrics(s: &Snapshot) -> String {
             n,
         );
     }
+    // Each counter only for the kinds of run it can count (see `KindStats`):
+    // only a promote waits for a lease (held); only what a later request
+    // kills can be cancelled (a promote, a refresh, a notify); and the
+    // health check is never queued, so never skipped. A series that can
+    // only ever read 0 would pass for a measurement.
     type Field = fn(&KindStats) -> u64;
-    let hook_counters: [(&str, &str, Field); 6] = [
-        ("regent_hook_runs_total", "Hook runs started.", |h| h.runs),
+    const ALL: &[&str] = &["promote", "demote", "refresh", "notify", "check"];
+    let hook_counters: [(&str, &str, Field, &[&str]); 6] = [
+        (
+            "regent_hook_runs_total",
+            "Hook runs started.",
+            |h| h.runs,
+            ALL,
+        ),
         (
             "regent_hook_failures_total",
             "Hook runs that failed (non-zero exit, signal, could not start).",
             |h| h.failures,
+            ALL,
         ),
         (
             "regent_hook_timeouts_total",
             "Hook runs killed at their deadline.",
             |h| h.timeouts,
+            ALL,
         ),
         (
             "regent_hook_skipped_total",
             "Hook runs that never started.",
             |h| h.skipped,
+            &["promote", "demote", "refresh", "notify"],
         ),
         (
             "regent_hook_cancelled_total",
             "Hook runs killed because a later request superseded them.",
             |h| h.cancelled,
+            &["promote", "refresh", "notify"],
         ),
         (
             "regent_hook_held_total",
             "Promote runs held back because no lease covered them when they could start.",
             |h| h.held,
+            &["promote"],
         ),
     ];
-    for (name, help, field) in hook_counters {
+    for (name, help, field, kinds) in hook_counters {
         e.family(name, "counter", help);
         for (hook, f) in s.hooks.iter() {
-            e.sample(name, &[("hook", hook)], field(f));
+            if kinds.contains(&hook) {
+                e.sample(name, &[("hook", hook)], field(f));
+            }
         }
     }
     e.single(
@@ -1090,6 +1108,37 @@ uptime     1h 2m 3s
             !text.contains("regent_hook_last_duration_seconds{cluster=\"db-vip\",hook=\"check\"}")
         );
         assert!(!text.contains("regent_peer_last_heard_seconds{cluster=\"db-vip\",peer=\"2\"}"));
+    }
+
+    #[test]
+    fn hook_counters_appear_only_for_kinds_they_can_count() {
+        let text = with("db-vip", render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let hooks_of = |name: &str| -> Vec<&str> {
+            samples
+                .iter()
+                .filter(|(n, _, _)| n == name)
+                .flat_map(|(_, ls, _)| ls.iter().filter(|(k, _)| k == "hook"))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        let all = ["promote", "demote", "refresh", "notify", "check"];
+        for name in [
+            "regent_hook_runs_total",
+            "regent_hook_failures_total",
+            "regent_hook_timeouts_total",
+        ] {
+            assert_eq!(hooks_of(name), all, "{name}");
+        }
+        assert_eq!(
+            hooks_of("regent_hook_skipped_total"),
+            ["promote", "demote", "refresh", "notify"]
+        );
+        assert_eq!(
+            hooks_of("regent_hook_cancelled_total"),
+            ["promote", "refresh", "notify"]
+        );
+        assert_eq!(hooks_of("regent_hook_held_total"), ["promote"]);
     }
 
     /// The samples of one histogram series: (le, count) of each bucket in
