@@ -39,7 +39,9 @@ pub struct Snapshot<'a> {
 /// Counters the driver keeps. All only grow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Datagrams received that passed authentication and the filters.
+    /// Datagrams read from the socket, before any check: those then dropped
+    /// are counted here too (and in the drop counters), except oversized
+    /// ones, which the socket refuses whole.
     pub packets_received: u64,
     /// Datagrams sent (one per destination in unicast mode).
     pub packets_sent: u64,
@@ -605,7 +607,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     let traffic = [
         (
             "regent_packets_received_total",
-            "Authentic datagrams received and accepted.",
+            "Datagrams received, before authentication: dropped ones included.",
             c.packets_received,
         ),
         (
@@ -615,7 +617,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
         ),
         (
             "regent_bytes_received_total",
-            "Bytes of accepted datagrams.",
+            "Bytes of the datagrams in regent_packets_received_total.",
             c.bytes_received,
         ),
         (
