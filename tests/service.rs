@@ -465,9 +465,9 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// What a running daemon's `regent metrics` says of its build, its start
-/// and its hooks' durations.
+/// and its hooks' durations, and the schema version of its status JSON.
 #[test]
-fn metrics_of_a_running_daemon() {
+fn metrics_and_status_version_of_a_running_daemon() {
     let mut solo = Solo::new("metrics");
     let notify_path = solo.dir.join("notify.sock");
     let _manager = UnixDatagram::bind(&notify_path).expect("bind notify socket");
@@ -528,6 +528,13 @@ fn metrics_of_a_running_daemon() {
             "{hook} sum {sum:?}"
         );
     }
+
+    let (ok, status) = solo.ctl(&["status", "--json"]);
+    let version = regentd::control::STATUS_SCHEMA_VERSION;
+    assert!(
+        ok && status.starts_with(&format!("{{\"version\":{version},")),
+        "{status}"
+    );
 }
 
 /// Polls `f` every 20 ms until it gives a value or `limit` passes.

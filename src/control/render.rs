@@ -318,14 +318,21 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// `regent status --json`: one JSON object with a fixed key order.
+/// The schema version `regent status --json` reports in its `version`
+/// field. Adding a field keeps it; removing or renaming one, or changing
+/// its type, unit or meaning, increments it. docs/STATUS.md is the schema.
+pub const STATUS_SCHEMA_VERSION: u32 = 1;
+
+/// `regent status --json`: one JSON object on one line.
 ///
 /// Durations are integer milliseconds in keys ending `_ms`; absent values are
-/// `null`. Keys are only ever added, never renamed, so scripts keep working.
+/// `null`. docs/STATUS.md documents every key, and the unit tests check that
+/// it does: add a key there when adding one here.
 pub fn render_status_json(s: &Snapshot) -> String {
     let st = s.status;
     let mut out = String::new();
     let mut o = Obj::open(&mut out);
+    o.num("version", STATUS_SCHEMA_VERSION);
     o.str("cluster", s.cluster);
     o.num("node", st.id);
     o.num("priority", s.rank.priority);
@@ -983,6 +990,7 @@ uptime     1h 2m 3s
         assert_eq!(
             v.keys(),
             [
+                "version",
                 "cluster",
                 "node",
                 "priority",
@@ -1006,6 +1014,7 @@ uptime     1h 2m 3s
                 "hooks"
             ]
         );
+        assert_eq!(v.get("version"), &Json::Num(1.0));
         assert_eq!(v.get("cluster"), &Json::Str("db-vip".into()));
         assert_eq!(v.get("role"), &Json::Str("leader".into()));
         assert_eq!(v.get("epoch"), &Json::Num(7.0));
@@ -1029,6 +1038,150 @@ uptime     1h 2m 3s
             v.get("hooks").get("check").get("last_duration_ms"),
             &Json::Null
         );
+    }
+
+    /// docs/STATUS.md: the schema of the JSON and the list of metrics.
+    const STATUS_DOC: &str = include_str!("../../docs/STATUS.md");
+
+    /// The rows of the doc's table whose header row starts `| first |`:
+    /// each row's first cell without its backquotes, and its other cells.
+    fn doc_table(first: &str) -> Vec<(String, Vec<String>)> {
+        let mut lines = STATUS_DOC.lines();
+        let header = format!("| {first} |");
+        lines
+            .find(|l| l.starts_with(&header))
+            .unwrap_or_else(|| panic!("docs/STATUS.md has no table {header}"));
+        lines
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<String> = l
+                    .trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect();
+                let name = cells[0].trim_matches('`').to_string();
+                (name, cells[1..].to_vec())
+            })
+            .collect()
+    }
+
+    /// Every key of `v`, at any depth, as a path (`peers[].id`), with its value.
+    fn fields<'v>(v: &'v Json, path: &str, out: &mut Vec<(String, &'v Json)>) {
+        match v {
+            Json::Obj(kv) => {
+                for (k, child) in kv {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    out.push((p.clone(), child));
+                    fields(child, &p, out);
+                }
+            }
+            Json::Arr(items) => {
+                for item in items {
+                    fields(item, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `v` is of the type the doc names.
+    fn of_type(ty: &str, v: &Json) -> bool {
+        let integer = |v: &Json| matches!(v, Json::Num(n) if n.fract() == 0.0 && *n >= 0.0);
+        match ty {
+            "integer" => integer(v),
+            "integer or null" => integer(v) || *v == Json::Null,
+            "string" => matches!(v, Json::Str(_)),
+            "boolean" => matches!(v, Json::Bool(_)),
+            "object" => matches!(v, Json::Obj(_)),
+            "array of objects" => {
+                matches!(v, Json::Arr(items) if items.iter().all(|i| matches!(i, Json::Obj(_))))
+            }
+            other => panic!("docs/STATUS.md names an unknown type {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_status_field_is_documented_with_its_type() {
+        let doc = doc_table("field");
+        let text = with("db-vip", render_status_json);
+        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mut all = Vec::new();
+        fields(&v, "", &mut all);
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, value) in &all {
+            // The fields of each hook kind are documented once, as `hooks.<kind>.x`.
+            let key = match path.split('.').collect::<Vec<_>>().as_slice() {
+                ["hooks", _, field] => format!("hooks.<kind>.{field}"),
+                _ => path.clone(),
+            };
+            let (_, cells) = doc
+                .iter()
+                .find(|(name, _)| *name == key)
+                .unwrap_or_else(|| panic!("{path} is not documented in docs/STATUS.md"));
+            assert!(
+                of_type(&cells[0], value),
+                "{path} is {value:?}, documented as {}",
+                cells[0]
+            );
+            documented.insert(key);
+        }
+        for (name, _) in &doc {
+            assert!(
+                documented.contains(name),
+                "docs/STATUS.md documents {name}, which the status has not"
+            );
+        }
+        assert!(
+            STATUS_DOC.contains(&format!(
+                "The current version is **{STATUS_SCHEMA_VERSION}**."
+            )),
+            "docs/STATUS.md does not give the current version"
+        );
+    }
+
+    #[test]
+    fn every_metric_is_documented_with_its_type_and_labels() {
+        let doc = doc_table("metric");
+        let text = with("db-vip", render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+            .collect();
+        for &(family, kind) in &families {
+            let (_, cells) = doc
+                .iter()
+                .find(|(name, _)| name == family)
+                .unwrap_or_else(|| panic!("{family} is not documented in docs/STATUS.md"));
+            assert_eq!(cells[0], kind, "{family}'s type");
+            let of_family = |name: &str| {
+                name.strip_prefix(family)
+                    .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
+            };
+            let labels: std::collections::BTreeSet<&str> = samples
+                .iter()
+                .filter(|(name, _, _)| of_family(name))
+                .flat_map(|(_, ls, _)| ls.iter().map(|(k, _)| k.as_str()))
+                .filter(|k| *k != "cluster" && *k != "le")
+                .collect();
+            let listed: std::collections::BTreeSet<&str> = cells[1]
+                .split(',')
+                .map(|l| l.trim().trim_matches('`'))
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert_eq!(labels, listed, "{family}'s labels");
+        }
+        for (name, _) in &doc {
+            assert!(
+                families.iter().any(|(f, _)| f == name),
+                "docs/STATUS.md documents {name}, which the metrics have not"
+            );
+        }
     }
 
     #[test]
