@@ -27,7 +27,7 @@ pub use conn::ClientId;
 pub use http::MetricsHttp;
 pub use locate::socket_of_process;
 pub use render::{
-    render_metrics, render_status, render_status_json, Counters, HookCounts, HookFigures, Snapshot,
+    render_metrics, render_status, render_status_json, Counters, Snapshot, STATUS_SCHEMA_VERSION,
 };
 
 use std::fmt;

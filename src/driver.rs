@@ -125,6 +125,9 @@ struct Driver {
     config_path: PathBuf,
     cfg: Config,
     start: Instant,
+    /// The wall-clock second the daemon started, since the Unix epoch: read
+    /// once, with the incarnation floor, and only shown in metrics.
+    start_unix_s: u64,
     poll: Poll,
     node: Node,
     codec: Codec,
@@ -192,7 +195,8 @@ impl Driver {
                 | StateError::Write { .. } => Fatal::Run(e.to_string()),
                 _ => Fatal::State(e.to_string()),
             })?;
-        let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));
+        let start_unix_s = unix_seconds();
+        let incarnation = Incarnation(next_incarnation(stored.incarnation, start_unix_s));
         state
             .store(Stored {
                 incarnation: incarnation.0,
@@ -272,6 +276,7 @@ impl Driver {
         let mut driver = Driver {
             config_path,
             start,
+            start_unix_s,
             poll,
             node,
             codec,
@@ -937,6 +942,7 @@ impl Driver {
 
     fn render(&self, now: Instant, f: impl Fn(&Snapshot) -> String) -> String {
         let status = self.node.status(self.time(now));
+        let hooks = self.hooks.stats();
         let snap = Snapshot {
             cluster: &self.cfg.cluster,
             rank: self.node.rank(),
@@ -944,8 +950,9 @@ impl Driver {
             dead_after: self.cfg.timing.dead_after,
             counters: &self.counters,
             drops: &self.drops,
-            hooks: hook_figures(&self.hooks.stats()),
+            hooks: &hooks,
             uptime: now.duration_since(self.start),
+            start_unix_s: self.start_unix_s,
         };
         f(&snap)
     }
@@ -1060,28 +1067,8 @@ fn hook_config(cfg: &Config) -> HookConfig {
     }
 }
 
-fn hook_figures(stats: &crate::hooks::HookStats) -> control::HookFigures {
-    let counts = |k: &crate::hooks::KindStats| control::HookCounts {
-        runs: k.runs,
-        failures: k.failures,
-        timeouts: k.timeouts,
-        skipped: k.skipped,
-        cancelled: k.cancelled,
-        held: k.held,
-        overruns: k.overruns,
-        last_duration: k.last_duration,
-    };
-    control::HookFigures {
-        promote: counts(&stats.promote),
-        demote: counts(&stats.demote),
-        refresh: counts(&stats.refresh),
-        notify: counts(&stats.notify),
-        check: counts(&stats.check),
-    }
-}
-
-/// Seconds since the Unix epoch: only a floor for the incarnation, never a
-/// protocol time.
+/// Seconds since the Unix epoch: only a floor for the incarnation and the
+/// start time shown in metrics, never a protocol time.
 fn unix_seconds() -> u64 {
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now();

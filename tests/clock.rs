@@ -1,6 +1,7 @@
 //! The wall clock jumping forward or back changes nothing, because regent
 //! times everything with the monotonic clock and reads the wall clock once,
-//! at start, as a floor for its incarnation.
+//! at start, as a floor for its incarnation and for the start time metrics
+//! show (`process_start_time_seconds`), which nothing decides by.
 //!
 //! Two tests: one reads the source (no production code outside that one
 //! place names a wall clock, and clippy forbids reading either clock
@@ -46,7 +47,7 @@ fn production(text: &str) -> &str {
 }
 
 #[test]
-fn only_the_incarnation_floor_reads_the_wall_clock() {
+fn only_the_incarnation_floor_and_the_start_time_read_the_wall_clock() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let clippy = std::fs::read_to_string(root.join("clippy.toml")).expect("clippy.toml");
     for method in ["std::time::Instant::now", "std::time::SystemTime::now"] {
@@ -98,8 +99,9 @@ fn only_the_incarnation_floor_reads_the_wall_clock() {
         );
     }
     assert!(!found.is_empty(), "unix_seconds no longer reads the clock?");
-    // And it is used for nothing but the incarnation floor: at each start,
-    // and in the state file `regent init` creates.
+    // And it is used for nothing but the incarnation floor, in the state
+    // file `regent init` creates and once at each start, where the same
+    // reading is kept as the start time.
     let uses: Vec<&str> = driver
         .lines()
         .filter(|l| l.contains("unix_seconds()") && !l.contains("fn unix_seconds"))
@@ -108,10 +110,35 @@ fn only_the_incarnation_floor_reads_the_wall_clock() {
         uses,
         [
             "    let incarnation = next_incarnation(0, unix_seconds());",
-            "        let incarnation = Incarnation(next_incarnation(stored.incarnation, unix_seconds()));"
+            "        let start_unix_s = unix_seconds();",
         ],
-        "unix_seconds is used for more than the incarnation floor"
+        "unix_seconds is used for more than the incarnation floor and the start time"
     );
+    // The start time goes to the incarnation floor and to the renderers'
+    // snapshot, nowhere else; the renderers only print it.
+    let kept: Vec<&str> = driver
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("start_unix_s") && !l.starts_with("//"))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "start_unix_s: u64,",
+            "let start_unix_s = unix_seconds();",
+            "let incarnation = Incarnation(next_incarnation(stored.incarnation, start_unix_s));",
+            "start_unix_s,",
+            "start_unix_s: self.start_unix_s,",
+        ],
+        "the start time is used for more than the incarnation floor and metrics"
+    );
+    let render = std::fs::read_to_string(root.join("src/control/render.rs")).expect("render");
+    let printed: Vec<&str> = production(&render)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("start_unix_s"))
+        .collect();
+    assert_eq!(printed, ["pub start_unix_s: u64,", "s.start_unix_s,"]);
 }
 
 /// An `LD_PRELOAD` library that adds the number of seconds in the file

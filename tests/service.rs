@@ -449,6 +449,108 @@ fn control_commands_fail_clearly_without_a_daemon() {
     assert!(text.contains("is `regent run` running"), "{text}");
 }
 
+/// The value of the sample of `name` whose labels include every one of
+/// `labels`, in a Prometheus text exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            let (head, _) = l.rsplit_once(' ').unwrap_or_default();
+            labels
+                .iter()
+                .all(|(k, v)| head.contains(&format!(",{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a running daemon's `regent metrics` says of its build, its start
+/// and its hooks' durations, and the schema version of its status JSON.
+#[test]
+fn metrics_and_status_version_of_a_running_daemon() {
+    let mut solo = Solo::new("metrics");
+    let notify_path = solo.dir.join("notify.sock");
+    let _manager = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+    };
+    let before = wall().floor();
+    solo.start(&notify_path, 0);
+    // The start-up demote and the promote (each sleeps 0.3 s) have ended.
+    let promoted = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(solo.dir.join("hooks.log"))
+            .is_ok_and(|h| h.lines().any(|l| l == "promote 1"))
+    });
+    assert!(promoted, "{}", solo.log());
+    let text = wait_until_some(Duration::from_secs(3), || {
+        let (ok, text) = solo.ctl(&["metrics"]);
+        let finished = sample(
+            &text,
+            "regent_hook_duration_seconds_count",
+            &[("hook", "promote")],
+        );
+        (ok && finished == Some(1.0)).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no finished promote in the metrics\n{}", solo.log()));
+    let after = wall();
+    println!("{text}");
+
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(&text, "regent_build_info", &[("version", version)]),
+        Some(1.0),
+        "{text}"
+    );
+    let started = sample(&text, "process_start_time_seconds", &[]).expect("start time");
+    assert!(
+        (before..=after).contains(&started),
+        "started at {started}, not between {before} and {after}"
+    );
+    // Both hooks slept 0.3 s: above the 0.25 s bound, and each counted once
+    // in every bucket from the one that holds it, and in +Inf.
+    for hook in ["demote", "promote"] {
+        let bucket = |le| {
+            sample(
+                &text,
+                "regent_hook_duration_seconds_bucket",
+                &[("hook", hook), ("le", le)],
+            )
+        };
+        assert_eq!(bucket("0.25"), Some(0.0), "{hook}\n{text}");
+        assert_eq!(bucket("+Inf"), Some(1.0), "{hook}\n{text}");
+        assert_eq!(bucket("60"), Some(1.0), "{hook}\n{text}");
+        let sum = sample(&text, "regent_hook_duration_seconds_sum", &[("hook", hook)]);
+        assert!(
+            sum.is_some_and(|s| (0.3..60.0).contains(&s)),
+            "{hook} sum {sum:?}"
+        );
+    }
+
+    let (ok, status) = solo.ctl(&["status", "--json"]);
+    let version = regentd::control::STATUS_SCHEMA_VERSION;
+    assert!(
+        ok && status.starts_with(&format!("{{\"version\":{version},")),
+        "{status}"
+    );
+}
+
+/// Polls `f` every 20 ms until it gives a value or `limit` passes.
+fn wait_until_some<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Polls `f` every 20 ms until it holds or `limit` passes.
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::core::{Rank, Role, Status};
+use crate::hooks::{HookStats, KindStats};
 use crate::wire::DropCounters;
 
 /// Everything the renderers show, taken by the driver at one instant.
@@ -26,16 +27,21 @@ pub struct Snapshot<'a> {
     pub counters: &'a Counters,
     /// Datagrams dropped, per reason.
     pub drops: &'a DropCounters,
-    /// Hook runs, per kind.
-    pub hooks: HookFigures,
+    /// Hook runs, per kind, as the hook scheduler counts them.
+    pub hooks: &'a HookStats,
     /// Time since the daemon started.
     pub uptime: Duration,
+    /// When the daemon started, in whole seconds since the Unix epoch, by
+    /// the wall clock as read once at start.
+    pub start_unix_s: u64,
 }
 
 /// Counters the driver keeps. All only grow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Datagrams received that passed authentication and the filters.
+    /// Datagrams read from the socket, before any check: those then dropped
+    /// are counted here too (and in the drop counters), except oversized
+    /// ones, which the socket refuses whole.
     pub packets_received: u64,
     /// Datagrams sent (one per destination in unicast mode).
     pub packets_sent: u64,
@@ -61,55 +67,6 @@ pub struct Counters {
     pub guard_lost: u64,
     /// Log lines dropped because the logging thread fell behind.
     pub log_lines_dropped: u64,
-}
-
-/// Counters of one kind of hook run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HookCounts {
-    /// Runs started, or attempted (a hook that could not be executed counts).
-    pub runs: u64,
-    /// Runs that exited non-zero, died of a signal or could not be executed.
-    pub failures: u64,
-    /// Runs killed at their deadline.
-    pub timeouts: u64,
-    /// Runs that never started (superseded or dropped while another ran).
-    pub skipped: u64,
-    /// Runs killed because a later request superseded them.
-    pub cancelled: u64,
-    /// Promotes held back because no lease covered them when they could start.
-    pub held: u64,
-    /// Demotes (not the start-up one) that ran longer than the demote budget.
-    pub overruns: u64,
-    /// How long the last finished run took.
-    pub last_duration: Option<Duration>,
-}
-
-/// Hook counters per kind, as the hook runner reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HookFigures {
-    /// `promote` runs.
-    pub promote: HookCounts,
-    /// `demote` runs.
-    pub demote: HookCounts,
-    /// `refresh` runs.
-    pub refresh: HookCounts,
-    /// `notify` runs.
-    pub notify: HookCounts,
-    /// Health check runs.
-    pub check: HookCounts,
-}
-
-impl HookFigures {
-    /// Every kind with its label value, in a fixed order.
-    pub fn iter(&self) -> [(&'static str, &HookCounts); 5] {
-        [
-            ("promote", &self.promote),
-            ("demote", &self.demote),
-            ("refresh", &self.refresh),
-            ("notify", &self.notify),
-            ("check", &self.check),
-        ]
-    }
 }
 
 /// One row of the member table: a peer, or this node itself.
@@ -361,14 +318,21 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// `regent status --json`: one JSON object with a fixed key order.
+/// The schema version `regent status --json` reports in its `version`
+/// field. Adding a field keeps it; removing or renaming one, or changing
+/// its type, unit or meaning, increments it. docs/STATUS.md is the schema.
+pub const STATUS_SCHEMA_VERSION: u32 = 1;
+
+/// `regent status --json`: one JSON object on one line.
 ///
 /// Durations are integer milliseconds in keys ending `_ms`; absent values are
-/// `null`. Keys are only ever added, never renamed, so scripts keep working.
+/// `null`. docs/STATUS.md documents every key, and the unit tests check that
+/// it does: add a key there when adding one here.
 pub fn render_status_json(s: &Snapshot) -> String {
     let st = s.status;
     let mut out = String::new();
     let mut o = Obj::open(&mut out);
+    o.num("version", STATUS_SCHEMA_VERSION);
     o.str("cluster", s.cluster);
     o.num("node", st.id);
     o.num("priority", s.rank.priority);
@@ -477,13 +441,13 @@ impl Exposition<'_> {
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
-    /// One sample of the current family, with an extra label if given.
-    fn sample(&mut self, name: &str, label: Option<(&str, &str)>, value: impl std::fmt::Display) {
+    /// One sample of the current family, with labels beyond the cluster.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         self.out.push_str(name);
         self.out.push_str("{cluster=\"");
         label_value(&mut self.out, self.cluster);
         self.out.push('"');
-        if let Some((k, v)) = label {
+        for (k, v) in labels {
             let _ = write!(self.out, ",{k}=\"");
             label_value(&mut self.out, v);
             self.out.push('"');
@@ -494,7 +458,7 @@ impl Exposition<'_> {
     /// A family with one unlabelled (but for the cluster) sample.
     fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
         self.family(name, kind, help);
-        self.sample(name, None, value);
+        self.sample(name, &[], value);
     }
 }
 
@@ -514,6 +478,16 @@ pub fn render_metrics(s: &Snapshot) -> String {
         out: String::new(),
         cluster: s.cluster,
     };
+    e.family(
+        "regent_build_info",
+        "gauge",
+        "Always 1; the labels describe the regent build.",
+    );
+    e.sample(
+        "regent_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
     e.single("regent_node_id", "gauge", "This node's id.", st.id);
     e.family(
         "regent_role",
@@ -523,7 +497,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for role in [Role::Follower, Role::Candidate, Role::Leader] {
         e.sample(
             "regent_role",
-            Some(("role", &role.to_string())),
+            &[("role", &role.to_string())],
             flag(st.role == role),
         );
     }
@@ -619,7 +593,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for p in &st.peers {
         e.sample(
             "regent_peer_alive",
-            Some(("peer", &p.id.to_string())),
+            &[("peer", &p.id.to_string())],
             flag(p.alive),
         );
     }
@@ -632,7 +606,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
         if let Some(d) = p.last_heard {
             e.sample(
                 "regent_peer_last_heard_seconds",
-                Some(("peer", &p.id.to_string())),
+                &[("peer", &p.id.to_string())],
                 d.as_secs_f64(),
             );
         }
@@ -640,7 +614,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
     let traffic = [
         (
             "regent_packets_received_total",
-            "Authentic datagrams received and accepted.",
+            "Datagrams received, before authentication: dropped ones included.",
             c.packets_received,
         ),
         (
@@ -650,7 +624,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
         ),
         (
             "regent_bytes_received_total",
-            "Bytes of accepted datagrams.",
+            "Bytes of the datagrams in regent_packets_received_total.",
             c.bytes_received,
         ),
         (
@@ -675,43 +649,61 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for (reason, n) in s.drops.iter() {
         e.sample(
             "regent_packets_dropped_total",
-            Some(("reason", reason.as_str())),
+            &[("reason", reason.as_str())],
             n,
         );
     }
-    type Field = fn(&HookCounts) -> u64;
-    let hook_counters: [(&str, &str, Field); 6] = [
-        ("regent_hook_runs_total", "Hook runs started.", |h| h.runs),
+    // Each counter only for the kinds of run it can count (see `KindStats`):
+    // only a promote waits for a lease (held); only what a later request
+    // kills can be cancelled (a promote, a refresh, a notify); and the
+    // health check is never queued, so never skipped. A series that can
+    // only ever read 0 would pass for a measurement.
+    type Field = fn(&KindStats) -> u64;
+    const ALL: &[&str] = &["promote", "demote", "refresh", "notify", "check"];
+    let hook_counters: [(&str, &str, Field, &[&str]); 6] = [
+        (
+            "regent_hook_runs_total",
+            "Hook runs started.",
+            |h| h.runs,
+            ALL,
+        ),
         (
             "regent_hook_failures_total",
             "Hook runs that failed (non-zero exit, signal, could not start).",
             |h| h.failures,
+            ALL,
         ),
         (
             "regent_hook_timeouts_total",
             "Hook runs killed at their deadline.",
             |h| h.timeouts,
+            ALL,
         ),
         (
             "regent_hook_skipped_total",
             "Hook runs that never started.",
             |h| h.skipped,
+            &["promote", "demote", "refresh", "notify"],
         ),
         (
             "regent_hook_cancelled_total",
             "Hook runs killed because a later request superseded them.",
             |h| h.cancelled,
+            &["promote", "refresh", "notify"],
         ),
         (
             "regent_hook_held_total",
             "Promote runs held back because no lease covered them when they could start.",
             |h| h.held,
+            &["promote"],
         ),
     ];
-    for (name, help, field) in hook_counters {
+    for (name, help, field, kinds) in hook_counters {
         e.family(name, "counter", help);
         for (hook, f) in s.hooks.iter() {
-            e.sample(name, Some(("hook", hook)), field(f));
+            if kinds.contains(&hook) {
+                e.sample(name, &[("hook", hook)], field(f));
+            }
         }
     }
     e.single(
@@ -729,10 +721,35 @@ pub fn render_metrics(s: &Snapshot) -> String {
         if let Some(d) = f.last_duration {
             e.sample(
                 "regent_hook_last_duration_seconds",
-                Some(("hook", hook)),
+                &[("hook", hook)],
                 d.as_secs_f64(),
             );
         }
+    }
+    e.family(
+        "regent_hook_duration_seconds",
+        "histogram",
+        "How long finished runs of the hook took, those that failed, timed out or were killed included.",
+    );
+    for (hook, f) in s.hooks.iter() {
+        for (bound, n) in f.durations.cumulative() {
+            let le = bound.map_or_else(|| "+Inf".to_string(), |b| b.as_secs_f64().to_string());
+            e.sample(
+                "regent_hook_duration_seconds_bucket",
+                &[("hook", hook), ("le", &le)],
+                n,
+            );
+        }
+        e.sample(
+            "regent_hook_duration_seconds_sum",
+            &[("hook", hook)],
+            f.durations.sum().as_secs_f64(),
+        );
+        e.sample(
+            "regent_hook_duration_seconds_count",
+            &[("hook", hook)],
+            f.durations.count(),
+        );
     }
     e.single(
         "regent_duplicate_id_total",
@@ -770,6 +787,14 @@ pub fn render_metrics(s: &Snapshot) -> String {
         "Time since the daemon started.",
         s.uptime.as_secs_f64(),
     );
+    // The name Prometheus client libraries give it, so that dashboards and
+    // alerts written for any process (restarts, `time() - ...`) apply.
+    e.single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        s.start_unix_s,
+    );
     e.out
 }
 
@@ -781,6 +806,7 @@ mod tests {
     use super::checkers::{check_exposition, Json, Parser, Sample};
     use super::*;
     use crate::core::{Epoch, NodeId, PeerStatus};
+    use crate::hooks::DurationHistogram;
     use crate::wire::Drop;
 
     fn ms(n: u64) -> Duration {
@@ -853,25 +879,36 @@ mod tests {
         d
     }
 
-    fn hooks() -> HookFigures {
-        HookFigures {
-            promote: HookCounts {
+    /// Durations of finished runs, in milliseconds, in a histogram.
+    fn timed(runs_ms: &[u64]) -> DurationHistogram {
+        let mut h = DurationHistogram::default();
+        for &took in runs_ms {
+            h.record(ms(took));
+        }
+        h
+    }
+
+    fn hooks() -> HookStats {
+        HookStats {
+            promote: KindStats {
                 runs: 1,
                 last_duration: Some(ms(150)),
-                ..HookCounts::default()
+                durations: timed(&[150]),
+                ..KindStats::default()
             },
-            demote: HookCounts {
+            demote: KindStats {
                 runs: 2,
                 failures: 1,
                 last_duration: Some(ms(1500)),
-                ..HookCounts::default()
+                durations: timed(&[20, 1500]),
+                ..KindStats::default()
             },
-            ..HookFigures::default()
+            ..HookStats::default()
         }
     }
 
     fn with<T>(cluster: &str, f: impl FnOnce(&Snapshot) -> T) -> T {
-        let (st, c, d) = (status(), counters(), drops());
+        let (st, c, d, h) = (status(), counters(), drops(), hooks());
         let s = Snapshot {
             cluster,
             rank: rank(100, 3),
@@ -879,8 +916,9 @@ mod tests {
             dead_after: ms(300),
             counters: &c,
             drops: &d,
-            hooks: hooks(),
+            hooks: &h,
             uptime: Duration::from_secs(3723),
+            start_unix_s: 1_700_000_000,
         };
         f(&s)
     }
@@ -926,8 +964,9 @@ uptime     1h 2m 3s
             dead_after: ms(300),
             counters: &c,
             drops: &d,
-            hooks: HookFigures::default(),
+            hooks: &HookStats::default(),
             uptime: ms(2500),
+            start_unix_s: 1_700_000_000,
         };
         let got = render_status(&s);
         for want in [
@@ -951,6 +990,7 @@ uptime     1h 2m 3s
         assert_eq!(
             v.keys(),
             [
+                "version",
                 "cluster",
                 "node",
                 "priority",
@@ -974,6 +1014,7 @@ uptime     1h 2m 3s
                 "hooks"
             ]
         );
+        assert_eq!(v.get("version"), &Json::Num(1.0));
         assert_eq!(v.get("cluster"), &Json::Str("db-vip".into()));
         assert_eq!(v.get("role"), &Json::Str("leader".into()));
         assert_eq!(v.get("epoch"), &Json::Num(7.0));
@@ -997,6 +1038,150 @@ uptime     1h 2m 3s
             v.get("hooks").get("check").get("last_duration_ms"),
             &Json::Null
         );
+    }
+
+    /// docs/STATUS.md: the schema of the JSON and the list of metrics.
+    const STATUS_DOC: &str = include_str!("../../docs/STATUS.md");
+
+    /// The rows of the doc's table whose header row starts `| first |`:
+    /// each row's first cell without its backquotes, and its other cells.
+    fn doc_table(first: &str) -> Vec<(String, Vec<String>)> {
+        let mut lines = STATUS_DOC.lines();
+        let header = format!("| {first} |");
+        lines
+            .find(|l| l.starts_with(&header))
+            .unwrap_or_else(|| panic!("docs/STATUS.md has no table {header}"));
+        lines
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<String> = l
+                    .trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect();
+                let name = cells[0].trim_matches('`').to_string();
+                (name, cells[1..].to_vec())
+            })
+            .collect()
+    }
+
+    /// Every key of `v`, at any depth, as a path (`peers[].id`), with its value.
+    fn fields<'v>(v: &'v Json, path: &str, out: &mut Vec<(String, &'v Json)>) {
+        match v {
+            Json::Obj(kv) => {
+                for (k, child) in kv {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    out.push((p.clone(), child));
+                    fields(child, &p, out);
+                }
+            }
+            Json::Arr(items) => {
+                for item in items {
+                    fields(item, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `v` is of the type the doc names.
+    fn of_type(ty: &str, v: &Json) -> bool {
+        let integer = |v: &Json| matches!(v, Json::Num(n) if n.fract() == 0.0 && *n >= 0.0);
+        match ty {
+            "integer" => integer(v),
+            "integer or null" => integer(v) || *v == Json::Null,
+            "string" => matches!(v, Json::Str(_)),
+            "boolean" => matches!(v, Json::Bool(_)),
+            "object" => matches!(v, Json::Obj(_)),
+            "array of objects" => {
+                matches!(v, Json::Arr(items) if items.iter().all(|i| matches!(i, Json::Obj(_))))
+            }
+            other => panic!("docs/STATUS.md names an unknown type {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_status_field_is_documented_with_its_type() {
+        let doc = doc_table("field");
+        let text = with("db-vip", render_status_json);
+        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mut all = Vec::new();
+        fields(&v, "", &mut all);
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, value) in &all {
+            // The fields of each hook kind are documented once, as `hooks.<kind>.x`.
+            let key = match path.split('.').collect::<Vec<_>>().as_slice() {
+                ["hooks", _, field] => format!("hooks.<kind>.{field}"),
+                _ => path.clone(),
+            };
+            let (_, cells) = doc
+                .iter()
+                .find(|(name, _)| *name == key)
+                .unwrap_or_else(|| panic!("{path} is not documented in docs/STATUS.md"));
+            assert!(
+                of_type(&cells[0], value),
+                "{path} is {value:?}, documented as {}",
+                cells[0]
+            );
+            documented.insert(key);
+        }
+        for (name, _) in &doc {
+            assert!(
+                documented.contains(name),
+                "docs/STATUS.md documents {name}, which the status has not"
+            );
+        }
+        assert!(
+            STATUS_DOC.contains(&format!(
+                "The current version is **{STATUS_SCHEMA_VERSION}**."
+            )),
+            "docs/STATUS.md does not give the current version"
+        );
+    }
+
+    #[test]
+    fn every_metric_is_documented_with_its_type_and_labels() {
+        let doc = doc_table("metric");
+        let text = with("db-vip", render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+            .collect();
+        for &(family, kind) in &families {
+            let (_, cells) = doc
+                .iter()
+                .find(|(name, _)| name == family)
+                .unwrap_or_else(|| panic!("{family} is not documented in docs/STATUS.md"));
+            assert_eq!(cells[0], kind, "{family}'s type");
+            let of_family = |name: &str| {
+                name.strip_prefix(family)
+                    .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
+            };
+            let labels: std::collections::BTreeSet<&str> = samples
+                .iter()
+                .filter(|(name, _, _)| of_family(name))
+                .flat_map(|(_, ls, _)| ls.iter().map(|(k, _)| k.as_str()))
+                .filter(|k| *k != "cluster" && *k != "le")
+                .collect();
+            let listed: std::collections::BTreeSet<&str> = cells[1]
+                .split(',')
+                .map(|l| l.trim().trim_matches('`'))
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert_eq!(labels, listed, "{family}'s labels");
+        }
+        for (name, _) in &doc {
+            assert!(
+                families.iter().any(|(f, _)| f == name),
+                "docs/STATUS.md documents {name}, which the metrics have not"
+            );
+        }
     }
 
     #[test]
@@ -1065,11 +1250,110 @@ uptime     1h 2m 3s
         );
         assert_eq!(v("regent_duplicate_id_total", None), 0.0);
         assert_eq!(v("regent_uptime_seconds", None), 3723.0);
+        assert_eq!(v("process_start_time_seconds", None), 1_700_000_000.0);
+        assert_eq!(
+            v(
+                "regent_build_info",
+                Some(("version", env!("CARGO_PKG_VERSION")))
+            ),
+            1.0
+        );
         // Hooks that never ran have no duration sample; peers never heard no age.
         assert!(
             !text.contains("regent_hook_last_duration_seconds{cluster=\"db-vip\",hook=\"check\"}")
         );
         assert!(!text.contains("regent_peer_last_heard_seconds{cluster=\"db-vip\",peer=\"2\"}"));
+    }
+
+    #[test]
+    fn hook_counters_appear_only_for_kinds_they_can_count() {
+        let text = with("db-vip", render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let hooks_of = |name: &str| -> Vec<&str> {
+            samples
+                .iter()
+                .filter(|(n, _, _)| n == name)
+                .flat_map(|(_, ls, _)| ls.iter().filter(|(k, _)| k == "hook"))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        let all = ["promote", "demote", "refresh", "notify", "check"];
+        for name in [
+            "regent_hook_runs_total",
+            "regent_hook_failures_total",
+            "regent_hook_timeouts_total",
+        ] {
+            assert_eq!(hooks_of(name), all, "{name}");
+        }
+        assert_eq!(
+            hooks_of("regent_hook_skipped_total"),
+            ["promote", "demote", "refresh", "notify"]
+        );
+        assert_eq!(
+            hooks_of("regent_hook_cancelled_total"),
+            ["promote", "refresh", "notify"]
+        );
+        assert_eq!(hooks_of("regent_hook_held_total"), ["promote"]);
+    }
+
+    /// The samples of one histogram series: (le, count) of each bucket in
+    /// order, the sum and the count.
+    fn histogram(samples: &[Sample], family: &str, hook: &str) -> (Vec<(String, f64)>, f64, f64) {
+        let of = |suffix: &str| -> Vec<&Sample> {
+            let name = format!("{family}{suffix}");
+            samples
+                .iter()
+                .filter(|(n, ls, _)| *n == name && ls.iter().any(|(k, v)| k == "hook" && v == hook))
+                .collect()
+        };
+        let buckets = of("_bucket")
+            .into_iter()
+            .map(|(_, ls, v)| {
+                let le = ls.iter().find(|(k, _)| k == "le").map(|(_, v)| v.clone());
+                (
+                    le.unwrap_or_else(|| panic!("bucket without le: {ls:?}")),
+                    *v,
+                )
+            })
+            .collect();
+        let one = |suffix: &str| {
+            let all: Vec<f64> = of(suffix).iter().map(|s| s.2).collect();
+            assert_eq!(all.len(), 1, "{family}{suffix} {hook}: {all:?}");
+            all[0]
+        };
+        (buckets, one("_sum"), one("_count"))
+    }
+
+    #[test]
+    fn hook_durations_are_a_cumulative_histogram_per_hook() {
+        let text = with("db-vip", render_metrics);
+        let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(text.contains("# TYPE regent_hook_duration_seconds histogram\n"));
+        let les = [
+            "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60",
+            "+Inf",
+        ];
+        let family = "regent_hook_duration_seconds";
+        // Demote: one run of 20 ms, one of 1.5 s.
+        let (buckets, sum, count) = histogram(&samples, family, "demote");
+        let want = [0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2];
+        let got: Vec<(&str, f64)> = buckets.iter().map(|(le, n)| (le.as_str(), *n)).collect();
+        let want: Vec<(&str, f64)> = les.into_iter().zip(want.map(f64::from)).collect();
+        assert_eq!(got, want);
+        assert!((sum - 1.52).abs() < 1e-9, "sum {sum}");
+        assert_eq!(count, 2.0);
+        // Promote: one run of 150 ms, on no bound.
+        let (buckets, sum, count) = histogram(&samples, family, "promote");
+        assert_eq!(buckets[3], ("0.1".to_string(), 0.0));
+        assert_eq!(buckets[4], ("0.25".to_string(), 1.0));
+        assert_eq!((sum, count), (0.15, 1.0));
+        // Hooks that never finished a run have every bucket, at zero.
+        for hook in ["refresh", "notify", "check"] {
+            let (buckets, sum, count) = histogram(&samples, family, hook);
+            assert_eq!(buckets.len(), les.len(), "{hook}");
+            assert!(buckets.iter().all(|(_, n)| *n == 0.0), "{hook}");
+            assert_eq!((sum, count), (0.0, 0.0), "{hook}");
+        }
     }
 
     #[test]
@@ -1098,6 +1382,73 @@ uptime     1h 2m 3s
         ];
         for b in bad {
             assert!(check_exposition(b).is_err(), "accepted {b:?}");
+        }
+    }
+
+    #[test]
+    fn the_checker_rejects_bad_histograms() {
+        let head = "# HELP h_seconds H.\n# TYPE h_seconds histogram\n";
+        let bucket =
+            |le: &str, n: u32| format!("h_seconds_bucket{{cluster=\"x\",le=\"{le}\"}} {n}\n");
+        let sum = "h_seconds_sum{cluster=\"x\"} 0.5\n";
+        let count = |n: u32| format!("h_seconds_count{{cluster=\"x\"}} {n}\n");
+        let good = format!(
+            "{head}{}{}{sum}{}",
+            bucket("0.1", 1),
+            bucket("+Inf", 2),
+            count(2)
+        );
+        assert!(check_exposition(&good).is_ok(), "{good}");
+        let bad = [
+            // Not cumulative.
+            format!(
+                "{head}{}{}{sum}{}",
+                bucket("0.1", 3),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // No +Inf bucket.
+            format!("{head}{}{sum}{}", bucket("0.1", 2), count(2)),
+            // _count is not the +Inf bucket.
+            format!(
+                "{head}{}{}{sum}{}",
+                bucket("0.1", 1),
+                bucket("+Inf", 2),
+                count(3)
+            ),
+            // No _sum.
+            format!(
+                "{head}{}{}{}",
+                bucket("0.1", 1),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // No _count.
+            format!("{head}{}{}{sum}", bucket("0.1", 1), bucket("+Inf", 2)),
+            // le out of order.
+            format!(
+                "{head}{}{}{}{sum}{}",
+                bucket("0.2", 1),
+                bucket("0.1", 1),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // A bucket without le, and an le that is not a number.
+            format!(
+                "{head}h_seconds_bucket{{cluster=\"x\"}} 1\n{sum}{}",
+                count(1)
+            ),
+            format!(
+                "{head}{}{}{sum}{}",
+                bucket("fast", 1),
+                bucket("+Inf", 2),
+                count(2)
+            ),
+            // A sample of the family itself, without a suffix.
+            format!("{head}h_seconds{{cluster=\"x\"}} 1\n"),
+        ];
+        for b in bad {
+            assert!(check_exposition(&b).is_err(), "accepted {b:?}");
         }
     }
 }

@@ -27,6 +27,7 @@
 //! Architecture Invariant: no hook sees the daemon's environment. Each gets
 //! `PATH` and the `REGENT_*` variables, nothing else (no `NOTIFY_SOCKET`).
 
+mod histogram;
 mod process;
 pub mod schedule;
 
@@ -42,6 +43,7 @@ use crate::logging::Took;
 use process::{Run, Spec, READ_CHUNK_BYTES};
 use schedule::{Action, Exit, Job, Note, Schedule, ScheduleConfig, Work};
 
+pub use histogram::DurationHistogram;
 pub use process::LINE_MAX_BYTES;
 pub use schedule::{HookStats, KindStats, NOTIFY_QUEUE_MAX};
 

@@ -32,6 +32,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::histogram::DurationHistogram;
 use crate::core::{Epoch, HookDone, HookKind, HookOutcome, HookRequest, Reason, Time, Transition};
 
 /// Transitions that may wait for the notify hook; beyond this the oldest
@@ -200,6 +201,8 @@ pub struct KindStats {
     pub overruns: u64,
     /// Time of the last finished run.
     pub last_duration: Option<Duration>,
+    /// Time of every finished run, in buckets.
+    pub durations: DurationHistogram,
 }
 
 /// Counters of the hooks, for metrics.
@@ -221,6 +224,17 @@ pub struct HookStats {
 }
 
 impl HookStats {
+    /// Every kind with its name (the `hook` label of metrics), in a fixed order.
+    pub fn iter(&self) -> [(&'static str, &KindStats); 5] {
+        [
+            ("promote", &self.promote),
+            ("demote", &self.demote),
+            ("refresh", &self.refresh),
+            ("notify", &self.notify),
+            ("check", &self.check),
+        ]
+    }
+
     fn of(&mut self, work: &Work) -> &mut KindStats {
         match work {
             Work::Transition(req) => match req.kind {
@@ -447,6 +461,7 @@ impl Schedule {
         };
         let stats = self.stats.of(&run.job.work);
         stats.last_duration = Some(took);
+        stats.durations.record(took);
         match outcome {
             HookOutcome::TimedOut => stats.timeouts += 1,
             HookOutcome::Failed if run.cancelled => stats.cancelled += 1,
@@ -822,6 +837,29 @@ mod tests {
         assert_eq!(started(&a).len(), 1, "the demote starts {a:?}");
         assert_eq!(s.stats().promote.cancelled, 1);
         assert_eq!(s.stats().promote.failures, 0);
+    }
+
+    #[test]
+    fn every_finished_run_is_timed_with_its_kind() {
+        let mut s = Schedule::new(cfg(), Time::ZERO);
+        s.set_lease(Time::ZERO, Some((Epoch(4), Time(100 * MS))));
+        s.request(Time(MS), req(HookKind::Promote, 4));
+        let promote = started(&drain(&mut s))[0];
+        // Killed by the demote after 4 ms: timed all the same.
+        s.request(Time(2 * MS), req(HookKind::Demote, 4));
+        s.finished(Time(5 * MS), promote, Exit::Failed);
+        let demote = started(&drain(&mut s))[0];
+        assert_eq!(s.stats().demote.durations.count(), 0, "still running");
+        s.finished(Time(35 * MS), demote, Exit::Ok);
+        // A job already reported is not timed twice.
+        s.finished(Time(40 * MS), demote, Exit::Ok);
+        let stats = s.stats();
+        assert_eq!(stats.promote.durations.count(), 1);
+        assert_eq!(stats.promote.durations.sum(), Duration::from_millis(4));
+        assert_eq!(stats.demote.durations.count(), 1);
+        assert_eq!(stats.demote.durations.sum(), Duration::from_millis(30));
+        assert_eq!(stats.demote.last_duration, Some(Duration::from_millis(30)));
+        assert_eq!(stats.refresh.durations.count(), 0);
     }
 
     #[test]

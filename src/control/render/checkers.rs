@@ -254,6 +254,7 @@ pub(super) fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
     let mut current: Option<String> = None;
     let mut series = BTreeSet::new();
     let mut samples = Vec::new();
+    let mut histograms = Histograms::default();
     for (n, line) in text.lines().enumerate() {
         let at = |m: String| format!("line {}: {m}: {line:?}", n + 1);
         if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -290,13 +291,24 @@ pub(super) fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
             if !is_name(name) {
                 return Err(at("bad metric name".into()));
             }
-            if current.as_deref() != Some(name) || !types.contains_key(name) {
-                return Err(at(
-                    "sample outside its family, or before HELP and TYPE".into()
-                ));
-            }
-            let kind = &types[name];
-            if (kind == "counter") != name.ends_with("_total") {
+            let family = current
+                .as_deref()
+                .filter(|f| types.contains_key(*f))
+                .ok_or_else(|| at("sample before HELP and TYPE".into()))?;
+            let kind = types[family].as_str();
+            let part = if kind == "histogram" {
+                match name.strip_prefix(family) {
+                    Some("_bucket") => Part::Bucket,
+                    Some("_sum") => Part::Sum,
+                    Some("_count") => Part::Count,
+                    _ => return Err(at("histogram sample not _bucket, _sum or _count".into())),
+                }
+            } else if name == family {
+                Part::Whole
+            } else {
+                return Err(at("sample outside its family".into()));
+            };
+            if (kind == "counter") != family.ends_with("_total") {
                 return Err(at("counters, and only counters, end in _total".into()));
             }
             let (ls, rest) = labels(&line[brace..]).map_err(at)?;
@@ -307,7 +319,8 @@ pub(super) fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
                 .strip_prefix(' ')
                 .ok_or_else(|| at("no space before the value".into()))?;
             let v: f64 = value.parse().map_err(|e| at(format!("value: {e}")))?;
-            if !v.is_finite() || (kind == "counter" && v < 0.0) {
+            let counts = kind == "counter" || kind == "histogram";
+            if !v.is_finite() || (counts && v < 0.0) {
                 return Err(at("value out of range".into()));
             }
             let mut key = ls.clone();
@@ -315,9 +328,97 @@ pub(super) fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
             if !series.insert((name.to_string(), key)) {
                 return Err(at("duplicate series".into()));
             }
-            with_samples.insert(name.to_string());
+            if kind == "histogram" {
+                histograms.add(family, part, &ls, v).map_err(at)?;
+            }
+            with_samples.insert(family.to_string());
             samples.push((name.to_string(), ls, v));
         }
     }
+    histograms.finish()?;
     Ok(samples)
+}
+
+/// Which line of a histogram a sample is, or a sample of another type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Whole,
+    Bucket,
+    Sum,
+    Count,
+}
+
+/// One histogram series as read so far.
+#[derive(Debug, Default)]
+struct HistogramSeries {
+    /// `le` and cumulative count of each bucket, in order.
+    buckets: Vec<(f64, f64)>,
+    sum: Option<f64>,
+    count: Option<f64>,
+}
+
+/// The histogram series of an exposition, by family and labels without `le`.
+#[derive(Debug, Default)]
+struct Histograms {
+    series: BTreeMap<(String, Labels), HistogramSeries>,
+}
+
+impl Histograms {
+    /// Checks one sample against what its series had so far: buckets in
+    /// increasing `le`, counts that never fall and are whole, `_sum` and
+    /// `_count` once each, after the `+Inf` bucket.
+    fn add(&mut self, family: &str, part: Part, labels: &Labels, v: f64) -> Result<(), String> {
+        let le = labels.iter().find(|(k, _)| k == "le").map(|(_, v)| v);
+        let mut key: Labels = labels.iter().filter(|(k, _)| k != "le").cloned().collect();
+        key.sort();
+        let h = self.series.entry((family.to_string(), key)).or_default();
+        let closed = h.buckets.last().is_some_and(|&(le, _)| le == f64::INFINITY);
+        match (part, le) {
+            (Part::Bucket, Some(le)) => {
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse::<f64>()
+                        .ok()
+                        .filter(|b| b.is_finite())
+                        .ok_or_else(|| format!("bad le {le:?}"))?
+                };
+                if closed || h.sum.is_some() || h.count.is_some() {
+                    return Err("bucket after +Inf, _sum or _count".into());
+                }
+                if let Some(&(last_le, last_n)) = h.buckets.last() {
+                    if bound <= last_le {
+                        return Err(format!("le {le} not above {last_le}"));
+                    }
+                    if v < last_n {
+                        return Err(format!("bucket le {le} counts fewer than the one before"));
+                    }
+                }
+                if v.fract() != 0.0 {
+                    return Err("bucket count not whole".into());
+                }
+                h.buckets.push((bound, v));
+            }
+            (Part::Sum, None) if closed && h.sum.is_none() => h.sum = Some(v),
+            (Part::Count, None) if closed && h.count.is_none() => {
+                if v != h.buckets[h.buckets.len() - 1].1 {
+                    return Err("_count differs from the +Inf bucket".into());
+                }
+                h.count = Some(v);
+            }
+            (Part::Bucket, None) => return Err("bucket without le".into()),
+            _ => return Err("le out of place, or _sum or _count repeated or before +Inf".into()),
+        }
+        Ok(())
+    }
+
+    /// Every series ended with a `+Inf` bucket, a `_sum` and a `_count`.
+    fn finish(&self) -> Result<(), String> {
+        for ((family, labels), h) in &self.series {
+            if h.sum.is_none() || h.count.is_none() {
+                return Err(format!("{family} {labels:?}: no _sum or no _count"));
+            }
+        }
+        Ok(())
+    }
 }
