@@ -507,6 +507,9 @@ fn later(at: Instant, d: Duration) -> Instant {
 
 /// Whether `pid` (our child) has exited, without reaping it: while it is an
 /// unreaped zombie its pid, and so its process group id, cannot be reused.
+/// Raw waitid(2), not nix's: nix decodes the status and refuses one it
+/// cannot name (a child killed by a real-time signal), where only
+/// "exited or not" is wanted.
 fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
     // SAFETY: siginfo_t is a plain C struct; all zeroes is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
