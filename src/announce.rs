@@ -19,11 +19,12 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// EtherType of ARP.
@@ -289,30 +290,36 @@ enum Sender {
 /// A raw packet socket for sending whole Ethernet frames. Protocol 0: it
 /// receives nothing, so nothing queues up in it.
 fn packet_socket() -> Result<OwnedFd, AnnounceError> {
-    // SAFETY: socket(2) has no memory-safety preconditions.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(AnnounceError::Socket {
-            what: "a packet socket for ARP".to_owned(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| AnnounceError::Socket {
+        what: "a packet socket for ARP".to_owned(),
+        source: io::Error::from(e),
+    })
 }
 
 /// Sends one whole frame out of interface `index`.
 fn send_frame(fd: &OwnedFd, index: u32, frame: &[u8]) -> io::Result<()> {
-    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
-    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    to.sll_family = libc::AF_PACKET as libc::c_ushort;
-    to.sll_protocol = ETHERTYPE_ARP.to_be();
-    to.sll_ifindex = libc::c_int::try_from(index)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))?;
-    to.sll_halen = 6;
+    let mut to = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_protocol: ETHERTYPE_ARP.to_be(),
+        sll_ifindex: libc::c_int::try_from(index).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "interface index too large")
+        })?,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 6,
+        sll_addr: [0; 8],
+    };
     to.sll_addr[..6].copy_from_slice(&MacAddr::BROADCAST.0);
+    // nix sends to a LinkAddr but has no safe way to build one, so this
+    // stays a raw sendto(2).
     // SAFETY: `frame` is valid for its length, `to` is a sockaddr_ll of the
-    // size passed, and the descriptor is open.
+    // size passed, and the descriptor is open for the call.
     let sent = unsafe {
         libc::sendto(
             fd.as_raw_fd(),

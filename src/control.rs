@@ -33,7 +33,7 @@ pub use render::{
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -354,7 +354,7 @@ impl ControlServer {
                     return;
                 }
             };
-            let fd = stream.as_raw_fd();
+            let fd = stream.as_fd();
             let allowed = match peer::peer_cred(fd) {
                 Ok(cred) => {
                     let ok = peer::permitted(&cred, &self.access, || peer::peer_groups(fd));

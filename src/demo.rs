@@ -14,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 const NODES: usize = 3;
 const PRIORITIES: [u32; NODES] = [300, 200, 100];
 const HEARTBEAT_MS: u64 = 100;
@@ -199,13 +202,10 @@ impl Demo {
         Ok(())
     }
 
-    fn signal(&mut self, node: usize, signal: i32) -> Instant {
+    fn signal(&mut self, node: usize, signal: Signal) -> Instant {
         if let Some(child) = &self.children[node - 1] {
             let pid = i32::try_from(child.id()).unwrap_or(0);
-            // SAFETY: kill(2) on our own child's pid; no memory is involved.
-            unsafe {
-                libc::kill(pid, signal);
-            }
+            let _ = kill(Pid::from_raw(pid), signal);
         }
         Self::now()
     }
@@ -219,7 +219,7 @@ impl Demo {
     fn stop_all(&mut self) {
         for node in 1..=NODES {
             if self.children[node - 1].is_some() {
-                self.signal(node, libc::SIGTERM);
+                self.signal(node, Signal::SIGTERM);
             }
         }
         let deadline = Self::now() + Duration::from_secs(5);
@@ -357,7 +357,7 @@ impl Demo {
 
         // Let the followers settle, then pull the plug on the leader.
         self.pump(Duration::from_millis(700));
-        let killed = self.signal(first.node, libc::SIGKILL);
+        let killed = self.signal(first.node, Signal::SIGKILL);
         self.reap(first.node);
         self.say(
             killed,
@@ -399,7 +399,7 @@ impl Demo {
         ));
 
         self.pump(Duration::from_millis(700));
-        let stopped = self.signal(third.node, libc::SIGTERM);
+        let stopped = self.signal(third.node, Signal::SIGTERM);
         self.say(
             stopped,
             &format!(

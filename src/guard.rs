@@ -26,12 +26,20 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::mman::{mlockall, MlockAllFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, ClockId};
+use nix::unistd::{getppid, pipe2, setsid, Pid};
 
 use crate::core::{guard_slack, Epoch, Guard, GuardAction, NodeId, Time};
 use crate::hooks::HOOK_PATH;
@@ -120,18 +128,11 @@ impl Line {
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `Instant` on Linux, and
 /// of the guard's deadlines.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own; CLOCK_MONOTONIC
-    // always exists on Linux.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    (ts.tv_sec as u64)
+    // CLOCK_MONOTONIC always exists on Linux: the zero is never used.
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or(TimeSpec::new(0, 0));
+    (ts.tv_sec() as u64)
         .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+        .saturating_add(ts.tv_nsec() as u64)
 }
 
 /// What the guard needs to fence: taken from the configuration at start.
@@ -209,15 +210,10 @@ impl GuardClient {
     /// `monotonic_ns()` read just before the driver's start `Instant`, so a
     /// lease end is never reported later than it is.
     pub fn spawn(settings: &Settings, origin_ns: u64) -> io::Result<GuardClient> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: pipe2 fills two fds we then own; O_CLOEXEC keeps the write
-        // end out of hooks, so that the pipe closes when the daemon dies.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both fds were just created and are owned by nothing else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        set_nonblocking(write.as_raw_fd())?;
+        // O_CLOEXEC keeps the write end out of hooks, so that the pipe
+        // closes when the daemon dies.
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+        set_nonblocking(&write)?;
         let child = Command::new("/proc/self/exe")
             .args(settings.args(std::process::id()))
             .stdin(Stdio::from(read))
@@ -292,13 +288,9 @@ impl GuardClient {
     }
 }
 
-fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
-    // SAFETY: fcntl on an fd we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
 
@@ -320,11 +312,13 @@ fn say(level: log::Level, text: &str) {
 /// `regent guard`: runs until the daemon lets go for good or is fenced.
 /// Returns the exit code.
 pub fn run(daemon: u32, settings: &Settings) -> u8 {
-    // SAFETY: setsid and signal dispositions in a single-threaded process.
+    // Its own session and group: a signal to the daemon's group (a
+    // terminal's ^C, a kill of the group) does not reach it.
+    let _ = setsid();
+    // SAFETY: setting SIG_IGN installs no handler, so no code can run in
+    // signal context; the process is single-threaded here. (nix's
+    // `signal` is unsafe as well, for the handlers it can install.)
     unsafe {
-        // Its own session and group: a signal to the daemon's group (a
-        // terminal's ^C, a kill of the group) does not reach it.
-        libc::setsid();
         // SIGTERM from a stop or a cgroup kill must not end it before it
         // has fenced; it exits by itself once nothing is watched.
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
@@ -337,9 +331,9 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
         &format!("lease guard started for daemon pid {daemon}"),
     );
     let mut guard = Guard::new();
-    // SAFETY: fd 0 is the pipe from the daemon, and nothing else in this
-    // process uses it. Read unbuffered: a buffer would hide bytes from poll.
-    let mut input = unsafe { File::from_raw_fd(0) };
+    // Fd 0 is the pipe from the daemon. Read it unbuffered, not through
+    // `Stdin`: a buffer would hide bytes from poll.
+    let input = io::stdin();
     let mut pending = Vec::new();
     let mut open = true;
     loop {
@@ -367,11 +361,11 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
                 }
             }
         }
-        if !readable(input.as_fd().as_raw_fd(), wait) {
+        if !readable(input.as_fd(), wait) {
             continue;
         }
         let mut buf = [0u8; 4096];
-        match input.read(&mut buf) {
+        match nix::unistd::read(input.as_fd(), &mut buf) {
             Ok(0) | Err(_) => {
                 open = false;
                 if let Some(epoch) = guard.daemon_gone() {
@@ -413,27 +407,19 @@ pub fn run(daemon: u32, settings: &Settings) -> u8 {
 
 /// Waits until `fd` is readable (or hung up), at most `wait` (for ever if
 /// `None`). True if it is.
-fn readable(fd: libc::c_int, wait: Option<Duration>) -> bool {
-    let timeout = wait.map_or(-1, |w| {
+fn readable(fd: BorrowedFd<'_>, wait: Option<Duration>) -> bool {
+    let timeout = wait.map_or(PollTimeout::NONE, |w| {
         // Rounded up, so the guard never wakes just short of a deadline.
         let ms = w.as_nanos().div_ceil(1_000_000);
-        libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
     });
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one pollfd we own.
-    let r = unsafe { libc::poll(&mut p, 1, timeout) };
-    r > 0
+    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut p, timeout).is_ok_and(|r| r > 0)
 }
 
 /// Whether `pid` is still this process's parent (the daemon alive).
 fn parent_is(pid: u32) -> bool {
-    // SAFETY: getppid cannot fail.
-    let ppid = unsafe { libc::getppid() };
-    u32::try_from(ppid) == Ok(pid)
+    u32::try_from(getppid().as_raw()) == Ok(pid)
 }
 
 /// Takes the daemon's leadership away: freeze it, kill its hooks, run the
@@ -441,12 +427,12 @@ fn parent_is(pid: u32) -> bool {
 /// under systemd its death sends SIGTERM to the unit's cgroup, which would
 /// hit the demote hook mid-way. Frozen, it can do nothing meanwhile.
 fn fence(daemon: u32, alive: bool, epoch: Epoch, settings: &Settings) {
-    // SAFETY: a signal handler is never installed here; ignoring SIGTERM
+    // SAFETY: SIG_IGN installs no handler, as in `run`; ignoring SIGTERM
     // again is harmless and keeps the demote going under a stop.
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
-    let pid = daemon as libc::pid_t;
+    let pid = Pid::from_raw(daemon as libc::pid_t);
     if alive {
         say(
             log::Level::Error,
@@ -455,19 +441,14 @@ fn fence(daemon: u32, alive: bool, epoch: Epoch, settings: &Settings) {
              stopping it, killing its hooks and running the demote hook"
             ),
         );
-        // SAFETY: kill(2); the daemon is our parent, so the pid is not reused.
-        unsafe {
-            libc::kill(pid, libc::SIGSTOP);
-        }
+        // The daemon is our parent, so the pid is not reused.
+        let _ = kill(pid, Signal::SIGSTOP);
         for group in hook_groups(daemon) {
             say(
                 log::Level::Warn,
                 &format!("killing hook process group {group}"),
             );
-            // SAFETY: kill(2) of a process group the daemon started.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
+            let _ = kill(Pid::from_raw(-group), Signal::SIGKILL);
         }
     } else {
         say(
@@ -486,10 +467,8 @@ fn fence(daemon: u32, alive: bool, epoch: Epoch, settings: &Settings) {
             log::Level::Warn,
             &format!("killing the daemon (pid {daemon})"),
         );
-        // SAFETY: kill(2) of our parent, checked just above.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        // Our parent, checked just above.
+        let _ = kill(pid, Signal::SIGKILL);
     }
     say(log::Level::Error, &format!("fenced epoch {epoch}: exiting"));
 }
@@ -562,7 +541,7 @@ fn run_demote(hook: &PathBuf, epoch: Epoch, settings: &Settings) {
             return;
         }
     };
-    let group = child.id() as libc::pid_t;
+    let group = Pid::from_raw(-(child.id() as libc::pid_t));
     let start = monotonic_ns();
     let elapsed = || Duration::from_nanos(monotonic_ns().saturating_sub(start));
     let mut signalled = false;
@@ -583,28 +562,20 @@ fn run_demote(hook: &PathBuf, epoch: Epoch, settings: &Settings) {
                 log::Level::Error,
                 "the demote hook timed out: SIGTERM to its process group",
             );
-            // SAFETY: kill(2) of the hook's own process group.
-            unsafe {
-                libc::kill(-group, libc::SIGTERM);
-            }
+            // The hook's own process group.
+            let _ = kill(group, Signal::SIGTERM);
             signalled = true;
         } else if signalled && elapsed() >= settings.timeout + settings.kill_grace {
             say(
                 log::Level::Error,
                 "the demote hook outlived its kill grace: SIGKILL",
             );
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
+            let _ = kill(group, Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     // Nothing the hook started outlives it.
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(-group, libc::SIGKILL);
-    }
+    let _ = kill(group, Signal::SIGKILL);
     let took = elapsed().as_secs_f64() * 1000.0;
     match status {
         Some(s) => say(
@@ -638,11 +609,11 @@ fn demote_env(epoch: Epoch, settings: &Settings) -> Vec<(&'static str, String)> 
 /// cannot stall it past a lease (as corosync does). Not being allowed (an
 /// unprivileged `regent demo`) is a warning, not an error.
 pub fn lock_memory(who: &str) {
-    const MCL_ONFAULT: libc::c_int = 4;
-    // SAFETY: mlockall has no memory-safety preconditions.
-    let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | MCL_ONFAULT) };
-    if r != 0 {
-        let e = io::Error::last_os_error();
+    // Neither libc nor nix names MCL_ONFAULT (Linux 4.4).
+    const MCL_ONFAULT: MlockAllFlags = MlockAllFlags::from_bits_retain(4);
+    let flags = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE | MCL_ONFAULT;
+    if let Err(e) = mlockall(flags) {
+        let e = io::Error::from(e);
         let text = format!("{who}: cannot lock memory ({e}); a page fault may delay it");
         if who == "lease guard" {
             say(log::Level::Warn, &text);

@@ -8,15 +8,16 @@
 //! comes back as an `io::Error` whose text names the interface or address
 //! involved.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fmt;
-use std::io;
-use std::mem::MaybeUninit;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use mio::net::UdpSocket;
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, MsgFlags, SockaddrStorage};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
 pub use crate::config::Transport;
 
@@ -117,20 +118,21 @@ impl Endpoint {
     /// mistakes a truncated datagram for a whole one. IPv4 senders reaching a
     /// dual-stack socket are reported with their plain IPv4 address.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel only
-        // writes initialised bytes into the buffer, so `buf` stays initialised.
-        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        let socket = SockRef::from(&self.socket);
+        let fd = self.socket.as_raw_fd();
         let (len, from) = loop {
-            // MSG_TRUNC makes recvfrom return the datagram's real length.
-            match socket.recv_from_with_flags(uninit, libc::MSG_TRUNC) {
-                Ok(got) => break got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(annotate(e, format!("receive on {}", self.label))),
+            let mut iov = [IoSliceMut::new(buf)];
+            // MSG_TRUNC makes recvmsg return the datagram's real length.
+            match recvmsg::<SockaddrStorage>(fd, &mut iov, None, MsgFlags::MSG_TRUNC) {
+                Ok(got) => break (got.bytes, got.address.as_ref().and_then(socket_addr)),
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    return Err(annotate(e, format!("receive on {}", self.label)));
+                }
             }
         };
-        let from = from.as_socket().map(canonical).ok_or_else(|| {
+        let from = from.map(canonical).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("receive on {}: datagram from a non-IP address", self.label),
@@ -158,16 +160,13 @@ impl Endpoint {
 /// The index of the network interface `name`, as `if_nametoindex(3)` gives it.
 pub fn interface_index(name: &str) -> io::Result<u32> {
     let c_name = interface_c_name(name)?;
-    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    if index == 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
+    nix::net::if_::if_nametoindex(c_name.as_c_str()).map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(
             io::ErrorKind::NotFound,
             format!("no network interface named {name:?}: {e}"),
-        ));
-    }
-    Ok(index)
+        )
+    })
 }
 
 /// The first IPv4 address of interface `name`, `None` if it has none.
@@ -184,47 +183,23 @@ pub fn interface_ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
 /// Every IPv4 and IPv6 address of interface `name`, in the kernel's order.
 /// An interface that does not exist is a `NotFound` error.
 pub fn interface_addresses(name: &str) -> io::Result<Vec<IpAddr>> {
-    let c_name = interface_c_name(name)?;
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `list` is a valid out-pointer; on success the list is freed below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(annotate(e, format!("list addresses of {name}")));
-    }
+    // Checked for its length only: the list names interfaces as strings.
+    interface_c_name(name)?;
+    let list = nix::ifaddrs::getifaddrs().map_err(|e| {
+        let e = io::Error::from(e);
+        annotate(e, format!("list addresses of {name}"))
+    })?;
     let mut seen = false;
     let mut found = Vec::new();
-    let mut entry = list;
-    while !entry.is_null() {
-        // SAFETY: `entry` is a non-null node of the list getifaddrs returned,
-        // which stays valid until freeifaddrs below.
-        let ifa = unsafe { &*entry };
-        entry = ifa.ifa_next;
-        // SAFETY: getifaddrs gives every node a NUL-terminated interface name.
-        if ifa.ifa_name.is_null() || unsafe { CStr::from_ptr(ifa.ifa_name) } != c_name.as_c_str() {
+    for ifa in list {
+        if ifa.interface_name != name {
             continue;
         }
         seen = true;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: `ifa_addr` is non-null and points to at least a sockaddr.
-        let family = unsafe { (*ifa.ifa_addr).sa_family };
-        if i32::from(family) == libc::AF_INET {
-            // SAFETY: an AF_INET address is a sockaddr_in; read_unaligned
-            // because the list gives no alignment promise for the cast type.
-            let sin = unsafe { std::ptr::read_unaligned(ifa.ifa_addr as *const libc::sockaddr_in) };
-            found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                sin.sin_addr.s_addr,
-            ))));
-        } else if i32::from(family) == libc::AF_INET6 {
-            // SAFETY: an AF_INET6 address is a sockaddr_in6; unaligned as above.
-            let sin6 =
-                unsafe { std::ptr::read_unaligned(ifa.ifa_addr as *const libc::sockaddr_in6) };
-            found.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+        if let Some(addr) = ifa.address.as_ref().and_then(socket_addr) {
+            found.push(addr.ip());
         }
     }
-    // SAFETY: `list` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
     if !seen {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -367,18 +342,7 @@ fn new_socket(domain: Domain, label: &str) -> io::Result<Socket> {
 /// `net.core.rmem_max` cap; without the privilege `SO_RCVBUF` gets as much
 /// as the cap allows. Neither failing stops the daemon.
 fn grow_receive_buffer(socket: &Socket, label: &str) {
-    let bytes = RECEIVE_BUFFER_BYTES as libc::c_int;
-    // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes from a
-    // live `c_int` for a descriptor this function borrows.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } == 0;
+    let forced = setsockopt(socket, sockopt::RcvBufForce, &RECEIVE_BUFFER_BYTES).is_ok();
     if !forced {
         if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES) {
             log::warn!("receive buffer of {label} left at its default: {e}");
@@ -419,7 +383,9 @@ fn set_multicast_if_v4(socket: &Socket, index: u32, source: Ipv4Addr) -> io::Res
     };
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::ip_mreqn>())
         .map_err(|_| io::Error::other("ip_mreqn size out of range"))?;
-    // SAFETY: the pointer and length describe `mreqn`, which lives across the call.
+    // nix has no IP_MULTICAST_IF option, so this stays a raw setsockopt(2).
+    // SAFETY: the pointer and length describe `mreqn`, which lives across the
+    // call, and the descriptor is borrowed from `socket`, open for the call.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -475,6 +441,16 @@ fn canonical(from: SocketAddr) -> SocketAddr {
     }
 }
 
+/// An IPv4 or IPv6 socket address as std's type; `None` for other families.
+fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(sin) = addr.as_sockaddr_in() {
+        Some(SocketAddr::V4(SocketAddrV4::from(*sin)))
+    } else {
+        addr.as_sockaddr_in6()
+            .map(|sin6| SocketAddr::V6(SocketAddrV6::from(*sin6)))
+    }
+}
+
 /// Prefixes an error with what was being done, keeping its kind.
 fn annotate(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
@@ -483,6 +459,7 @@ fn annotate(e: io::Error, what: String) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socket2::SockRef;
 
     const LOCAL4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
     const LOCAL6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -556,8 +533,7 @@ mod tests {
             .expect("SO_RCVBUF");
         // The kernel reports twice what was set (its bookkeeping share).
         // Without privilege the rmem_max cap applies.
-        // SAFETY: geteuid has no preconditions.
-        let wanted = if unsafe { libc::geteuid() } == 0 {
+        let wanted = if nix::unistd::geteuid().is_root() {
             RECEIVE_BUFFER_BYTES
         } else {
             std::fs::read_to_string("/proc/sys/net/core/rmem_max")

@@ -725,7 +725,7 @@ fn demote_takes_its_whole_budget() {
 /// newest L heartbeats F reads are in its held batch and none come after.
 ///
 /// - Before t0: L leads, F and C follow it and echo each heartbeat.
-/// - t0: F's loop is in `recvfrom`, held 1800 ms. F sends nothing. L's
+/// - t0: F's loop is in `recvmsg`, held 1800 ms. F sends nothing. L's
 ///   heartbeats (re-sent every 10 ms while an alive follower has not acked,
 ///   F for D, C after the cut) and C's messages queue at F: about 150
 ///   datagrams, below the loop's batch of 256 (the shim counts them).

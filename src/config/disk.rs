@@ -12,6 +12,8 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use nix::errno::Errno;
+
 use super::defaults::limits;
 
 /// Why `path` cannot be run as a hook, if it cannot: the reason completes a
@@ -96,29 +98,13 @@ pub(super) fn read_key(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Whether the group database knows `name`.
 pub(super) fn group_exists(name: &str) -> std::io::Result<bool> {
-    let name = std::ffi::CString::new(name)?;
-    let mut buf: Vec<libc::c_char> = vec![0; 4096];
-    loop {
-        // SAFETY: an all-zero `group` is a valid value of this plain C struct.
-        let mut group: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf.len()` is the
-        // buffer's true length; nothing borrowed outlives the call.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                name.as_ptr(),
-                &mut group,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        match rc {
-            0 => return Ok(!result.is_null()),
-            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
-            // getgrnam(3) lists these as ways of saying "no such group".
-            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(false),
-            rc => return Err(std::io::Error::from_raw_os_error(rc)),
-        }
+    // A name with a NUL byte is an InvalidInput error, not an absent group.
+    std::ffi::CString::new(name)?;
+    // getgrnam_r, its buffer grown on ERANGE up to 1 MiB.
+    match nix::unistd::Group::from_name(name) {
+        Ok(group) => Ok(group.is_some()),
+        // getgrnam(3) lists these as ways of saying "no such group".
+        Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }

@@ -4,9 +4,12 @@
 //! The file mode of the socket already keeps others out; this check holds
 //! even if the mode is loosened by hand or the socket is passed around.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::unistd::{geteuid, Group};
 
 /// A peer's credentials, as the kernel recorded them when it connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,44 +45,28 @@ pub(crate) fn permitted(
 }
 
 /// The `SO_PEERCRED` credentials of a connected Unix stream socket.
-pub(crate) fn peer_cred(fd: RawFd) -> io::Result<PeerCred> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` is a valid, writable `ucred` and `len` is its size; the
-    // kernel writes at most `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    let cred = getsockopt(&fd, sockopt::PeerCredentials)?;
     Ok(PeerCred {
-        pid: cred.pid,
-        uid: cred.uid,
-        gid: cred.gid,
+        pid: cred.pid(),
+        uid: cred.uid(),
+        gid: cred.gid(),
     })
 }
 
 /// The peer's supplementary groups at connect time (`SO_PEERGROUPS`, Linux
 /// 4.13 and later). Best effort: empty when the kernel cannot tell.
-pub(crate) fn peer_groups(fd: RawFd) -> Vec<u32> {
+pub(crate) fn peer_groups(fd: BorrowedFd<'_>) -> Vec<u32> {
+    // nix has no `SO_PEERGROUPS` option, so this stays a raw getsockopt(2).
     let mut groups: Vec<libc::gid_t> = vec![0; 64];
     for _ in 0..4 {
         let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
-        // SAFETY: `groups` is a writable buffer of `len` bytes.
+        // SAFETY: `groups` is a writable buffer of `len` bytes, `len` is a
+        // valid in/out length, and `fd` is borrowed open for the call; the
+        // kernel writes at most `len` bytes and only whole gid_t values.
         let rc = unsafe {
             libc::getsockopt(
-                fd,
+                fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_PEERGROUPS,
                 groups.as_mut_ptr().cast(),
@@ -102,43 +89,24 @@ pub(crate) fn peer_groups(fd: RawFd) -> Vec<u32> {
 
 /// The gid of the group `name`, or `None` if the group database has no such group.
 pub(crate) fn group_id(name: &str) -> io::Result<Option<u32>> {
-    let name = CString::new(name).map_err(|_| {
-        io::Error::new(
+    if name.contains('\0') {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "group name contains a NUL byte",
-        )
-    })?;
-    let mut buf: Vec<libc::c_char> = vec![0; 4096];
-    loop {
-        // SAFETY: an all-zero `group` is a valid value of this plain C struct.
-        let mut group: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf.len()` is the
-        // buffer's true length; nothing borrowed outlives the call.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                name.as_ptr(),
-                &mut group,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        match rc {
-            0 if result.is_null() => return Ok(None),
-            0 => return Ok(Some(group.gr_gid)),
-            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
-            // getgrnam(3) lists these as ways of saying "no such group".
-            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
-            rc => return Err(io::Error::from_raw_os_error(rc)),
-        }
+        ));
+    }
+    // getgrnam_r, its buffer grown on ERANGE up to 1 MiB.
+    match Group::from_name(name) {
+        Ok(group) => Ok(group.map(|g| g.gid.as_raw())),
+        // getgrnam(3) lists these as ways of saying "no such group".
+        Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// The daemon's effective uid.
 pub(crate) fn own_euid() -> u32 {
-    // SAFETY: geteuid cannot fail and has no preconditions.
-    unsafe { libc::geteuid() }
+    geteuid().as_raw()
 }
 
 #[cfg(test)]
@@ -227,13 +195,13 @@ mod tests {
 
     #[test]
     fn credentials_of_a_socket_pair() {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::AsFd;
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        let c = peer_cred(a.as_raw_fd()).expect("SO_PEERCRED");
+        let c = peer_cred(a.as_fd()).expect("SO_PEERCRED");
         assert_eq!(c.uid, own_euid());
         assert_eq!(c.pid, std::process::id() as i32);
         // Our own supplementary groups, as the kernel reports them.
-        let _ = peer_groups(a.as_raw_fd());
+        let _ = peer_groups(a.as_fd());
     }
 
     #[test]

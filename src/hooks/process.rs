@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::schedule::JobId;
 
@@ -321,7 +324,7 @@ impl Run {
                     self.label,
                     self.pid
                 );
-                signal_group(self.pid, libc::SIGTERM);
+                signal_group(self.pid, Signal::SIGTERM);
                 self.term_sent = Some(now);
             }
             Some(sent) if now >= later(sent, self.kill_grace) => {
@@ -330,7 +333,7 @@ impl Run {
                     self.label,
                     self.pid
                 );
-                signal_group(self.pid, libc::SIGKILL);
+                signal_group(self.pid, Signal::SIGKILL);
                 self.killed = true;
             }
             _ => {}
@@ -339,7 +342,7 @@ impl Run {
 
     /// Kills the whole group at once because the run is no longer wanted.
     pub(super) fn cancel(&mut self) {
-        signal_group(self.pid, libc::SIGKILL);
+        signal_group(self.pid, Signal::SIGKILL);
         self.killed = true;
         self.cancelled = true;
     }
@@ -350,7 +353,7 @@ impl Run {
         match has_exited(self.pid) {
             Ok(false) => None,
             Ok(true) => {
-                signal_group(self.pid, libc::SIGKILL);
+                signal_group(self.pid, Signal::SIGKILL);
                 match self.child.try_wait() {
                     Ok(Some(status)) => Some(Ending::Status(status)),
                     // waitid just saw it exit; nothing else reaps by our pid.
@@ -487,15 +490,9 @@ impl Pipe {
 
 /// Makes a pipe's read end non-blocking and registers it.
 fn open_pipe(fd: OwnedFd, token: Token, registry: &Registry) -> io::Result<File> {
+    let flags = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     let raw = fd.as_raw_fd();
-    // SAFETY: `raw` is an open descriptor owned by `fd`; F_GETFL/F_SETFL
-    // touch only its status flags.
-    unsafe {
-        let flags = libc::fcntl(raw, libc::F_GETFL);
-        if flags == -1 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) == -1 {
-            return Err(io::Error::last_os_error());
-        }
-    }
     registry.register(&mut SourceFd(&raw), token, Interest::READABLE)?;
     Ok(File::from(fd))
 }
@@ -511,6 +508,9 @@ fn later(at: Instant, d: Duration) -> Instant {
 
 /// Whether `pid` (our child) has exited, without reaping it: while it is an
 /// unreaped zombie its pid, and so its process group id, cannot be reused.
+/// Raw waitid(2), not nix's: nix decodes the status and refuses one it
+/// cannot name (a child killed by a real-time signal), where only
+/// "exited or not" is wanted.
 fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
     // SAFETY: siginfo_t is a plain C struct; all zeroes is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -527,11 +527,9 @@ fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
 
 /// Sends `signal` to the process group led by `pid`, or to `pid` alone if it
 /// no longer leads a group (it called setpgid itself).
-fn signal_group(pid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(-pid, signal) } == -1 {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, signal) };
+fn signal_group(pid: libc::pid_t, signal: Signal) {
+    if kill(Pid::from_raw(-pid), signal).is_err() {
+        let _ = kill(Pid::from_raw(pid), signal);
     }
 }
 

@@ -195,8 +195,8 @@ fn read_lines(path: &Path) -> Vec<String> {
 
 /// Whether a process runs (a zombie waiting for init to reap it does not).
 fn alive(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    if unsafe { libc::kill(pid, 0) } != 0 {
+    // No signal: kill(2) only checks that the process exists.
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -23,9 +23,9 @@
  *                                stall, and any that came while they were
  *                                read).
  *
- * The daemon receives with recvfrom (socket2's `recv_from_with_flags`, with
- * MSG_TRUNC); recvmsg is covered too, so a daemon that moves to it is still
- * held. recv(2) and read(2) are left alone: the daemon reads its control
+ * The daemon receives with recvmsg (nix's `recvmsg`, with MSG_TRUNC);
+ * recvfrom is covered too, so a daemon that moves to it is still held.
+ * recv(2) and read(2) are left alone: the daemon reads its control
  * socket, hook pipes and wakers with them, and the stall is about datagrams.
  * A file that cannot be read or holds no number stalls 0 ms.
  */

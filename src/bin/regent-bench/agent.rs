@@ -8,12 +8,15 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::netns::Lan;
 
@@ -359,8 +362,7 @@ impl Group {
         self.lan.cut(host);
         for pid in ns_pids(&self.lan.ns(host)) {
             if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill(2) on a process inside a namespace we made.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
         if let Some(mut c) = self.children[host - 1].take() {
@@ -380,10 +382,9 @@ impl Group {
     }
 
     /// Sends `signal` to the agent's main process on `host`.
-    pub fn signal(&self, host: usize, signal: libc::c_int) {
+    pub fn signal(&self, host: usize, signal: Signal) {
         if let Some(child) = &self.children[host - 1] {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            let _ = kill(Pid::from_raw(child.id() as libc::pid_t), signal);
         }
     }
 
@@ -560,13 +561,7 @@ fn stamp_lines(from: std::fs::File, mut to: std::fs::File) {
 
 /// A pipe, both ends close-on-exec (a child gets its copy through Stdio).
 fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are fresh and owned by nothing else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     Ok((std::fs::File::from(r), std::fs::File::from(w)))
 }
 

@@ -7,11 +7,18 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::socket::{
+    bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+    SockType,
+};
 
 use crate::netns::Lan;
 
@@ -166,11 +173,7 @@ impl Watched {
         req[6..8].copy_from_slice(&flags.to_ne_bytes());
         req[8..12].copy_from_slice(&1u32.to_ne_bytes());
         req[16] = libc::AF_INET as u8;
-        // SAFETY: sending a fully initialised buffer on an open socket.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        send(self.fd.as_raw_fd(), &req, MsgFlags::empty())?;
         self.dumping = true;
         self.dump_saw = false;
         Ok(())
@@ -178,75 +181,50 @@ impl Watched {
 }
 
 fn open_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr.nl_groups = libc::RTMGRP_IPV4_IFADDR as u32;
-    // SAFETY: `addr` is a valid sockaddr_nl of the size given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkRoute,
+    )?;
+    // Port id 0: the kernel assigns one.
+    let addr = NetlinkAddr::new(0, libc::RTMGRP_IPV4_IFADDR as u32);
+    bind(fd.as_raw_fd(), &addr)?;
     Ok(fd)
 }
 
 #[allow(clippy::disallowed_methods)] // the bench measures real time
 fn watch(mut sockets: Vec<Watched>, vip: [u8; 4], state: &Mutex<State>, stop: &AtomicBool) {
-    let mut fds: Vec<libc::pollfd> = sockets
-        .iter()
-        .map(|w| libc::pollfd {
-            fd: w.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
     let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: `fds` is a valid array of pollfd for the whole call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
-        if n <= 0 {
-            continue;
-        }
-        for (i, pfd) in fds.iter_mut().enumerate() {
-            if pfd.revents == 0 {
+        // The poll set borrows the sockets, which are changed below: it is
+        // made anew on each round.
+        let ready: Vec<usize> = {
+            let mut fds: Vec<PollFd> = sockets
+                .iter()
+                .map(|w| PollFd::new(w.fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            if !poll(&mut fds, 50u16).is_ok_and(|n| n > 0) {
                 continue;
             }
-            pfd.revents = 0;
+            (0..fds.len())
+                .filter(|&i| fds[i].revents().is_some_and(|r| !r.is_empty()))
+                .collect()
+        };
+        for i in ready {
             let w = &mut sockets[i];
             loop {
-                // SAFETY: receiving into a buffer we own, within its length.
-                let len =
-                    unsafe { libc::recv(w.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let got = recv(w.fd.as_raw_fd(), &mut buf, MsgFlags::empty());
                 let at = Instant::now();
-                if len < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.raw_os_error() == Some(libc::ENOBUFS) {
+                let len = match got {
+                    Ok(len) => len,
+                    Err(Errno::ENOBUFS) => {
                         // Events were lost: ask for the whole state again.
                         let _ = w.request_dump();
                         continue;
                     }
-                    break;
-                }
-                let len = len as usize;
+                    Err(_) => break,
+                };
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
                 for (kind, present) in parse(&buf[..len], vip) {
                     match kind {

@@ -7,11 +7,13 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::netns::{Lan, CLIENT};
 
@@ -65,26 +67,19 @@ impl Drop for Responder {
 }
 
 fn respond(sockets: &[(usize, UdpSocket)], stop: &AtomicBool) {
-    let mut fds: Vec<libc::pollfd> = sockets
+    let mut fds: Vec<PollFd> = sockets
         .iter()
-        .map(|(_, s)| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|(_, s)| PollFd::new(s.as_fd(), PollFlags::POLLIN))
         .collect();
     let mut buf = [0u8; 64];
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: `fds` is a valid array of pollfd for the whole call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
-        if n <= 0 {
+        if !poll(&mut fds, 50u16).is_ok_and(|n| n > 0) {
             continue;
         }
-        for (i, fd) in fds.iter_mut().enumerate() {
-            if fd.revents == 0 {
+        for (i, fd) in fds.iter().enumerate() {
+            if !fd.revents().is_some_and(|r| !r.is_empty()) {
                 continue;
             }
-            fd.revents = 0;
             let (host, socket) = &sockets[i];
             while let Ok((len, from)) = socket.recv_from(&mut buf) {
                 if len < 4 {

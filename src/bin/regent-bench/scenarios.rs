@@ -5,6 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::unistd::{sysconf, SysconfVar};
+
 use crate::agent::{json_number, json_text, Agent, Group, Profile, Setup, Traffic};
 use crate::holders::Holders;
 use crate::probe::{Prober, Responder, Span};
@@ -214,7 +217,7 @@ impl Env {
         let from = self.prober.next_seq();
         self.fault("SIGTERM", old);
         let at = now();
-        self.group.signal(old, libc::SIGTERM);
+        self.group.signal(old, Signal::SIGTERM);
         let (seq, _) = self.wait_answer(from, |h| h != old, self.failover_limit())?;
         let outage = self.sample(at, seq, None)?;
         self.group.wait_exit(old, Duration::from_secs(10))?;
@@ -315,7 +318,7 @@ impl Env {
 
     /// SIGTERM to `host`'s agent, then, once it has exited, a new one.
     fn bounce(&mut self, host: usize) -> Result<(), String> {
-        self.group.signal(host, libc::SIGTERM);
+        self.group.signal(host, Signal::SIGTERM);
         self.group.wait_exit(host, Duration::from_secs(10))?;
         self.group
             .start(host)
@@ -424,8 +427,11 @@ impl Env {
         let secs = start.elapsed().as_secs_f64();
         self.prober.pause(false);
         result?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = sysconf(SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            .max(1) as f64;
         Ok(pids
             .iter()
             .enumerate()
