@@ -221,8 +221,8 @@ impl Driver {
             std::sync::Arc::new(waker),
         )
         .map_err(|e| format!("cannot start the state writer thread: {e}"))?;
-        poll.registry()
-            .register(&mut endpoint.socket, SOCKET, Interest::READABLE)
+        endpoint
+            .register(poll.registry(), SOCKET)
             .map_err(|e| format!("cannot watch the heartbeat socket: {e}"))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;

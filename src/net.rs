@@ -29,6 +29,10 @@ pub struct Endpoint {
     targets: Vec<SocketAddr>,
     /// What this endpoint is, for error messages, e.g. `239.1.1.1:7475 on eth0`.
     label: String,
+    /// With multicast, the socket for the members reached by unicast (a
+    /// witness behind a router, say): bound to this host's own address, so
+    /// it hears their datagrams and never the group's.
+    unicast: Option<Box<Endpoint>>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -37,6 +41,7 @@ impl fmt::Debug for Endpoint {
             .field("label", &self.label)
             .field("local", &self.socket.local_addr().ok())
             .field("targets", &self.targets)
+            .field("unicast", &self.unicast)
             .finish()
     }
 }
@@ -51,7 +56,9 @@ impl Endpoint {
     /// unless `loopback`; and turns `IP_MULTICAST_ALL` / `IPV6_MULTICAST_ALL`
     /// off so the socket receives only its own group, never another group
     /// some other socket on the host joined. `peers` is ignored: each datagram
-    /// goes to the group once.
+    /// goes to the group once, unless the transport names a `unicast`
+    /// address: then a second socket bound there sends each datagram to
+    /// every address in `peers` as well, and hears them.
     ///
     /// Unicast: binds `bind` (or the wildcard) and `port`, and sends each
     /// datagram to every address in `peers`. With no `bind` and an IPv6 peer
@@ -63,7 +70,15 @@ impl Endpoint {
                 group,
                 interface,
                 loopback,
-            } => open_multicast(*group, interface, *loopback)?,
+                unicast,
+            } => {
+                let mut endpoint = open_multicast(*group, interface, *loopback)?;
+                if let Some(local) = unicast {
+                    let side = open_unicast(local.port(), Some(local.ip()), peers)?;
+                    endpoint.unicast = Some(Box::new(side));
+                }
+                endpoint
+            }
             Transport::Unicast { port, bind } => open_unicast(*port, *bind, peers)?,
         };
         log::debug!("opened heartbeat endpoint {endpoint:?}");
@@ -80,12 +95,13 @@ impl Endpoint {
     pub fn send(&self, bytes: &[u8]) -> io::Result<usize> {
         let mut reached = 0;
         let mut first_error: Option<io::Error> = None;
-        for target in &self.targets {
-            match self.socket.send_to(bytes, *target) {
+        let sides = std::iter::once(self).chain(self.unicast.as_deref());
+        for (side, target) in sides.flat_map(|side| side.targets.iter().map(move |t| (side, t))) {
+            match side.socket.send_to(bytes, *target) {
                 Ok(_) => reached += 1,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
-                        log::debug!("send to {target} via {}: {e}", self.label);
+                        log::debug!("send to {target} via {}: {e}", side.label);
                     }
                     let replace = match &first_error {
                         None => true,
@@ -98,7 +114,7 @@ impl Endpoint {
                         first_error = Some(if e.kind() == io::ErrorKind::WouldBlock {
                             e
                         } else {
-                            annotate(e, format!("send to {target} via {}", self.label))
+                            annotate(e, format!("send to {target} via {}", side.label))
                         });
                     }
                 }
@@ -118,6 +134,26 @@ impl Endpoint {
     /// mistakes a truncated datagram for a whole one. IPv4 senders reaching a
     /// dual-stack socket are reported with their plain IPv4 address.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+        match self.recv_one(buf)? {
+            None => match &self.unicast {
+                Some(side) => side.recv(buf),
+                None => Ok(None),
+            },
+            got => Ok(got),
+        }
+    }
+
+    /// Registers every socket of this endpoint with `registry`, under `token`.
+    pub fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        registry.register(&mut self.socket, token, mio::Interest::READABLE)?;
+        if let Some(side) = self.unicast.as_mut() {
+            side.register(registry, token)?;
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram from this endpoint's own socket.
+    fn recv_one(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
         let fd = self.socket.as_raw_fd();
         let (len, from) = loop {
             let mut iov = [IoSliceMut::new(buf)];
@@ -151,9 +187,11 @@ impl Endpoint {
         Ok(Some((len, from)))
     }
 
-    /// Where each datagram goes: the group, or every unicast peer.
-    pub fn targets(&self) -> &[SocketAddr] {
-        &self.targets
+    /// Where each datagram goes: the group, or every unicast peer; then the
+    /// members reached by unicast beside the group.
+    pub fn targets(&self) -> Vec<SocketAddr> {
+        let beside = self.unicast.iter().flat_map(|side| side.targets.iter());
+        self.targets.iter().chain(beside).copied().collect()
     }
 }
 
@@ -281,6 +319,7 @@ fn open_multicast(group: SocketAddr, interface: &str, loopback: bool) -> io::Res
         socket: into_mio(socket, &label)?,
         targets: vec![target],
         label,
+        unicast: None,
     })
 }
 
@@ -320,6 +359,7 @@ fn open_unicast(port: u16, bind: Option<IpAddr>, peers: &[SocketAddr]) -> io::Re
         socket: into_mio(socket, &label)?,
         targets,
         label,
+        unicast: None,
     })
 }
 
@@ -511,7 +551,7 @@ mod tests {
         let first = unicast(LOCAL4, &[]);
         let second = unicast(LOCAL4, &[]);
         let sender = unicast(LOCAL4, &[local(&first), local(&second)]);
-        assert_eq!(sender.targets(), &[local(&first), local(&second)]);
+        assert_eq!(sender.targets(), [local(&first), local(&second)]);
         assert_eq!(sender.send(b"hb").expect("send"), 2);
         let mut buf = [0u8; 16];
         for receiver in [&first, &second] {

@@ -147,7 +147,7 @@ fn multicast_reaches_every_other_namespace_both_ways() {
     }
     // One send goes to the group once, and the sender does not hear itself.
     assert_eq!(mesh.v4[0].send(b"once").expect("send"), 1);
-    assert_eq!(mesh.v4[0].targets(), &[v4_group()]);
+    assert_eq!(mesh.v4[0].targets(), [v4_group()]);
     let mut buf = [0u8; 64];
     std::thread::sleep(Duration::from_millis(100));
     while let Some((len, from)) = mesh.v4[0].recv(&mut buf).expect("recv") {
