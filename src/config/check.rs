@@ -511,7 +511,12 @@ impl<'a> Checker<'a> {
         };
         // Renewable means dead_after * (1e6 - drift) / (1e6 + drift)
         // - margin - demote budget > heartbeat, compared exactly in integers.
-        let (up, down) = (1_000_000 + u128::from(drift), 1_000_000 - u128::from(drift));
+        // A drift of 100000 ppm or more is refused above, so the lease is
+        // not checked; saturating keeps one above a million from overflowing.
+        let (up, down) = (
+            1_000_000 + u128::from(drift),
+            1_000_000u128.saturating_sub(u128::from(drift)),
+        );
         let needed = (u128::from(heartbeat) + u128::from(margin) + u128::from(budget)) * up;
         if consistent && u128::from(dead_after) * down <= needed {
             let lease_ms = lease(&timing).map_or(0, |l| l.as_millis());

@@ -174,6 +174,8 @@ fn broken_configs_give_precise_errors() {
             Some(12), "timing.dead_after_ms (default 300) must be at least 2 x timing.heartbeat_ms (400)"),
         (multicast_and(&["[timing]", "max_drift_ppm = 100000"]),
             Some(12), "timing.max_drift_ppm = 100000 must be below 100000"),
+        (multicast_and(&["[timing]", "max_drift_ppm = 2000000"]),
+            Some(12), "timing.max_drift_ppm = 2000000 must be below 100000"),
         (multicast_and(&["[timing]", "heartbeat_ms = 100", "dead_after_ms = 200", "lease_margin_ms = 100"]),
             Some(13), "raise timing.dead_after_ms to at least 230 or lower timing.lease_margin_ms"),
         (multicast_and(&["[timing]", "lease_margin_ms = 300"]),
