@@ -1,14 +1,15 @@
 //! The configuration file: TOML in, a typed and validated `Config` out, or
 //! every problem found, each with the line it is on.
 //!
-//! Parsing happens in two layers. Raw structs (`raw.rs`) mirror the file,
-//! keep the span of every value (`toml::Spanned`) and refuse unknown keys;
-//! `Checker` (`check.rs`) turns them into the typed `Config`, collecting all
-//! semantic errors instead of stopping at the first, and asks `disk.rs`
-//! about hooks, the key file and the control group. Syntax and type errors
-//! come from the TOML parser, which stops at the first one. The defaults and
-//! limits are in `defaults.rs`; what a reload may change, in `reload.rs`. This file holds the schema the rest of the
-//! daemon reads, and the entry points.
+//! Parsing happens in two layers. The reader (`raw.rs`) takes the TOML
+//! document key by key into raw structs that mirror the file and keep the
+//! span of every value, and reports every unknown key, wrong type and
+//! number out of range; `Checker` (`check.rs`) turns the raw structs into
+//! the typed `Config`, collecting every semantic error too, and asks
+//! `disk.rs` about hooks, the key file and the control group. Only a syntax
+//! error stops reading: what follows it is not TOML. The defaults and limits
+//! are in `defaults.rs`; what a reload may change, in `reload.rs`. This file
+//! holds the schema the rest of the daemon reads, and the entry points.
 //!
 //! Relative paths in the file are taken relative to the file's directory.
 //!
