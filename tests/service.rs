@@ -391,6 +391,42 @@ fn check_command_reports_every_bad_key_at_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn check_command_refuses_an_interface_this_host_lacks() {
+    let dir = std::env::temp_dir().join(format!("regent-svc-check-if-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = |interface: &str| {
+        let path = dir.join(format!("{interface}.toml"));
+        let text = format!(
+            "cluster = \"t\"\nnode = 1\nauth.insecure = true\n\n[[member]]\nid = 1\n\n\
+             [network]\nmulticast = \"239.255.42.1:7475\"\ninterface = \"{interface}\"\n"
+        );
+        std::fs::write(&path, text).expect("write");
+        Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .expect("regent")
+    };
+    let out = config("lo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = config("nope0");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}:10: network.interface \"nope0\" does not exist on this host\n",
+            dir.join("nope0.toml").display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs `regent run` to its exit with standard error in a file that
 /// `JOURNAL_STREAM` names, as systemd does; returns the exit code and what
 /// it wrote.

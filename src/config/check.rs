@@ -5,7 +5,7 @@
 //! here: checks that would need its value are skipped.
 //!
 //! Architecture Invariant: no I/O of its own. Whatever must be looked up on
-//! the system (hooks, the key file, the control group) goes through
+//! the system (hooks, the key file, the control group, the interface) goes through
 //! `disk.rs`, and only with `DiskChecks::Check`; with `DiskChecks::Skip` the
 //! result depends on the text and the file's name alone.
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::defaults::{self, limits};
-use super::disk::{executable_file, group_exists, read_key};
+use super::disk::{executable_file, group_exists, interface_exists, read_key};
 use super::raw::{
     self, Key, RawAuth, RawConfig, RawControl, RawError, RawHooks, RawLog, RawMember, RawNetwork,
     RawTiming,
@@ -385,7 +385,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The interface to join the group on.
+    /// The interface to join the group on, which must exist on this host.
     fn interface(&mut self, raw: Spanned<String>) -> String {
         let n = raw.get_ref();
         let valid = !n.is_empty()
@@ -399,6 +399,18 @@ impl<'a> Checker<'a> {
                 limits::INTERFACE_NAME_MAX
             );
             self.error_at(&raw, message);
+        } else if self.disk == DiskChecks::Check {
+            match interface_exists(n) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = format!("network.interface {n:?} does not exist on this host");
+                    self.error_at(&raw, message);
+                }
+                Err(e) => {
+                    let message = format!("network.interface {n:?} cannot be looked up: {e}");
+                    self.error_at(&raw, message);
+                }
+            }
         }
         raw.into_inner()
     }

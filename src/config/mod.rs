@@ -14,9 +14,9 @@
 //! Relative paths in the file are taken relative to the file's directory.
 //!
 //! Architecture Invariant: this module only reads files (the config, the key
-//! file, the metadata of hooks) and the group database. It opens no socket,
-//! creates nothing and never runs a hook. With `DiskChecks::Skip` it touches
-//! nothing at all.
+//! file, the metadata of hooks), the group database and the index of the
+//! multicast interface. It opens no socket, creates nothing and never runs a
+//! hook. With `DiskChecks::Skip` it touches nothing at all.
 
 mod check;
 mod defaults;
@@ -246,11 +246,12 @@ impl Default for LogConfig {
     }
 }
 
-/// Whether parsing may look at the filesystem.
+/// Whether parsing may look at the filesystem and the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskChecks {
-    /// Check that hooks exist and are executable, check the control group
-    /// exists, and read the key file.
+    /// Check that hooks exist and are executable, that the control group
+    /// exists and that network.interface exists on this host (in this
+    /// network namespace), and read the key file.
     Check,
     /// Touch nothing; `auth.key` stays `None`.
     Skip,

@@ -37,10 +37,11 @@ const HEAD: [&str; 7] = [
     "[[member]]",
     "id = 2",
 ];
+/// On loopback, which every host has: tests with disk checks look it up.
 const MULTICAST: [&str; 3] = [
     "[network]",
     "multicast = \"239.1.1.1:7475\"",
-    "interface = \"eth0\"",
+    "interface = \"lo\"",
 ];
 
 fn head_and(rest: &[&str]) -> String {
@@ -652,7 +653,7 @@ fn minimal_config_gets_the_defaults() {
         network: Network {
             transport: Transport::Multicast {
                 group: "239.1.1.1:7475".parse().expect("addr"),
-                interface: "eth0".to_owned(),
+                interface: "lo".to_owned(),
                 loopback: false,
             },
         },
@@ -1126,6 +1127,27 @@ fn control_group_must_exist_when_checked() {
 }
 
 #[test]
+fn interface_must_exist_on_this_host_when_checked() {
+    let with_interface = |name: &str, disk: DiskChecks| {
+        let line = format!("interface = \"{name}\"");
+        let text = head_and(&["[network]", "multicast = \"239.1.1.1:7475\"", &line]);
+        Config::parse(&text, Path::new("regent.toml"), disk)
+    };
+    assert!(with_interface("lo", DiskChecks::Check).is_ok());
+    let errors = with_interface("nope0", DiskChecks::Check).expect_err("no such interface");
+    assert_eq!(
+        errors.0,
+        vec![ConfigError {
+            file: PathBuf::from("regent.toml"),
+            line: Some(10),
+            message: "network.interface \"nope0\" does not exist on this host".to_owned(),
+        }]
+    );
+    // A file about another host is not checked against this one.
+    assert!(with_interface("nope0", DiskChecks::Skip).is_ok());
+}
+
+#[test]
 fn load_and_check_command() {
     let dir = TempDir::new("load");
     let key = dir.file("key", b"0123456789abcdef0123456789abcdef\n", 0o600);
@@ -1141,7 +1163,7 @@ fn load_and_check_command() {
         "id = 3",
         "[network]",
         "multicast = \"239.255.42.1:7475\"",
-        "interface = \"eth0\"",
+        "interface = \"lo\"",
         "[hooks]",
         "promote = \"vip\"",
         "demote = \"vip\"",
@@ -1161,7 +1183,7 @@ fn load_and_check_command() {
         (
             0,
             "ok: cluster db-vip, node 3 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 \
-             on eth0, heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
+             on lo, heartbeat 100ms, dead_after 300ms, lease 249.1ms, auth hmac-sha256"
                 .to_owned()
         )
     );
