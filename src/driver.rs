@@ -315,6 +315,9 @@ impl Driver {
             cfg,
         };
         info!("{}", driver.cfg.summary());
+        for advice in driver.cfg.advice() {
+            warn!("{advice}");
+        }
         driver.drain(start);
         if let Some(n) = driver.notifier.as_mut() {
             n.status("starting: running the start-up demote hook");
@@ -1030,29 +1033,34 @@ fn tag_end(datagram: &[u8]) -> [u8; 8] {
     end
 }
 
-/// The peers' addresses in unicast mode (empty with multicast).
+/// The addresses each datagram goes to by unicast: every other member's in
+/// unicast mode; with multicast, those of the members reached by unicast
+/// beside the group (on the group's port), if any.
 fn unicast_peers(cfg: &Config) -> Vec<SocketAddr> {
-    match &cfg.network.transport {
-        Transport::Multicast { .. } => Vec::new(),
-        Transport::Unicast { port, .. } => cfg
-            .members
-            .iter()
-            .filter(|m| m.id != cfg.node)
-            .filter_map(|m| {
-                m.address
-                    .map(|a| SocketAddr::new(a, m.port.unwrap_or(*port)))
-            })
-            .collect(),
-    }
+    let (port, all) = match &cfg.network.transport {
+        Transport::Multicast { unicast: None, .. } => return Vec::new(),
+        Transport::Multicast { group, .. } => (group.port(), false),
+        Transport::Unicast { port, .. } => (*port, true),
+    };
+    cfg.members
+        .iter()
+        .filter(|m| m.id != cfg.node && (all || m.unicast))
+        .filter_map(|m| {
+            m.address
+                .map(|a| SocketAddr::new(a, m.port.unwrap_or(port)))
+        })
+        .collect()
 }
 
+/// The hooks this node runs: none on a witness, which never leads.
 fn hook_config(cfg: &Config) -> HookConfig {
     let h = &cfg.hooks;
+    let runs = !cfg.witness();
     HookConfig {
-        promote: h.promote.clone(),
-        demote: h.demote.clone(),
-        notify: h.notify.clone(),
-        check: h.check.clone(),
+        promote: h.promote.clone().filter(|_| runs),
+        demote: h.demote.clone().filter(|_| runs),
+        notify: h.notify.clone().filter(|_| runs),
+        check: h.check.clone().filter(|_| runs),
         timeout: h.timeout,
         kill_grace: h.kill_grace,
         refresh_interval: h.refresh_interval,

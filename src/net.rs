@@ -658,6 +658,7 @@ mod tests {
             group: "239.255.42.1:7475".parse().expect("literal"),
             interface: "nosuch0".into(),
             loopback: false,
+            unicast: None,
         };
         let e = Endpoint::open(&transport, &[]).expect_err("no such interface");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
@@ -670,6 +671,7 @@ mod tests {
             group: "10.0.0.1:7475".parse().expect("literal"),
             interface: "lo".into(),
             loopback: false,
+            unicast: None,
         };
         let e = Endpoint::open(&transport, &[]).expect_err("unicast address as group");
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);

@@ -32,6 +32,7 @@ fn multicast(lan: &Lan, host: usize, group: SocketAddr) -> Endpoint {
         group,
         interface: "eth0".into(),
         loopback: false,
+        unicast: None,
     };
     lan.in_ns(host, || Endpoint::open(&transport, &[]))
         .unwrap_or_else(|e| panic!("open {group} on host {host}: {e}"))
@@ -339,6 +340,7 @@ fn daemons_on_one_host_share_a_group_port_on_lo() {
             group: group.parse().expect("literal"),
             interface: "lo".into(),
             loopback,
+            unicast: None,
         };
         lan.in_ns(1, || Endpoint::open(&transport, &[]))
             .unwrap_or_else(|e| panic!("open {group} on lo: {e}"))

@@ -987,12 +987,11 @@ fn missing_or_non_executable_hooks_are_named_by_check_and_at_run_time() {
     edit_config(&c, 3, |t| t.replace(&good_text, &own_text));
 
     // `regent check`: fine, then a missing hook, then one not executable.
+    // It runs on host 3, as an operator would: the file's interface, eth0,
+    // is the namespace's, and the check looks it up there.
     let check = |path: &Path| {
-        let out = Command::new(regent_bin())
-            .args(["check", "-c"])
-            .arg(path)
-            .output()
-            .expect("regent check");
+        let path = path.to_str().expect("UTF-8 path");
+        let out = c.lan.exec(3, &[regent_bin(), "check", "-c", path]);
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.code(), text)

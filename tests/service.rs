@@ -355,6 +355,78 @@ fn check_command_reports_errors_with_lines() {
     assert!(text.contains("dead_after"), "{text}");
 }
 
+#[test]
+fn check_command_reports_every_bad_key_at_once() {
+    let dir = std::env::temp_dir().join(format!("regent-svc-check-all-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("regent.toml");
+    std::fs::write(
+        &bad,
+        "cluster = \"t\"\nnode = \"a\"\npriority = 99999999999\nauth.insecure = true\n\n\
+         [[member]]\nid = 1\naddress = \"127.0.0.1\"\n\n[timing]\nheartbeat = 100\n\
+         dead_after_ms = 1.5\n\n[election]\npreempt = \"yes\"\n",
+    )
+    .expect("write");
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("regent");
+    assert_eq!(out.status.code(), Some(1));
+    let p = bad.display();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{p}:2: node: expected a whole number from 1 to 65535, found the string \"a\"\n\
+             {p}:3: priority: 99999999999 is out of range: expected a whole number from 0 to \
+             4294967295\n\
+             {p}:11: timing.heartbeat: unknown key; [timing] has heartbeat_ms, dead_after_ms, \
+             lease_margin_ms, max_drift_ppm\n\
+             {p}:12: timing.dead_after_ms: expected a whole number of milliseconds from 0 to \
+             18446744073709551615, found the decimal number 1.5\n\
+             {p}:15: election.preempt: expected true or false, found the string \"yes\"\n"
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_command_refuses_an_interface_this_host_lacks() {
+    let dir = std::env::temp_dir().join(format!("regent-svc-check-if-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = |interface: &str| {
+        let path = dir.join(format!("{interface}.toml"));
+        let text = format!(
+            "cluster = \"t\"\nnode = 1\nauth.insecure = true\n\n[[member]]\nid = 1\n\n\
+             [network]\nmulticast = \"239.255.42.1:7475\"\ninterface = \"{interface}\"\n"
+        );
+        std::fs::write(&path, text).expect("write");
+        Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .expect("regent")
+    };
+    let out = config("lo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = config("nope0");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}:10: network.interface \"nope0\" does not exist on this host\n",
+            dir.join("nope0.toml").display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs `regent run` to its exit with standard error in a file that
 /// `JOURNAL_STREAM` names, as systemd does; returns the exit code and what
 /// it wrote.
@@ -414,7 +486,7 @@ fn a_bad_config_exits_78_and_is_logged_once() {
         "every line at error priority: {said}"
     );
     assert!(
-        said.contains("regent.toml:3: unknown key `bogus`"),
+        said.contains("regent.toml:3: bogus: unknown key; the top level has cluster, node,"),
         "{said}"
     );
 

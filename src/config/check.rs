@@ -1,10 +1,11 @@
 //! The checker: turns the raw file into the typed `Config`, collecting every
 //! semantic error with its key, line and a reason an operator can act on,
 //! and going on past each one with a stand-in value so that later checks
-//! still run.
+//! still run. A key the reader refused is neither missing nor its default
+//! here: checks that would need its value are skipped.
 //!
 //! Architecture Invariant: no I/O of its own. Whatever must be looked up on
-//! the system (hooks, the key file, the control group) goes through
+//! the system (hooks, the key file, the control group, the interface) goes through
 //! `disk.rs`, and only with `DiskChecks::Check`; with `DiskChecks::Skip` the
 //! result depends on the text and the file's name alone.
 
@@ -16,9 +17,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::defaults::{self, limits};
-use super::disk::{executable_file, group_exists, read_key};
+use super::disk::{executable_file, group_exists, interface_exists, read_key};
 use super::raw::{
-    RawArgv, RawAuth, RawConfig, RawControl, RawHooks, RawLog, RawMember, RawNetwork, RawTiming,
+    self, Key, RawAuth, RawConfig, RawControl, RawError, RawHooks, RawLog, RawMember, RawNetwork,
+    RawTiming,
 };
 use super::{
     lease, Auth, Config, ConfigError, ConfigErrors, Control, DiskChecks, Election, Hooks,
@@ -53,10 +55,15 @@ impl<'a> Checker<'a> {
     }
 
     pub(super) fn run(mut self) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = match toml::from_str(self.text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                self.toml_error(&e);
+        let raw = match raw::read(self.text) {
+            Ok((raw, errors)) => {
+                for e in errors {
+                    self.raw_error(e);
+                }
+                raw
+            }
+            Err(syntax) => {
+                self.error(syntax.span, syntax.message);
                 return Err(ConfigErrors(self.errors));
             }
         };
@@ -70,19 +77,9 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Records a syntax or type error from the TOML parser.
-    fn toml_error(&mut self, e: &toml::de::Error) {
-        let line = e.span().map(|s| line_of(self.text, s.start));
-        let written = line
-            .and_then(|l| self.text.lines().nth(l - 1))
-            .map(str::trim);
-        let message = if written == Some("[member]") {
-            "[member] is a single table; write [[member]], once per host".to_owned()
-        } else {
-            // serde says "field"; the operator wrote a key.
-            e.message().replacen("unknown field", "unknown key", 1)
-        };
-        self.error(e.span(), message);
+    /// Records a problem the reader found with a key.
+    fn raw_error(&mut self, e: RawError) {
+        self.error(Some(e.span), e.problem.to_string());
     }
 
     /// Records an error at the line where `span` starts, if there is a span.
@@ -106,18 +103,18 @@ impl<'a> Checker<'a> {
         let cluster = self.cluster(raw.cluster);
         let mut members = self.members(raw.member);
         let node = self.node(raw.node, &members);
-        let priority = raw.priority.map_or(defaults::PRIORITY, Spanned::into_inner);
+        let priority = raw.priority.value().copied().unwrap_or(defaults::PRIORITY);
         let network = self.network(raw.network, &mut members, node);
-        let timing = self.timing(raw.timing, raw.hooks.demote_budget_ms.as_ref());
+        let timing = self.timing(raw.timing, &raw.hooks.demote_budget_ms);
         let election = Election {
-            preempt: raw.election.preempt.unwrap_or(true),
-            preempt_delay: ms(raw.election.preempt_delay_ms, defaults::PREEMPT_DELAY_MS),
-            holdoff: ms(raw.election.holdoff_ms, defaults::HOLDOFF_MS),
+            preempt: raw.election.preempt.value().copied().unwrap_or(true),
+            preempt_delay: ms(&raw.election.preempt_delay_ms, defaults::PREEMPT_DELAY_MS),
+            holdoff: ms(&raw.election.holdoff_ms, defaults::HOLDOFF_MS),
         };
         let hooks = self.hooks(raw.hooks);
         let auth = self.auth(raw.auth);
         let state = State {
-            dir: self.path_or("state.dir", raw.state.dir, defaults::STATE_DIR),
+            dir: self.path_or("state.dir", raw.state.dir.set(), defaults::STATE_DIR),
         };
         let control = self.control(raw.control, &cluster);
         let log = self.log(raw.log);
@@ -137,13 +134,18 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn cluster(&mut self, raw: Option<Spanned<String>>) -> String {
-        let Some(raw) = raw else {
-            self.error(
-                None,
-                "cluster is required: a name shared by every member, e.g. cluster = \"db-vip\"",
-            );
-            return String::new();
+    fn cluster(&mut self, raw: Key<String>) -> String {
+        let raw = match raw {
+            Key::Set(raw) => raw,
+            // Reported already; the name stands in for a valid one.
+            Key::Refused(_) => return String::new(),
+            Key::Absent => {
+                self.error(
+                    None,
+                    "cluster is required: a name shared by every member, e.g. cluster = \"db-vip\"",
+                );
+                return String::new();
+            }
         };
         let name = raw.get_ref();
         let valid_chars = name
@@ -163,10 +165,11 @@ impl<'a> Checker<'a> {
     }
 
     /// Checks the `[[member]]` tables, skipping any without a usable id.
-    fn members(&mut self, raw: Option<Vec<Spanned<RawMember>>>) -> Vec<CheckedMember> {
+    fn members(&mut self, raw: Key<Vec<Spanned<RawMember>>>) -> Vec<CheckedMember> {
         let raw = match raw {
-            Some(raw) if !raw.is_empty() => raw,
-            _ => {
+            Key::Set(raw) if !raw.get_ref().is_empty() => raw.into_inner(),
+            Key::Refused(_) => return Vec::new(),
+            Key::Set(_) | Key::Absent => {
                 self.error(
                     None,
                     "no [[member]] tables: list every host of the cluster, this one included",
@@ -189,23 +192,16 @@ impl<'a> Checker<'a> {
         for spanned in raw {
             let table = spanned.span();
             let m = spanned.into_inner();
-            let Some(id) = m.id else {
-                self.error(Some(table), "[[member]] without an id");
-                continue;
+            let id = match m.id {
+                Key::Set(id) => id,
+                Key::Refused(_) => continue,
+                Key::Absent => {
+                    self.error(Some(table), "[[member]] without an id");
+                    continue;
+                }
             };
-            let Some(node) = u32::try_from(*id.get_ref())
-                .ok()
-                .filter(|&n| (1..=limits::MEMBER_ID_MAX).contains(&n))
-                .map(NodeId)
-            else {
-                let message = format!(
-                    "member id {} is out of range (1 to {})",
-                    id.get_ref(),
-                    limits::MEMBER_ID_MAX
-                );
-                self.error_at(&id, message);
-                continue;
-            };
+            // The reader keeps ids in 1..=MEMBER_ID_MAX.
+            let node = NodeId(*id.get_ref());
             if let Some(first) = members.iter().find(|c| c.member.id == node) {
                 let first = line_of(self.text, first.id_span.start);
                 self.error_at(
@@ -214,53 +210,82 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
-            let address_given = m.address.is_some();
-            let address = m.address.and_then(|a| match a.get_ref().parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    let message = format!(
-                        "member {node}: address {:?} is not an IP address \
-                         (host names are not resolved)",
-                        a.get_ref()
-                    );
-                    self.error_at(&a, message);
-                    None
-                }
-            });
-            let port = m.port.filter(|p| {
+            let address_given = m.address.span().is_some();
+            let address = m
+                .address
+                .set()
+                .and_then(|a| match a.get_ref().parse::<IpAddr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        let message = format!(
+                            "member {node}: address {:?} is not an IP address \
+                             (host names are not resolved)",
+                            a.get_ref()
+                        );
+                        self.error_at(&a, message);
+                        None
+                    }
+                });
+            let port_refused = m.port.is_refused();
+            let port = m.port.set().filter(|p| {
                 if *p.get_ref() == 0 {
                     self.error_at(p, format!("member {node}: port 0 is not a usable port"));
                 }
                 *p.get_ref() != 0
+            });
+            let transport = m.transport.set().and_then(|t| match t.get_ref().as_str() {
+                "multicast" => Some((false, t.span())),
+                "unicast" => Some((true, t.span())),
+                other => {
+                    let message = format!(
+                        "member {node}: transport {other:?} must be \"multicast\" or \"unicast\""
+                    );
+                    self.error_at(&t, message);
+                    None
+                }
             });
             members.push(CheckedMember {
                 member: Member {
                     id: node,
                     address,
                     port: port.as_ref().map(|p| *p.get_ref()),
+                    witness: m.witness.value().copied().unwrap_or(false),
+                    unicast: transport.as_ref().is_some_and(|(u, _)| *u),
                 },
+                transport_span: transport.map(|(_, span)| span),
                 address_given,
+                port_refused,
                 id_span: id.span(),
                 port_span: port.map(|p| p.span()),
             });
         }
+        if !members.is_empty() && members.iter().all(|c| c.member.witness) {
+            self.error(
+                Some(members[0].id_span.clone()),
+                "every member is a witness: at least one must be able to lead",
+            );
+        }
         members
     }
 
-    fn node(&mut self, raw: Option<Spanned<i64>>, members: &[CheckedMember]) -> NodeId {
-        let Some(raw) = raw else {
-            self.error(
-                None,
-                "node is required: this host's id, one of the [[member]] ids, e.g. node = 1",
-            );
-            return NodeId(0);
+    fn node(&mut self, raw: Key<u32>, members: &[CheckedMember]) -> NodeId {
+        let raw = match raw {
+            Key::Set(raw) => raw,
+            Key::Refused(_) => return NodeId(0),
+            Key::Absent => {
+                self.error(
+                    None,
+                    "node is required: this host's id, one of the [[member]] ids, e.g. node = 1",
+                );
+                return NodeId(0);
+            }
         };
         if members.is_empty() {
             // Already reported; "not in an empty list" would add nothing.
             return NodeId(0);
         }
         let wanted = *raw.get_ref();
-        match members.iter().find(|c| i64::from(c.member.id.0) == wanted) {
+        match members.iter().find(|c| c.member.id.0 == wanted) {
             Some(c) => c.member.id,
             None => {
                 let ids: Vec<String> = members.iter().map(|c| c.member.id.to_string()).collect();
@@ -280,27 +305,34 @@ impl<'a> Checker<'a> {
         members: &mut [CheckedMember],
         node: NodeId,
     ) -> Network {
-        let transport = match raw.multicast.take() {
-            Some(group) => self.multicast(group, raw, members),
-            None => self.unicast(raw, members, node),
+        // A group written with the wrong type still means multicast.
+        let transport = match std::mem::take(&mut raw.multicast) {
+            Key::Set(group) => self.multicast(group.span(), Some(group), raw, members, node),
+            Key::Refused(span) => self.multicast(span, None, raw, members, node),
+            Key::Absent => self.unicast(raw, members, node),
         };
         Network { transport }
     }
 
+    /// The multicast transport; `group_raw` is `None` when the group was
+    /// written with the wrong type (reported already).
     fn multicast(
         &mut self,
-        group_raw: Spanned<String>,
+        group_span: Range<usize>,
+        group_raw: Option<Spanned<String>>,
         raw: RawNetwork,
         members: &mut [CheckedMember],
+        node: NodeId,
     ) -> Transport {
-        if let Some(port) = &raw.port {
+        // A key of the other transport with an unusable value has its error already.
+        if let Some(port) = raw.port.as_set() {
             self.error_at(
                 port,
                 "network.port is for unicast only; \
                  with multicast the port is part of network.multicast",
             );
         }
-        if let Some(bind) = &raw.bind {
+        if let Some(bind) = raw.bind.as_set() {
             self.error_at(
                 bind,
                 "network.bind is for unicast only; multicast joins the group on network.interface",
@@ -317,16 +349,78 @@ impl<'a> Checker<'a> {
                 c.member.port = None;
             }
         }
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let group = match group_raw.get_ref().parse::<SocketAddr>() {
+        let group = match group_raw {
+            Some(group) => self.multicast_group(&group),
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        // Members reached by unicast beside the group: every member needs
+        // an address then, since those send to each one's.
+        let by_unicast: Vec<NodeId> = members
+            .iter()
+            .filter(|c| c.member.unicast)
+            .map(|c| c.member.id)
+            .collect();
+        let own = members.iter().find(|c| c.member.id == node);
+        let own_unicast = own.is_some_and(|c| c.member.unicast);
+        let own_address = own.and_then(|c| c.member.address);
+        if !by_unicast.is_empty() {
+            let ids: Vec<String> = by_unicast.iter().map(NodeId::to_string).collect();
+            for c in members
+                .iter()
+                .filter(|c| c.member.address.is_none() && !c.address_given)
+            {
+                let message = format!(
+                    "member {} has no address; member {} is reached by unicast \
+                     (transport = \"unicast\") and sends to every member's address",
+                    c.member.id,
+                    ids.join(", ")
+                );
+                self.error(Some(c.id_span.clone()), message);
+            }
+        }
+        if own_unicast {
+            // This host is off the group's network: it sends to and hears
+            // every other member by unicast, on the group's port.
+            return Transport::Unicast {
+                port: group.port(),
+                bind: own_address,
+            };
+        }
+        let interface = match raw.interface {
+            Key::Absent => {
+                self.error(
+                    Some(group_span),
+                    "network.multicast needs network.interface, \
+                     the interface to join the group on (e.g. \"eth0\")",
+                );
+                String::new()
+            }
+            Key::Refused(_) => String::new(),
+            Key::Set(name) => self.interface(name),
+        };
+        let loopback = raw.multicast_loop.value().copied().unwrap_or(false);
+        Transport::Multicast {
+            group,
+            interface,
+            loopback,
+            unicast: match (by_unicast.is_empty(), own_address) {
+                (false, Some(address)) => Some(SocketAddr::new(address, group.port())),
+                _ => None,
+            },
+        }
+    }
+
+    /// The multicast group, or the unspecified address if it is unusable.
+    fn multicast_group(&mut self, raw: &Spanned<String>) -> SocketAddr {
+        match raw.get_ref().parse::<SocketAddr>() {
             Err(_) => {
                 let message = format!(
                     "network.multicast {:?} is not an address:port \
                      like \"239.255.42.1:7475\" or \"[ff02::4242]:7475\"",
-                    group_raw.get_ref()
+                    raw.get_ref()
                 );
-                self.error_at(&group_raw, message);
-                unspecified
+                self.error_at(raw, message);
+                SocketAddr::from(([0, 0, 0, 0], 0))
             }
             Ok(group) if !group.ip().is_multicast() => {
                 let message = format!(
@@ -335,67 +429,85 @@ impl<'a> Checker<'a> {
                      instead, remove network.multicast",
                     group.ip()
                 );
-                self.error_at(&group_raw, message);
+                self.error_at(raw, message);
                 group
             }
             Ok(group) if group.port() == 0 => {
                 self.error_at(
-                    &group_raw,
+                    raw,
                     "network.multicast needs a port other than 0, e.g. \"239.255.42.1:7475\"",
                 );
                 group
             }
             Ok(group) => group,
-        };
-        let interface = match raw.interface {
-            None => {
-                self.error_at(
-                    &group_raw,
-                    "network.multicast needs network.interface, \
-                     the interface to join the group on (e.g. \"eth0\")",
-                );
-                String::new()
-            }
-            Some(name) => {
-                let n = name.get_ref();
-                let valid = !n.is_empty()
-                    && n.len() <= limits::INTERFACE_NAME_MAX
-                    && n.chars()
-                        .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
-                if !valid {
-                    let message = format!(
-                        "network.interface {n:?} is not an interface name \
-                         (1 to {} characters, no '/', ':' or spaces)",
-                        limits::INTERFACE_NAME_MAX
-                    );
-                    self.error_at(&name, message);
-                }
-                name.into_inner()
-            }
-        };
-        let loopback = raw.multicast_loop.is_some_and(Spanned::into_inner);
-        Transport::Multicast {
-            group,
-            interface,
-            loopback,
         }
     }
 
-    fn unicast(&mut self, raw: RawNetwork, members: &[CheckedMember], node: NodeId) -> Transport {
-        if let Some(interface) = &raw.interface {
+    /// The interface to join the group on, which must exist on this host.
+    fn interface(&mut self, raw: Spanned<String>) -> String {
+        let n = raw.get_ref();
+        let valid = !n.is_empty()
+            && n.len() <= limits::INTERFACE_NAME_MAX
+            && n.chars()
+                .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+        if !valid {
+            let message = format!(
+                "network.interface {n:?} is not an interface name \
+                 (1 to {} characters, no '/', ':' or spaces)",
+                limits::INTERFACE_NAME_MAX
+            );
+            self.error_at(&raw, message);
+        } else if self.disk == DiskChecks::Check {
+            match interface_exists(n) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = format!("network.interface {n:?} does not exist on this host");
+                    self.error_at(&raw, message);
+                }
+                Err(e) => {
+                    let message = format!("network.interface {n:?} cannot be looked up: {e}");
+                    self.error_at(&raw, message);
+                }
+            }
+        }
+        raw.into_inner()
+    }
+
+    fn unicast(
+        &mut self,
+        raw: RawNetwork,
+        members: &mut [CheckedMember],
+        node: NodeId,
+    ) -> Transport {
+        for c in members.iter_mut() {
+            c.member.unicast = true;
+            if let Some(span) = c.transport_span.take() {
+                if self.text[span.clone()].contains("multicast") {
+                    let message = format!(
+                        "member {}: transport \"multicast\" needs network.multicast, the group",
+                        c.member.id
+                    );
+                    self.error(Some(span), message);
+                }
+            }
+        }
+        // A key of the other transport with an unusable value has its error already.
+        if let Some(interface) = raw.interface.as_set() {
             self.error_at(
                 interface,
                 "network.interface is only used with network.multicast; \
                  unicast listens on network.bind (or all addresses)",
             );
         }
-        if let Some(lo) = &raw.multicast_loop {
+        if let Some(lo) = raw.multicast_loop.as_set() {
             self.error_at(
                 lo,
                 "network.multicast_loop is only used with network.multicast",
             );
         }
-        let port = match raw.port {
+        // With a port refused by the reader, the endpoints are not known.
+        let ports_known = !raw.port.is_refused();
+        let port = match raw.port.set() {
             Some(p) if *p.get_ref() == 0 => {
                 self.error_at(&p, "network.port 0 is not a usable port");
                 defaults::PORT
@@ -403,14 +515,17 @@ impl<'a> Checker<'a> {
             Some(p) => p.into_inner(),
             None => defaults::PORT,
         };
-        let bind = raw.bind.and_then(|b| match b.get_ref().parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                let message = format!("network.bind {:?} is not an IP address", b.get_ref());
-                self.error_at(&b, message);
-                None
-            }
-        });
+        let bind = raw
+            .bind
+            .set()
+            .and_then(|b| match b.get_ref().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    let message = format!("network.bind {:?} is not an IP address", b.get_ref());
+                    self.error_at(&b, message);
+                    None
+                }
+            });
         let mut endpoints: Vec<(SocketAddr, NodeId)> = Vec::new();
         for c in members {
             let id = c.member.id;
@@ -428,6 +543,9 @@ impl<'a> Checker<'a> {
             if address.is_multicast() || address.is_unspecified() {
                 let message = format!("member {id}: address {address} is not a host's address");
                 self.error(Some(c.id_span.clone()), message);
+                continue;
+            }
+            if !ports_known || c.port_refused {
                 continue;
             }
             let endpoint = SocketAddr::new(address, c.member.port.unwrap_or(port));
@@ -452,43 +570,51 @@ impl<'a> Checker<'a> {
         Transport::Unicast { port, bind }
     }
 
-    fn timing(&mut self, raw: RawTiming, raw_budget: Option<&Spanned<u64>>) -> Timing {
-        let value =
-            |v: &Option<Spanned<u64>>, default: u64| v.as_ref().map_or(default, |s| *s.get_ref());
+    fn timing(&mut self, raw: RawTiming, raw_budget: &Key<u64>) -> Timing {
+        let value = |v: &Key<u64>, default: u64| v.value().copied().unwrap_or(default);
         let heartbeat = value(&raw.heartbeat_ms, defaults::HEARTBEAT_MS);
         let dead_after = value(&raw.dead_after_ms, defaults::DEAD_AFTER_MS);
         let margin = value(&raw.lease_margin_ms, defaults::LEASE_MARGIN_MS);
-        let budget = raw_budget.map_or(defaults::DEMOTE_BUDGET_MS, |s| *s.get_ref());
+        let budget = value(raw_budget, defaults::DEMOTE_BUDGET_MS);
         let drift = raw
             .max_drift_ppm
-            .as_ref()
-            .map_or(defaults::MAX_DRIFT_PPM, |s| *s.get_ref());
-        let span = |v: &Option<Spanned<u64>>| v.as_ref().map(Spanned::span);
-        let mut consistent = true;
+            .value()
+            .copied()
+            .unwrap_or(defaults::MAX_DRIFT_PPM);
+        // A value the reader refused stands in as its default, and relations
+        // with a stand-in would be errors the operator did not make.
+        let durations = [
+            &raw.heartbeat_ms,
+            &raw.dead_after_ms,
+            &raw.lease_margin_ms,
+            raw_budget,
+        ];
+        let mut consistent =
+            !durations.iter().any(|k| k.is_refused()) && !raw.max_drift_ppm.is_refused();
 
         if heartbeat < limits::HEARTBEAT_MIN_MS {
             let message = format!(
                 "timing.heartbeat_ms = {heartbeat} is below the minimum of {}",
                 limits::HEARTBEAT_MIN_MS
             );
-            self.error(span(&raw.heartbeat_ms), message);
+            self.error(raw.heartbeat_ms.span(), message);
             consistent = false;
-        } else if dead_after < heartbeat.saturating_mul(2) {
+        } else if consistent && dead_after < heartbeat.saturating_mul(2) {
             let message = match raw.dead_after_ms {
-                Some(_) => format!(
+                Key::Set(_) => format!(
                     "timing.dead_after_ms = {dead_after} must be at least \
                      2 x timing.heartbeat_ms ({}), so that one lost heartbeat does not declare \
                      a peer dead",
                     heartbeat.saturating_mul(2)
                 ),
-                None => format!(
+                Key::Absent | Key::Refused(_) => format!(
                     "timing.dead_after_ms (default {dead_after}) must be at least \
                      2 x timing.heartbeat_ms ({}); set dead_after_ms or lower heartbeat_ms",
                     heartbeat.saturating_mul(2)
                 ),
             };
             self.error(
-                span(&raw.dead_after_ms).or(span(&raw.heartbeat_ms)),
+                raw.dead_after_ms.span().or(raw.heartbeat_ms.span()),
                 message,
             );
             consistent = false;
@@ -498,7 +624,7 @@ impl<'a> Checker<'a> {
                 "timing.max_drift_ppm = {drift} must be below {} (10%)",
                 limits::DRIFT_PPM_LIMIT
             );
-            self.error(raw.max_drift_ppm.as_ref().map(Spanned::span), message);
+            self.error(raw.max_drift_ppm.span(), message);
             consistent = false;
         }
 
@@ -511,7 +637,12 @@ impl<'a> Checker<'a> {
         };
         // Renewable means dead_after * (1e6 - drift) / (1e6 + drift)
         // - margin - demote budget > heartbeat, compared exactly in integers.
-        let (up, down) = (1_000_000 + u128::from(drift), 1_000_000 - u128::from(drift));
+        // A drift of 100000 ppm or more is refused above, so the lease is
+        // not checked; saturating keeps one above a million from overflowing.
+        let (up, down) = (
+            1_000_000 + u128::from(drift),
+            1_000_000u128.saturating_sub(u128::from(drift)),
+        );
         let needed = (u128::from(heartbeat) + u128::from(margin) + u128::from(budget)) * up;
         if consistent && u128::from(dead_after) * down <= needed {
             let lease_ms = lease(&timing).map_or(0, |l| l.as_millis());
@@ -523,12 +654,12 @@ impl<'a> Checker<'a> {
                  {heartbeat}, so no heartbeat could renew it; raise timing.dead_after_ms to at \
                  least {minimum} or lower timing.lease_margin_ms or hooks.demote_budget_ms"
             );
-            let budget_span = raw_budget.map(Spanned::span);
             self.error(
-                span(&raw.dead_after_ms)
-                    .or(span(&raw.lease_margin_ms))
-                    .or(budget_span)
-                    .or(span(&raw.heartbeat_ms)),
+                raw.dead_after_ms
+                    .span()
+                    .or(raw.lease_margin_ms.span())
+                    .or(raw_budget.span())
+                    .or(raw.heartbeat_ms.span()),
                 message,
             );
         }
@@ -536,18 +667,21 @@ impl<'a> Checker<'a> {
     }
 
     fn hooks(&mut self, raw: RawHooks) -> Hooks {
-        let promote = raw.promote.map(|p| self.executable("hooks.promote", p));
-        let demote = raw.demote.map(|p| self.executable("hooks.demote", p));
-        let notify = raw.notify.map(|p| self.executable("hooks.notify", p));
+        let promote = raw
+            .promote
+            .set()
+            .map(|p| self.executable("hooks.promote", p));
+        let demote = raw.demote.set().map(|p| self.executable("hooks.demote", p));
+        let notify = raw.notify.set().map(|p| self.executable("hooks.notify", p));
         let timeout = self.positive_ms(
             "hooks.timeout_ms",
             raw.timeout_ms,
             defaults::HOOK_TIMEOUT_MS,
         );
-        let kill_grace = ms(raw.kill_grace_ms, defaults::KILL_GRACE_MS);
-        let refresh_interval = Some(ms(raw.refresh_interval_ms, defaults::REFRESH_INTERVAL_MS))
+        let kill_grace = ms(&raw.kill_grace_ms, defaults::KILL_GRACE_MS);
+        let refresh_interval = Some(ms(&raw.refresh_interval_ms, defaults::REFRESH_INTERVAL_MS))
             .filter(|d| !d.is_zero());
-        let output_max_bytes = match raw.output_max_bytes {
+        let output_max_bytes = match raw.output_max_bytes.set() {
             Some(n) if *n.get_ref() == 0 => {
                 self.error_at(
                     &n,
@@ -558,7 +692,7 @@ impl<'a> Checker<'a> {
             Some(n) => n.into_inner(),
             None => defaults::OUTPUT_MAX_BYTES,
         };
-        let check = raw.check.map(|argv| self.check_argv(argv));
+        let check = raw.check.set().map(|argv| self.check_argv(argv));
         let check_interval = self.positive_ms(
             "hooks.check_interval_ms",
             raw.check_interval_ms,
@@ -590,9 +724,9 @@ impl<'a> Checker<'a> {
     }
 
     /// The health check's argv, with argv[0] resolved like any other path.
-    fn check_argv(&mut self, raw: Spanned<RawArgv>) -> Vec<String> {
+    fn check_argv(&mut self, raw: Spanned<Vec<String>>) -> Vec<String> {
         let span = raw.span();
-        let mut argv = raw.into_inner().0;
+        let mut argv = raw.into_inner();
         let Some(program) = argv.first() else {
             self.error(
                 Some(span),
@@ -631,14 +765,20 @@ impl<'a> Checker<'a> {
     }
 
     fn auth(&mut self, raw: RawAuth) -> Auth {
-        let insecure = raw.insecure.as_ref().is_some_and(|s| *s.get_ref());
+        let insecure = raw.insecure.value().copied().unwrap_or(false);
         match raw.key_file {
-            None if insecure => Auth {
+            // With auth.insecure refused it is not known whether a key is needed.
+            Key::Absent | Key::Refused(_) if insecure || raw.insecure.is_refused() => Auth {
                 key: None,
                 key_file: None,
                 insecure,
             },
-            None => {
+            Key::Refused(_) => Auth {
+                key: None,
+                key_file: None,
+                insecure,
+            },
+            Key::Absent => {
                 self.error(
                     None,
                     "auth.key_file is required: a file holding the cluster's shared secret \
@@ -651,7 +791,7 @@ impl<'a> Checker<'a> {
                     insecure,
                 }
             }
-            Some(file) if insecure => {
+            Key::Set(file) if insecure => {
                 self.error_at(
                     &file,
                     "auth.key_file and auth.insecure = true are both set; remove one of them",
@@ -663,7 +803,7 @@ impl<'a> Checker<'a> {
                     insecure,
                 }
             }
-            Some(file) => {
+            Key::Set(file) => {
                 let span = file.span();
                 let empty = file.get_ref().is_empty();
                 let path = self.path("auth.key_file", file);
@@ -687,9 +827,10 @@ impl<'a> Checker<'a> {
     }
 
     fn control(&mut self, raw: RawControl, cluster: &str) -> Control {
+        let socket_span = raw.socket.span();
         let socket = self.path_or(
             "control.socket",
-            raw.socket.clone(),
+            raw.socket.set(),
             &super::default_socket(cluster),
         );
         // sun_path holds 108 bytes, the terminating NUL included.
@@ -700,9 +841,9 @@ impl<'a> Checker<'a> {
                  a Unix socket path may be at most 107",
                 socket.display()
             );
-            self.error(raw.socket.as_ref().map(Spanned::span), message);
+            self.error(socket_span, message);
         }
-        let group = raw.group.map(|g| {
+        let group = raw.group.set().map(|g| {
             let name = g.get_ref();
             if name.is_empty()
                 || name.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control())
@@ -722,7 +863,10 @@ impl<'a> Checker<'a> {
             }
             g.into_inner()
         });
-        let metrics_listen = raw.metrics_listen.and_then(|m| self.metrics_listen(m));
+        let metrics_listen = raw
+            .metrics_listen
+            .set()
+            .and_then(|m| self.metrics_listen(m));
         Control {
             socket,
             group,
@@ -759,7 +903,7 @@ impl<'a> Checker<'a> {
 
     fn log(&mut self, raw: RawLog) -> LogConfig {
         let mut log = LogConfig::default();
-        if let Some(target) = raw.target {
+        if let Some(target) = raw.target.set() {
             match target.get_ref().as_str() {
                 "stderr" => log.target = LogTarget::Stderr,
                 "syslog" => log.target = LogTarget::Syslog,
@@ -769,7 +913,7 @@ impl<'a> Checker<'a> {
                 ),
             }
         }
-        if let Some(level) = raw.level {
+        if let Some(level) = raw.level.set() {
             log.level = match level.get_ref().as_str() {
                 "error" => log::LevelFilter::Error,
                 "warn" => log::LevelFilter::Warn,
@@ -806,8 +950,8 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn positive_ms(&mut self, key: &str, raw: Option<Spanned<u64>>, default: u64) -> Duration {
-        match raw {
+    fn positive_ms(&mut self, key: &str, raw: Key<u64>, default: u64) -> Duration {
+        match raw.set() {
             Some(v) if *v.get_ref() == 0 => {
                 self.error_at(&v, format!("{key} must be at least 1"));
                 Duration::from_millis(default)
@@ -817,8 +961,8 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn positive_count(&mut self, key: &str, raw: Option<Spanned<u32>>, default: u32) -> u32 {
-        match raw {
+    fn positive_count(&mut self, key: &str, raw: Key<u32>, default: u32) -> u32 {
+        match raw.set() {
             Some(v) if *v.get_ref() == 0 => {
                 self.error_at(&v, format!("{key} must be at least 1"));
                 default
@@ -832,8 +976,12 @@ impl<'a> Checker<'a> {
 /// A member as checked so far, with the spans later checks point at.
 struct CheckedMember {
     member: Member,
+    /// Where `transport` was written, if it was.
+    transport_span: Option<Range<usize>>,
     /// An address was written, even if it did not parse (and was reported).
     address_given: bool,
+    /// A port was written with the wrong type or out of range (reported).
+    port_refused: bool,
     id_span: Range<usize>,
     /// Set while the member's port is still to be checked against the transport.
     port_span: Option<Range<usize>>,
@@ -850,6 +998,6 @@ pub(super) fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// A `*_ms` key as a duration.
-fn ms(raw: Option<u64>, default: u64) -> Duration {
-    Duration::from_millis(raw.unwrap_or(default))
+fn ms(raw: &Key<u64>, default: u64) -> Duration {
+    Duration::from_millis(raw.value().copied().unwrap_or(default))
 }

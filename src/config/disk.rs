@@ -1,11 +1,13 @@
 //! The disk probes: whether a hook can be run, the shared key and whether
-//! its file is private, whether a group exists. Each answers with a reason
-//! for an operator; `check.rs` puts it on the line of the key it concerns.
+//! its file is private, whether a group exists, whether a network interface
+//! exists. Each answers with a reason for an operator; `check.rs` puts it on
+//! the line of the key it concerns.
 //!
 //! Architecture Invariant: the only code in `config/` that looks at the
 //! system besides `Config::load` reading the file itself, and it only reads:
-//! metadata, the key file, the group database. Nothing is created, changed
-//! or run. The checker calls it only with `DiskChecks::Check`.
+//! metadata, the key file, the group database, the index of an interface.
+//! Nothing is created, changed or run. The checker calls it only with
+//! `DiskChecks::Check`.
 
 use std::fs;
 use std::io::Read;
@@ -94,6 +96,18 @@ pub(super) fn read_key(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(key)
+}
+
+/// Whether this host has a network interface `name`, in the network
+/// namespace this process runs in: the one the daemon joins its multicast
+/// group from. Asks the kernel (`if_nametoindex`), not `/sys`, which shows
+/// the interfaces of the namespace it was mounted in.
+pub(super) fn interface_exists(name: &str) -> std::io::Result<bool> {
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::ENODEV) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether the group database knows `name`.

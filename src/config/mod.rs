@@ -1,21 +1,22 @@
 //! The configuration file: TOML in, a typed and validated `Config` out, or
 //! every problem found, each with the line it is on.
 //!
-//! Parsing happens in two layers. Raw structs (`raw.rs`) mirror the file,
-//! keep the span of every value (`toml::Spanned`) and refuse unknown keys;
-//! `Checker` (`check.rs`) turns them into the typed `Config`, collecting all
-//! semantic errors instead of stopping at the first, and asks `disk.rs`
-//! about hooks, the key file and the control group. Syntax and type errors
-//! come from the TOML parser, which stops at the first one. The defaults and
-//! limits are in `defaults.rs`; what a reload may change, in `reload.rs`. This file holds the schema the rest of the
-//! daemon reads, and the entry points.
+//! Parsing happens in two layers. The reader (`raw.rs`) takes the TOML
+//! document key by key into raw structs that mirror the file and keep the
+//! span of every value, and reports every unknown key, wrong type and
+//! number out of range; `Checker` (`check.rs`) turns the raw structs into
+//! the typed `Config`, collecting every semantic error too, and asks
+//! `disk.rs` about hooks, the key file and the control group. Only a syntax
+//! error stops reading: what follows it is not TOML. The defaults and limits
+//! are in `defaults.rs`; what a reload may change, in `reload.rs`. This file
+//! holds the schema the rest of the daemon reads, and the entry points.
 //!
 //! Relative paths in the file are taken relative to the file's directory.
 //!
 //! Architecture Invariant: this module only reads files (the config, the key
-//! file, the metadata of hooks) and the group database. It opens no socket,
-//! creates nothing and never runs a hook. With `DiskChecks::Skip` it touches
-//! nothing at all.
+//! file, the metadata of hooks), the group database and the index of the
+//! multicast interface. It opens no socket, creates nothing and never runs a
+//! hook. With `DiskChecks::Skip` it touches nothing at all.
 
 mod check;
 mod defaults;
@@ -74,6 +75,12 @@ pub struct Member {
     pub address: Option<IpAddr>,
     /// Its unicast port when it differs from `network.port`; only set in unicast mode.
     pub port: Option<u16>,
+    /// It votes and persists promises but never leads and runs no hooks.
+    pub witness: bool,
+    /// It is reached by unicast to its address: every member of a unicast
+    /// cluster, and those with `transport = "unicast"` beside a multicast
+    /// group (a witness in another subnet, say).
+    pub unicast: bool,
 }
 
 /// How heartbeats reach the other members.
@@ -87,6 +94,10 @@ pub enum Transport {
         interface: String,
         /// Deliver our own datagrams back to us (several nodes on one host).
         loopback: bool,
+        /// This host's own address and the group's port, where it hears the
+        /// members reached by unicast (those with `transport = "unicast"`);
+        /// `None` when every member is on the group.
+        unicast: Option<SocketAddr>,
     },
     /// One datagram per member, to each member's address.
     Unicast {
@@ -245,11 +256,12 @@ impl Default for LogConfig {
     }
 }
 
-/// Whether parsing may look at the filesystem.
+/// Whether parsing may look at the filesystem and the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskChecks {
-    /// Check that hooks exist and are executable, check the control group
-    /// exists, and read the key file.
+    /// Check that hooks exist and are executable, that the control group
+    /// exists and that network.interface exists on this host (in this
+    /// network namespace), and read the key file.
     Check,
     /// Touch nothing; `auth.key` stays `None`.
     Skip,
@@ -322,8 +334,37 @@ impl Config {
             preempt: self.election.preempt,
             preempt_delay: self.election.preempt_delay,
             holdoff: self.election.holdoff,
-            witness: false,
+            witness: self.witness(),
         }
+    }
+
+    /// This node is a witness.
+    pub fn witness(&self) -> bool {
+        self.members.iter().any(|m| m.id == self.node && m.witness)
+    }
+
+    /// Advice on a configuration that is valid but probably not what the
+    /// operator wants; `regent check` prints it and the daemon logs it.
+    pub fn advice(&self) -> Vec<String> {
+        let mut advice = Vec::new();
+        let voters = self.members.len();
+        let can_lead = self.members.iter().filter(|m| !m.witness).count();
+        if voters == 2 {
+            advice.push(
+                "two members cannot fail over: a quorum needs both, so losing either stops \
+                 the cluster; add a witness (a third [[member]] with witness = true, on \
+                 another host) and see README \"Two hosts\""
+                    .to_owned(),
+            );
+        }
+        if can_lead == 1 && voters > 1 {
+            advice.push(
+                "only one member can lead (the others are witnesses): there is nothing to \
+                 fail over to"
+                    .to_owned(),
+            );
+        }
+        advice
     }
 
     /// The number of members that make a majority: floor(N/2) + 1.
@@ -338,9 +379,22 @@ impl Config {
                 group,
                 interface,
                 loopback,
+                unicast,
             } => {
                 let lo = if *loopback { " (loopback on)" } else { "" };
-                format!("multicast {group} on {interface}{lo}")
+                let beside = match unicast {
+                    Some(local) => {
+                        let ids: Vec<String> = self
+                            .members
+                            .iter()
+                            .filter(|m| m.unicast)
+                            .map(|m| m.id.to_string())
+                            .collect();
+                        format!(", unicast from {local} to member {}", ids.join(", "))
+                    }
+                    None => String::new(),
+                };
+                format!("multicast {group} on {interface}{lo}{beside}")
             }
             Transport::Unicast {
                 port,
@@ -358,11 +412,17 @@ impl Config {
             "hmac-sha256"
         };
         format!(
-            "cluster {}, node {} of {} members (quorum {}), priority {}, {}, \
+            "cluster {}, node {}{} of {} members{} (quorum {}), priority {}, {}, \
              heartbeat {} ms, dead_after {} ms, lease {}, auth {}",
             self.cluster,
             self.node,
+            if self.witness() { " (a witness)" } else { "" },
             self.members.len(),
+            match self.members.iter().filter(|m| m.witness).count() {
+                0 => String::new(),
+                1 => ", 1 a witness".to_owned(),
+                n => format!(", {n} witnesses"),
+            },
             self.quorum(),
             self.priority,
             transport,
@@ -427,10 +487,18 @@ fn default_socket(cluster: &str) -> String {
 
 /// `regent check`: validates the file at `path` the way `regent run` would.
 /// Returns the exit code (0 valid, 1 not) and the text to print, without a
-/// final newline: `ok: ` and the summary, or every error, one per line.
+/// final newline: `ok: ` and the summary, then a `warning: ` line for each
+/// piece of advice; or every error, one per line.
 pub fn check_command(path: &Path) -> (i32, String) {
     match Config::load(path) {
-        Ok(config) => (0, format!("ok: {}", config.summary())),
+        Ok(config) => {
+            let mut text = format!("ok: {}", config.summary());
+            for advice in config.advice() {
+                text.push_str("\nwarning: ");
+                text.push_str(&advice);
+            }
+            (0, text)
+        }
         Err(errors) => (1, errors.to_string()),
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::check::{line_of, Checker};
-use super::raw::RawConfig;
+use super::raw::{self, Key, RawConfig};
 use super::{Config, ConfigError, ConfigErrors, DiskChecks, Member, Transport};
 
 /// A configuration a running daemon may take, and what it changes.
@@ -38,7 +38,7 @@ impl Config {
         let (text, base) = super::read(path)?;
         let new = Checker::new(&text, path, &base, DiskChecks::Check).run()?;
         // The checker parsed this text already; the spans are for the lines.
-        let raw: RawConfig = toml::from_str(&text).unwrap_or_default();
+        let raw = raw::read(&text).map(|(raw, _)| raw).unwrap_or_default();
         let mut refused = Refusals {
             text: &text,
             file: path,
@@ -99,12 +99,12 @@ impl Refusals<'_> {
     fn key<T, V: Display + PartialEq + ?Sized>(
         &mut self,
         key: &str,
-        at: &Option<Spanned<T>>,
+        at: &Key<T>,
         old: &V,
         new: &V,
     ) {
         if old != new {
-            let span = at.as_ref().map(Spanned::span);
+            let span = at.span();
             let change = match span {
                 Some(_) => format!("{key} changed from {old} to {new}"),
                 None => format!("{key} (not set, so its default) changed from {old} to {new}"),
@@ -122,7 +122,7 @@ impl Refusals<'_> {
     }
 
     fn members(&mut self, old: &[Member], new: &[Member], raw: &RawConfig) {
-        let tables = raw.member.as_deref().unwrap_or_default();
+        let tables = raw.member.value().map_or(&[][..], Vec::as_slice);
         let ids = |m: &[Member]| m.iter().map(|m| m.id.to_string()).collect::<Vec<_>>();
         if ids(old) != ids(new) {
             // The first table that differs, or the last one if one was removed.
@@ -160,11 +160,13 @@ impl Refusals<'_> {
                     group: og,
                     interface: oi,
                     loopback: ol,
+                    ..
                 },
                 Transport::Multicast {
                     group: ng,
                     interface: ni,
                     loopback: nl,
+                    ..
                 },
             ) => {
                 self.key("network.multicast", &r.multicast, og, ng);
@@ -179,11 +181,11 @@ impl Refusals<'_> {
                 self.key("network.bind", &r.bind, &opt(ob), &opt(nb));
             }
             (Transport::Multicast { .. }, Transport::Unicast { .. }) => {
-                let span = r.port.as_ref().map(Spanned::span);
+                let span = r.port.span();
                 self.refuse(span, "network changed from multicast to unicast".into());
             }
             (Transport::Unicast { .. }, Transport::Multicast { .. }) => {
-                let span = r.multicast.as_ref().map(Spanned::span);
+                let span = r.multicast.span();
                 self.refuse(span, "network changed from unicast to multicast".into());
             }
         }
