@@ -128,6 +128,9 @@ struct Driver {
     /// The wall-clock second the daemon started, since the Unix epoch: read
     /// once, with the incarnation floor, and only shown in metrics.
     start_unix_s: u64,
+    /// The members that are witnesses (the member list is fixed until a
+    /// restart), for status.
+    witnesses: Vec<crate::core::NodeId>,
     poll: Poll,
     node: Node,
     codec: Codec,
@@ -277,6 +280,12 @@ impl Driver {
             config_path,
             start,
             start_unix_s,
+            witnesses: cfg
+                .members
+                .iter()
+                .filter(|m| m.witness)
+                .map(|m| m.id)
+                .collect(),
             poll,
             node,
             codec,
@@ -949,6 +958,7 @@ impl Driver {
         let snap = Snapshot {
             cluster: &self.cfg.cluster,
             rank: self.node.rank(),
+            witnesses: &self.witnesses,
             status: &status,
             dead_after: self.cfg.timing.dead_after,
             counters: &self.counters,

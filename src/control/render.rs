@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::core::{Rank, Role, Status};
+use crate::core::{NodeId, Rank, Role, Status};
 use crate::hooks::{HookStats, KindStats};
 use crate::wire::DropCounters;
 
@@ -19,6 +19,8 @@ pub struct Snapshot<'a> {
     pub cluster: &'a str,
     /// This node's rank; `Status` carries only its id.
     pub rank: Rank,
+    /// The members that are witnesses: they vote but never lead.
+    pub witnesses: &'a [NodeId],
     /// The core's view.
     pub status: &'a Status,
     /// The configured `dead_after`.
@@ -80,6 +82,8 @@ struct Row {
     hears_us: bool,
     can_lead: bool,
     role: Role,
+    /// It votes but never leads.
+    witness: bool,
 }
 
 /// Every member, this node included, sorted by id.
@@ -97,6 +101,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
             hears_us: p.hears_us,
             can_lead: p.can_lead,
             role: p.role,
+            witness: s.witnesses.contains(&p.id),
         })
         .collect();
     rows.push(Row {
@@ -108,6 +113,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
         hears_us: true,
         can_lead: st.eligible && st.alive >= st.quorum,
         role: st.role,
+        witness: s.witnesses.contains(&st.id),
     });
     rows.sort_by_key(|r| r.id);
     rows
@@ -131,6 +137,41 @@ fn human(d: Duration) -> String {
     } else {
         format!("{:.1}s", d.as_secs_f64())
     }
+}
+
+/// How many members this node is linked with, of how many, and when that
+/// is no quorum, which members it misses: `1 of 3 alive, 2 needed: NO
+/// QUORUM (not linked both ways with 2, 3 (witness))`.
+fn quorum_line(s: &Snapshot) -> String {
+    let st = s.status;
+    let witnesses = s.witnesses.len();
+    let voters = match witnesses {
+        0 => format!("{}", st.peers.len() + 1),
+        1 => format!("{} (1 a witness)", st.peers.len() + 1),
+        n => format!("{} ({n} witnesses)", st.peers.len() + 1),
+    };
+    let mut line = format!("{} of {voters} alive, {} needed", st.alive, st.quorum);
+    if st.alive < st.quorum {
+        let missing: Vec<String> = rows(s)
+            .iter()
+            .filter(|r| !r.is_self && !(r.alive && r.hears_us))
+            .map(|r| {
+                let how = match (r.alive, r.witness) {
+                    (true, true) => " (witness, one-way)",
+                    (true, false) => " (one-way)",
+                    (false, true) => " (witness)",
+                    (false, false) => "",
+                };
+                format!("{}{how}", r.id)
+            })
+            .collect();
+        let _ = write!(
+            line,
+            ": NO QUORUM (not linked both ways with {})",
+            missing.join(", ")
+        );
+    }
+    line
 }
 
 /// The readable status table of `regent status`.
@@ -172,20 +213,7 @@ pub fn render_status(s: &Snapshot) -> String {
                 format!("epoch {} (highest known {})", st.durable, st.known)
             },
         ),
-        (
-            "quorum",
-            format!(
-                "{} of {} alive, {} needed{}",
-                st.alive,
-                st.peers.len() + 1,
-                st.quorum,
-                if st.alive >= st.quorum {
-                    ""
-                } else {
-                    ": NO QUORUM"
-                }
-            ),
-        ),
+        ("quorum", quorum_line(s)),
         ("eligible", yes_no(st.eligible).to_string()),
         ("lease", lease),
         ("dead after", format!("{} ms", s.dead_after.as_millis())),
@@ -216,7 +244,11 @@ pub fn render_status(s: &Snapshot) -> String {
                 }
                 .to_string(),
                 yes_no(r.can_lead).to_string(),
-                r.role.to_string(),
+                if r.witness {
+                    format!("{} (witness)", r.role)
+                } else {
+                    r.role.to_string()
+                },
             ]
         })
         .collect();
@@ -368,6 +400,7 @@ pub fn render_status_json(s: &Snapshot) -> String {
         p.bool("alive", r.alive);
         p.bool("hears_us", r.hears_us);
         p.bool("can_lead", r.can_lead);
+        p.bool("witness", r.witness);
         p.str("role", &r.role.to_string());
         p.close();
     }
@@ -912,6 +945,7 @@ mod tests {
         let s = Snapshot {
             cluster,
             rank: rank(100, 3),
+            witnesses: &[],
             status: &st,
             dead_after: ms(300),
             counters: &c,
@@ -960,6 +994,7 @@ uptime     1h 2m 3s
         let s = Snapshot {
             cluster: "x",
             rank: rank(100, 3),
+            witnesses: &[NodeId(2)],
             status: &st,
             dead_after: ms(300),
             counters: &c,
@@ -973,7 +1008,9 @@ uptime     1h 2m 3s
             "role       follower (demote hook running)\n",
             "epoch      none\n",
             "leader     none\n",
-            "quorum     1 of 3 alive, 2 needed: NO QUORUM\n",
+            "quorum     1 of 3 (1 a witness) alive, 2 needed: NO QUORUM \
+             (not linked both ways with 2 (witness))\n",
+            "never       no     no        follower (witness)\n",
             "lease      not leading\n",
             "uptime     2.5s\n",
             "*  3  (100, 3)  -           yes    no        follower\n",
