@@ -154,7 +154,7 @@ fn quorum_line(s: &Snapshot) -> String {
     if st.alive < st.quorum {
         let missing: Vec<String> = rows(s)
             .iter()
-            .filter(|r| !r.is_self && !(r.alive && r.hears_us))
+            .filter(|r| !(r.is_self || r.alive && r.hears_us))
             .map(|r| {
                 let how = match (r.alive, r.witness) {
                     (true, true) => " (witness, one-way)",
