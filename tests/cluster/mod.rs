@@ -54,6 +54,10 @@ pub struct Opts {
     pub demote_sleep_ms: u64,
     /// The logging hook logs `refresh` runs too (by default it ignores them).
     pub log_refresh: bool,
+    /// Hosts that are witnesses, reached by unicast (`transport =
+    /// "unicast"`) beside the group: put them behind the router of a
+    /// [`Lan::routed`].
+    pub witnesses: Vec<usize>,
 }
 
 impl Default for Opts {
@@ -71,6 +75,7 @@ impl Default for Opts {
             members: None,
             demote_sleep_ms: 0,
             log_refresh: false,
+            witnesses: Vec::new(),
         }
     }
 }
@@ -237,6 +242,9 @@ impl Cluster {
                 self.lan.addr4(h).to_string()
             };
             let _ = write!(s, "\n[[member]]\nid = {h}\naddress = \"{addr}\"\n");
+            if o.witnesses.contains(&h) {
+                s.push_str("witness = true\ntransport = \"unicast\"\n");
+            }
         }
         if o.unicast {
             s.push_str("\n[network]\nport = 7475\n");
