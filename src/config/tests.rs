@@ -1470,3 +1470,32 @@ fn two_members_without_a_witness_are_warned_about() {
     let three = parse(&two_and_a_witness(2)).expect("valid");
     assert!(three.advice().is_empty());
 }
+
+#[test]
+fn the_witness_example_holds_for_every_host() {
+    let text = include_str!("../../conf/witness.toml");
+    for node in 1..=3 {
+        let mine = text.replace("node = 1", &format!("node = {node}"));
+        let config = Config::parse(
+            &mine,
+            Path::new("/etc/regent/db-vip.toml"),
+            DiskChecks::Skip,
+        )
+        .unwrap_or_else(|e| panic!("node {node}: {e}"));
+        assert_eq!(config.quorum(), 2);
+        assert!(config.advice().is_empty(), "{:?}", config.advice());
+        assert_eq!(config.witness(), node == 3);
+        match (&config.network.transport, node) {
+            (Transport::Unicast { port: 7475, .. }, 3) => {}
+            (
+                Transport::Multicast {
+                    unicast: Some(own), ..
+                },
+                1 | 2,
+            ) => {
+                assert_eq!(own.port(), 7475);
+            }
+            (other, _) => panic!("node {node}: {other:?}"),
+        }
+    }
+}
