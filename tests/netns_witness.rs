@@ -16,7 +16,7 @@ mod cluster;
 use std::time::Duration;
 
 use cluster::{Cluster, Opts};
-use netns::{require_root, Lan};
+use netns::{require_root, Lan, ROUTER};
 
 const WITNESS: usize = 3;
 
@@ -93,7 +93,7 @@ fn a_crash_of_either_host_fails_over_on_the_witness_vote() {
 }
 
 #[test]
-fn a_partition_between_the_hosts_keeps_one_leader_when_the_witness_sees_both() {
+fn partitions_of_two_hosts_and_a_witness_never_give_two_leaders() {
     if !require_root() {
         return;
     }
@@ -119,9 +119,35 @@ fn a_partition_between_the_hosts_keeps_one_leader_when_the_witness_sees_both() {
         c.dump()
     );
     assert_eq!(c.holder(), Some((leader, epoch)), "\n{}", c.dump());
+    c.check_no_overlap(&[]);
+
+    // Now the leader is cut off from both the other host and the witness:
+    // the other side has the quorum, and the old leader lets go first.
+    std::thread::sleep(Duration::from_millis(500));
+    let other = 3 - leader;
+    let cut = c.mark("partition: the leader | the other host and the router");
+    c.lan.partition(&[&[leader], &[other, ROUTER]]);
+    let next = c
+        .wait_promote(cut, &[leader, WITNESS], Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("the side with the witness did not take over\n{}", c.dump()));
+    let demoted = c
+        .hook_events()
+        .into_iter()
+        .find(|e| e.node == leader && e.kind == "demote-end" && e.at_ns >= cut)
+        .unwrap_or_else(|| panic!("the old leader did not demote\n{}", c.dump()));
+    assert!(
+        demoted.at_ns < next.at_ns,
+        "the new leader promoted before the old one's demote ended\n{}",
+        c.dump()
+    );
+    c.lan.heal_partition();
     let windows = c.check_no_overlap(&[]);
     println!(
-        "2+1 partition between the hosts: {} leadership window(s), 0 ms with two holders",
+        "2+1 partitions: nothing moves while the witness sees both hosts; cut off from it, \
+         the leader's demote ended {:.1} ms before host {other} promoted after {:.1} ms; \
+         {} leadership windows, 0 ms with two holders",
+        ms(next.at_ns - demoted.at_ns),
+        ms(next.at_ns - cut),
         windows.len()
     );
 }

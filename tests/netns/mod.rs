@@ -39,6 +39,10 @@ pub const FAMILY: &str = "rgt";
 /// with [`Lan::with_client`].
 pub const CLIENT: usize = 200;
 
+/// The router of a [`Lan::routed`], for [`Lan::partition`]: the hosts
+/// behind it go with it.
+pub const ROUTER: usize = 201;
+
 /// The most hosts one `Lan` holds; host numbers stay below [`CLIENT`].
 pub const MAX_HOSTS: usize = 99;
 
@@ -310,7 +314,9 @@ impl Lan {
     pub fn partition(&self, groups: &[&[usize]]) {
         let mut seen = Vec::new();
         for &host in groups.iter().flat_map(|group| group.iter()) {
-            self.check_host(host);
+            if host != ROUTER || self.routed.is_empty() {
+                self.check_host(host);
+            }
             assert!(
                 !seen.contains(&host),
                 "host {host} is in two partition groups"
@@ -603,6 +609,8 @@ fn remove_namespace(ns: &str) {
 fn port_name(host: usize) -> String {
     if host == CLIENT {
         "c".to_owned()
+    } else if host == ROUTER {
+        "rt".to_owned()
     } else {
         format!("h{host}")
     }
