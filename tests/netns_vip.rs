@@ -945,10 +945,14 @@ fi"#,
         .find(|l| l.contains("hook promote[") && l.contains("timed out"))
         .unwrap_or_else(|| panic!("no timeout in node 3's log\n{log}"));
     println!("node 3's log: {line}");
+    // Durations read `1.001 s` (or `837.5 ms` below a second).
     let ran: f64 = line
         .rsplit_once(" after ")
-        .and_then(|(_, d)| d.trim().strip_suffix('s'))
-        .and_then(|d| d.parse().ok())
+        .and_then(|(_, d)| match d.trim().split_once(' ') {
+            Some((n, "s")) => n.parse().ok(),
+            Some((n, "ms")) => n.parse::<f64>().ok().map(|ms| ms / 1e3),
+            _ => None,
+        })
         .unwrap_or_else(|| panic!("no duration in {line:?}"));
     // Killed at the deadline by SIGTERM: the kill grace (2 s) was not needed.
     assert!((1.0..2.5).contains(&ran), "{line}");
