@@ -114,7 +114,13 @@ enum Command {
         demote: Option<PathBuf>,
     },
     /// Run three local nodes on loopback and watch a failover (no root needed).
-    Demo,
+    Demo {
+        /// Run two hosts and a witness instead: the leader crashes and the
+        /// other host takes over with the witness's vote, then the witness
+        /// crashes and the leader keeps its lease.
+        #[arg(long)]
+        witness: bool,
+    },
     /// Tell the neighbours on DEV that addresses it holds are here: gratuitous
     /// ARP for IPv4, unsolicited neighbour advertisements for IPv6 (needs root).
     Announce {
@@ -248,7 +254,11 @@ fn main() -> ExitCode {
             };
             ExitCode::from(regentd::guard::run(daemon, &settings))
         }
-        Command::Demo => match regentd::demo::run() {
+        Command::Demo { witness } => match regentd::demo::run(if witness {
+            regentd::demo::Story::Witness
+        } else {
+            regentd::demo::Story::Hosts
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("regent demo: {e}");
