@@ -131,6 +131,9 @@ pub fn run(story: Story) -> Result<(), String> {
 }
 
 /// A line a daemon logged, stamped when it arrived.
+/// How many of the daemons' last log lines an error shows.
+const RECENT_LINES: usize = 30;
+
 struct LogLine {
     node: usize,
     at: Instant,
@@ -149,6 +152,9 @@ struct Demo {
     rows: Vec<(String, String)>,
     /// Every leadership the logs showed, in the order read.
     leaderships: Vec<Leader>,
+    /// The daemons' last log lines, for an error that ends the demo (their
+    /// directory is removed on exit).
+    recent: std::collections::VecDeque<String>,
 }
 
 /// A leadership change seen in the logs.
@@ -200,6 +206,7 @@ impl Demo {
             ),
             rows: Vec::new(),
             leaderships: Vec::new(),
+            recent: std::collections::VecDeque::new(),
         };
         if let Err(e) = demo.write_files() {
             let _ = std::fs::remove_dir_all(&demo.dir);
@@ -453,6 +460,10 @@ impl Demo {
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => return Err("all nodes exited".into()),
             };
+            if self.recent.len() == RECENT_LINES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(format!("node {}: {}", line.node, line.text));
             let Some(seen) = Seen::parse(&line.text) else {
                 continue;
             };
@@ -475,10 +486,11 @@ impl Demo {
             Leader::seen(line, seen).filter(|l| Some(l.node) != not)
         })?
         .ok_or_else(|| {
+            let recent: Vec<&str> = self.recent.iter().map(String::as_str).collect();
             format!(
-                "no new leader within {}; logs are in {}",
+                "no new leader within {}; the daemons' last lines:\n{}",
                 crate::logging::Took(limit),
-                self.dir.display()
+                recent.join("\n")
             )
         })
     }
