@@ -14,8 +14,9 @@
 //! clock: the driver passes received bytes in and sends the bytes it gets back.
 //!
 //! Architecture Invariant: a hostile datagram is a [`Drop`], never a panic, and
-//! nothing is decoded before its tag has been checked in constant time. The
-//! replay window changes only for a message that passed every other check.
+//! nothing past the version byte and the key id (which say which key checks
+//! it) is read before its tag has been checked in constant time. The replay
+//! window changes only for a message that passed every other check.
 
 use std::fmt;
 use std::time::Duration;
@@ -373,7 +374,7 @@ impl Codec {
         if bytes.len() > MAX_DATAGRAM {
             return Err(Drop::Oversized);
         }
-        let (key_id, header) = match bytes[0] {
+        let (key_id, header_len) = match bytes[0] {
             VERSION => (KeyId(0), 1),
             VERSION_KEYED if bytes.len() < 2 + TAG_LEN => return Err(Drop::Truncated),
             VERSION_KEYED => (KeyId(bytes[1]), 2),
@@ -385,11 +386,11 @@ impl Codec {
         mac.update(signed);
         mac.verify_slice(tag).map_err(|_| Drop::BadMac)?;
 
-        if header == 2 && key_id == KeyId(0) {
+        if bytes[0] == VERSION_KEYED && key_id == KeyId(0) {
             // Key id 0 is always sent as version 1: one encoding per message.
             return Err(Drop::Malformed);
         }
-        let payload = &signed[header..];
+        let payload = &signed[header_len..];
         let (datagram, read): (Datagram, usize) =
             bincode::decode_from_slice(payload, config()).map_err(|_| Drop::Malformed)?;
         if read != payload.len() {
