@@ -19,11 +19,14 @@ use regentd::core::{
     Body, CoreConfig, Effect, Epoch, Heartbeat, HookDone, HookOutcome, Incarnation, Input, Message,
     NackReason, Node, NodeId, Persisted, Role, Seq, Time, Timing,
 };
-use regentd::wire::{Codec, Drop, Filter, MAX_DATAGRAM};
+use regentd::wire::{Codec, Drop, Filter, KeyId, MAX_DATAGRAM};
 use sha2::Sha256;
 
 /// The key every target authenticates with.
 pub const KEY: &[u8] = b"the fuzzers' shared key, 32 bytes";
+
+/// The key of id 1, for the `decode` target's version 2 datagrams.
+pub const NEXT_KEY: &[u8] = b"the fuzzers' next key, 32 bytes..";
 
 /// Whether the `node` target sends epochs up to `u64::MAX` (see `Reader::epoch`).
 pub const EXTREME_EPOCHS: bool = false;
@@ -33,30 +36,45 @@ pub const CLUSTER: &str = "db-vip";
 
 /// Target `decode`: a received datagram, as the driver handles it.
 ///
-/// The fuzzer cannot forge a tag, so `data` is tried twice: as a whole
-/// datagram (exercising size, version and tag checks), and as the payload of
-/// a datagram sealed with the right key (exercising the decoder itself).
+/// The fuzzer cannot forge a tag, so `data` is tried three times: as a
+/// whole datagram (exercising size, version, key id and tag checks), and as
+/// the payload of a datagram sealed with the right key, as version 1 and as
+/// version 2 with key id 1 (exercising the decoder itself).
 /// Properties: no panic; a datagram that decodes re-encodes to exactly its
 /// own bytes (no two encodings of one message, no ignored bytes); a decoded
 /// message goes through the replay filter without panic.
 pub fn decode(data: &[u8]) {
     let codec = Codec::new(CLUSTER, Some(KEY));
+    // A host that sends with key id 1 and accepts key id 0 too.
+    let keyed = Codec::with_keys(CLUSTER, (KeyId(1), NEXT_KEY), &[(KeyId(0), KEY)]);
     let mut filter = Filter::new(NodeId(1), &[NodeId(1), NodeId(2), NodeId(3)]);
     let _ = decode_one(&codec, &mut filter, data);
-    let sealed = seal(KEY, 1, data);
-    match decode_one(&codec, &mut filter, &sealed) {
-        Ok(()) => {}
-        // An authentic datagram can only fail to decode, be too big, or
-        // belong to another cluster: never a MAC or version failure.
-        Err(Drop::Malformed | Drop::OtherCluster | Drop::Oversized) => {}
-        Err(d) => panic!("authentic datagram dropped as {d:?}"),
+    let _ = decode_one(&keyed, &mut filter, data);
+    let sealed = [
+        (&codec, seal(KEY, 1, data)),
+        (&keyed, seal_after(NEXT_KEY, &[2, 1], data)),
+    ];
+    for (codec, sealed) in &sealed {
+        match decode_one(codec, &mut filter, sealed) {
+            Ok(()) => {}
+            // An authentic datagram can only fail to decode, be too big, or
+            // belong to another cluster: never a MAC, key or version failure.
+            Err(Drop::Malformed | Drop::OtherCluster | Drop::Oversized) => {}
+            Err(d) => panic!("authentic datagram dropped as {d:?}"),
+        }
     }
 }
 
-/// Decodes and filters one datagram; checks the canonical encoding.
+/// Decodes and filters one datagram; checks the canonical encoding, under
+/// the key the datagram names.
 fn decode_one(codec: &Codec, filter: &mut Filter, bytes: &[u8]) -> Result<(), Drop> {
     let msg = codec.decode(bytes)?;
-    let again = codec
+    // It decoded, so it has a version byte and, in version 2, a key id.
+    let sender = match bytes[0] {
+        1 => Codec::new(CLUSTER, Some(KEY)),
+        _ => Codec::with_keys(CLUSTER, (KeyId(bytes[1]), NEXT_KEY), &[]),
+    };
+    let again = sender
         .encode(&msg)
         .expect("a decoded message fits: it arrived in a datagram");
     assert_eq!(
@@ -71,7 +89,13 @@ fn decode_one(codec: &Codec, filter: &mut Filter, bytes: &[u8]) -> Result<(), Dr
 /// A datagram with any version byte and payload, tagged with `key` the way
 /// the wire format says (version byte and payload, HMAC-SHA256).
 pub fn seal(key: &[u8], version: u8, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![version];
+    seal_after(key, &[version], payload)
+}
+
+/// A datagram of `header` (version, key id) and `payload`, tagged with
+/// `key` over both.
+pub fn seal_after(key: &[u8], header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut bytes = header.to_vec();
     bytes.extend_from_slice(payload);
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
     mac.update(&bytes);

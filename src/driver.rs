@@ -33,7 +33,7 @@ use crate::net::Endpoint;
 use crate::notify::Notifier;
 use crate::persist::{Done, Writer};
 use crate::state::{next_incarnation, Init, StateError, StateFile, Stored};
-use crate::wire::{Codec, Drop, DropCounters, DropLog, Filter, MAX_DATAGRAM};
+use crate::wire::{Codec, Drop, DropCounters, DropLog, Filter, KeyId, MAX_DATAGRAM};
 
 const SOCKET: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -253,7 +253,7 @@ impl Driver {
             None => None,
         };
 
-        let codec = Codec::new(&cfg.cluster, cfg.auth.key.as_deref());
+        let codec = codec(&cfg);
         if codec.is_insecure() {
             warn!("auth.insecure = true: anyone on the network can forge heartbeats");
         }
@@ -862,7 +862,7 @@ impl Driver {
                 let t = self.time(now);
                 self.node.reconfigure(new.core(), t);
                 self.hooks.set_config(hook_config(&new));
-                self.codec = Codec::new(&new.cluster, new.auth.key.as_deref());
+                self.codec = codec(&new);
                 crate::logging::set_level(new.log.level);
                 let text = if changes.is_empty() {
                     format!("reloaded {file}: nothing changed")
@@ -1060,6 +1060,24 @@ fn unicast_peers(cfg: &Config) -> Vec<SocketAddr> {
                 .map(|a| SocketAddr::new(a, m.port.unwrap_or(port)))
         })
         .collect()
+}
+
+/// The codec of this node's keys: it sends with `auth.key` under
+/// `auth.key_id` and accepts that key and every `[[auth.accept]]` one; with
+/// no key, the insecure one derived from the cluster name.
+fn codec(cfg: &Config) -> Codec {
+    let a = &cfg.auth;
+    let Some(key) = a.key.as_deref() else {
+        return Codec::new(&cfg.cluster, None);
+    };
+    // `Config::load` read every key file; a key missing here would only
+    // leave datagrams under its id unaccepted.
+    let accept: Vec<(KeyId, &[u8])> = a
+        .accept
+        .iter()
+        .filter_map(|k| Some((k.id, k.key.as_deref()?)))
+        .collect();
+    Codec::with_keys(&cfg.cluster, (a.key_id, key), &accept)
 }
 
 /// The hooks this node runs: none on a witness, which never leads.

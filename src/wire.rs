@@ -1,19 +1,22 @@
 //! Bytes on the wire: datagram framing, authentication, decoding and the
 //! per-sender replay window.
 //!
-//! A datagram is `[version: u8][payload][tag: 32 bytes]`. The payload is the
-//! bincode encoding of the cluster name followed by the [`Message`], in the one
-//! frozen configuration returned by `config()`. The tag is HMAC-SHA256 over the
-//! version byte and the payload. docs/PROTOCOL.md ("Wire format") gives the
-//! layout byte by byte; a unit test pins it to exact bytes.
+//! A datagram is `[version 1][payload][tag: 32 bytes]`, or, sent with a key
+//! whose id is not 0, `[version 2][key id][payload][tag]`. The payload is the
+//! bincode encoding of the cluster name followed by the [`Message`], in the
+//! one frozen configuration returned by `config()`. The tag is HMAC-SHA256,
+//! with the key the id names, over every byte before it. docs/PROTOCOL.md
+//! ("Wire format") gives the layout byte by byte; a unit test pins it to
+//! exact bytes.
 //!
 //! Architecture Invariant: this is the only module that knows how a message
 //! looks as bytes; nothing else calls bincode. It does no I/O and reads no
 //! clock: the driver passes received bytes in and sends the bytes it gets back.
 //!
 //! Architecture Invariant: a hostile datagram is a [`Drop`], never a panic, and
-//! nothing is decoded before its tag has been checked in constant time. The
-//! replay window changes only for a message that passed every other check.
+//! nothing past the version byte and the key id (which say which key checks
+//! it) is read before its tag has been checked in constant time. The replay
+//! window changes only for a message that passed every other check.
 
 use std::fmt;
 use std::time::Duration;
@@ -31,19 +34,26 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// for a heartbeat listing 64 peers. The config loader enforces it.
 pub const MAX_CLUSTER_NAME: usize = 64;
 
-/// The protocol version carried in the first byte of every datagram.
+/// The first byte of a datagram authenticated with key id 0: no key id
+/// follows. A host with a single key sends exactly these, so it still talks
+/// with releases that know no other version.
 pub const VERSION: u8 = 1;
+
+/// The first byte of a datagram that names its key: the key id follows, in
+/// one byte. Sent only with a key id other than 0.
+pub const VERSION_KEYED: u8 = 2;
 
 /// The length of the HMAC-SHA256 tag at the end of every datagram.
 const TAG_LEN: usize = 32;
 
-/// The largest payload that fits between the version byte and the tag.
+/// The largest payload that fits between the version byte and the tag (a
+/// version 2 datagram has room for one byte less).
 const MAX_PAYLOAD: usize = MAX_DATAGRAM - 1 - TAG_LEN;
 
 /// The domain separator hashed with the cluster name into the insecure-mode key.
 const INSECURE_KEY_LABEL: &[u8] = b"regent insecure key v1\0";
 
-/// The one bincode configuration of protocol version 1. Frozen: changing any
+/// The one bincode configuration of protocol versions 1 and 2. Frozen: changing any
 /// part of it changes the bytes on the wire and needs a new [`VERSION`].
 /// The limit bounds what a length prefix can make the decoder allocate.
 const fn config() -> bincode::config::Configuration<
@@ -72,6 +82,23 @@ struct DatagramRef<'a> {
     message: &'a Message,
 }
 
+/// Which of the cluster's keys authenticates a datagram: `auth.key_id` and
+/// the ids of `[[auth.accept]]`. One byte on the wire: a rotation needs two
+/// ids live at once, and an id can be used again once its key is retired,
+/// so 256 are plenty.
+///
+/// Id 0 is the key of a configuration with one key. Its datagrams carry no
+/// id (version 1), and a version 2 datagram naming id 0 is malformed, so
+/// that every message has one encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub u8);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Why a received datagram was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Drop {
@@ -79,8 +106,11 @@ pub enum Drop {
     Truncated,
     /// Longer than [`MAX_DATAGRAM`].
     Oversized,
-    /// The version byte is not [`VERSION`].
+    /// The version byte is neither [`VERSION`] nor [`VERSION_KEYED`].
     BadVersion,
+    /// The key id is none of this host's keys: a member sends with a key
+    /// this host does not accept (yet, or any more).
+    UnknownKey,
     /// The tag does not match: a wrong key, corruption, or another cluster with another key.
     BadMac,
     /// Authentic but does not decode, or has bytes after the message: a sender bug.
@@ -104,10 +134,11 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in a fixed order (the order of metrics output).
-    pub const ALL: [Drop; 11] = [
+    pub const ALL: [Drop; 12] = [
         Drop::Truncated,
         Drop::Oversized,
         Drop::BadVersion,
+        Drop::UnknownKey,
         Drop::BadMac,
         Drop::Malformed,
         Drop::OtherCluster,
@@ -124,6 +155,7 @@ impl Drop {
             Drop::Truncated => "truncated",
             Drop::Oversized => "oversized",
             Drop::BadVersion => "bad_version",
+            Drop::UnknownKey => "unknown_key",
             Drop::BadMac => "bad_mac",
             Drop::Malformed => "malformed",
             Drop::OtherCluster => "other_cluster",
@@ -141,6 +173,10 @@ impl Drop {
             Drop::Truncated => "datagram shorter than a header and a tag",
             Drop::Oversized => "datagram larger than the protocol allows",
             Drop::BadVersion => "unknown protocol version: a peer runs another regent release",
+            Drop::UnknownKey => {
+                "sent with a key id this host does not accept: a member switched to a new key \
+                 before this host accepted it, or still sends with one this host removed"
+            }
             Drop::BadMac => {
                 "authentication failed: a wrong key file, corruption, or another cluster \
                  on the same group"
@@ -211,24 +247,32 @@ impl std::error::Error for EncodeError {}
 pub struct Codec {
     /// The cluster name, carried in every datagram and checked on receipt.
     cluster: String,
-    /// HMAC state already keyed; cloned for every datagram.
-    mac: Hmac<Sha256>,
+    /// The id of the key datagrams are sent with, and that key.
+    send: (KeyId, Hmac<Sha256>),
+    /// Every key a received datagram may name, the sending key included,
+    /// by increasing id, each id once: HMAC state already keyed, cloned for
+    /// every datagram.
+    keys: Vec<(KeyId, Hmac<Sha256>)>,
     /// No key was given: the key is derived from the cluster name.
     insecure: bool,
 }
 
 impl fmt::Debug for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The key stays out of logs and panics.
+        // The keys stay out of logs and panics; their ids are no secret.
+        let ids: Vec<u8> = self.keys.iter().map(|(id, _)| id.0).collect();
         f.debug_struct("Codec")
             .field("cluster", &self.cluster)
+            .field("send", &self.send.0 .0)
+            .field("key_ids", &ids)
             .field("insecure", &self.insecure)
             .finish_non_exhaustive()
     }
 }
 
 impl Codec {
-    /// A codec for `cluster` authenticating with `key`.
+    /// A codec for `cluster` authenticating with `key` as key id 0: it sends
+    /// version 1 datagrams and accepts only those.
     ///
     /// With `key = None` (insecure mode) the key is SHA-256 of a fixed label and
     /// the cluster name. That still catches corruption and keeps clusters with
@@ -248,14 +292,34 @@ impl Codec {
                 derived.as_slice()
             }
         };
-        // HMAC accepts keys of every length (longer ones are hashed first), so
-        // `new_from_slice` cannot fail here.
-        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-            .expect("HMAC-SHA256 accepts keys of any length");
+        let mac = keyed(key);
         Codec {
             cluster: cluster.to_owned(),
-            mac,
+            send: (KeyId(0), mac.clone()),
+            keys: vec![(KeyId(0), mac)],
             insecure,
+        }
+    }
+
+    /// A codec for `cluster` that sends with the key `send` (its id, its
+    /// bytes) and accepts datagrams under that id and those of `accept`.
+    ///
+    /// An id given twice keeps its first key, the sending key before all: a
+    /// configuration that did so is refused before it gets here, and this
+    /// way no accepted key can stand in for the one sent with.
+    pub fn with_keys(cluster: &str, send: (KeyId, &[u8]), accept: &[(KeyId, &[u8])]) -> Codec {
+        let mut keys: Vec<(KeyId, Hmac<Sha256>)> = Vec::with_capacity(1 + accept.len());
+        for &(id, key) in std::iter::once(&send).chain(accept) {
+            if keys.iter().all(|(known, _)| *known != id) {
+                keys.push((id, keyed(key)));
+            }
+        }
+        keys.sort_by_key(|(id, _)| *id);
+        Codec {
+            cluster: cluster.to_owned(),
+            send: (send.0, keyed(send.1)),
+            keys,
+            insecure: false,
         }
     }
 
@@ -269,14 +333,24 @@ impl Codec {
         self.insecure
     }
 
-    /// Encodes and authenticates `msg` as one datagram of at most [`MAX_DATAGRAM`] bytes.
+    /// The id of the key datagrams are sent with.
+    pub fn send_key(&self) -> KeyId {
+        self.send.0
+    }
+
+    /// Encodes and authenticates `msg` as one datagram of at most
+    /// [`MAX_DATAGRAM`] bytes: version 1 with key id 0, else version 2 and
+    /// the sending key's id.
     pub fn encode(&self, msg: &Message) -> Result<Vec<u8>, EncodeError> {
         let datagram = DatagramRef {
             cluster: &self.cluster,
             message: msg,
         };
         let mut bytes = Vec::with_capacity(256);
-        bytes.push(VERSION);
+        match self.send.0 {
+            KeyId(0) => bytes.push(VERSION),
+            KeyId(id) => bytes.extend_from_slice(&[VERSION_KEYED, id]),
+        }
         bincode::encode_into_std_write(&datagram, &mut bytes, config())
             .map_err(|e| EncodeError::Encoder(e.to_string()))?;
         let len = bytes.len() + TAG_LEN;
@@ -288,9 +362,10 @@ impl Codec {
         Ok(bytes)
     }
 
-    /// Checks and decodes one received datagram, in this order: size, version,
-    /// tag (constant time, before anything is decoded), decoding with no bytes
-    /// left over, cluster name. Who sent it and whether it is fresh is
+    /// Checks and decodes one received datagram, in this order: size,
+    /// version, key id (one this host accepts), tag with that key (constant
+    /// time, before anything else is read), decoding with no bytes left
+    /// over, cluster name. Who sent it and whether it is fresh is
     /// [`Filter::admit`]'s job.
     pub fn decode(&self, bytes: &[u8]) -> Result<Message, Drop> {
         if bytes.len() < 1 + TAG_LEN {
@@ -299,15 +374,23 @@ impl Codec {
         if bytes.len() > MAX_DATAGRAM {
             return Err(Drop::Oversized);
         }
-        if bytes[0] != VERSION {
-            return Err(Drop::BadVersion);
-        }
+        let (key_id, header_len) = match bytes[0] {
+            VERSION => (KeyId(0), 1),
+            VERSION_KEYED if bytes.len() < 2 + TAG_LEN => return Err(Drop::Truncated),
+            VERSION_KEYED => (KeyId(bytes[1]), 2),
+            _ => return Err(Drop::BadVersion),
+        };
+        let mac = self.key(key_id).ok_or(Drop::UnknownKey)?;
         let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-        let mut mac = self.mac.clone();
+        let mut mac = mac.clone();
         mac.update(signed);
         mac.verify_slice(tag).map_err(|_| Drop::BadMac)?;
 
-        let payload = &signed[1..];
+        if bytes[0] == VERSION_KEYED && key_id == KeyId(0) {
+            // Key id 0 is always sent as version 1: one encoding per message.
+            return Err(Drop::Malformed);
+        }
+        let payload = &signed[header_len..];
         let (datagram, read): (Datagram, usize) =
             bincode::decode_from_slice(payload, config()).map_err(|_| Drop::Malformed)?;
         if read != payload.len() {
@@ -319,12 +402,25 @@ impl Codec {
         Ok(datagram.message)
     }
 
-    /// The tag of the version byte and payload in `signed`.
+    /// The keyed HMAC state of key `id`, if this codec has that key.
+    fn key(&self, id: KeyId) -> Option<&Hmac<Sha256>> {
+        let i = self.keys.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+        Some(&self.keys[i].1)
+    }
+
+    /// The tag, with the sending key, of the bytes before it in `signed`.
     fn tag(&self, signed: &[u8]) -> [u8; TAG_LEN] {
-        let mut mac = self.mac.clone();
+        let mut mac = self.send.1.clone();
         mac.update(signed);
         mac.finalize().into_bytes().into()
     }
+}
+
+/// HMAC-SHA256 state keyed with `key`.
+fn keyed(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of every length (longer ones are hashed first), so
+    // `new_from_slice` cannot fail here.
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length")
 }
 
 /// The number of sequence numbers below the highest one seen that the replay
@@ -549,6 +645,8 @@ mod tests {
     use crate::core::{Body, Epoch, Heartbeat, Incarnation, NackReason, Role, Seq};
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    /// The next key of a rotation, sent as key id 1 in these tests.
+    const NEW_KEY: &[u8] = b"fedcba9876543210fedcba9876543210";
 
     fn msg(from: u32, incarnation: u64, seq: u64, body: Body) -> Message {
         Message {
@@ -629,11 +727,27 @@ mod tests {
 
     /// A datagram with any version byte and payload, correctly tagged.
     fn seal(codec: &Codec, version: u8, payload: &[u8]) -> Vec<u8> {
-        let mut bytes = vec![version];
+        seal_after(codec, &[version], payload)
+    }
+
+    /// A datagram with any header bytes (version, key id) and payload,
+    /// tagged with the codec's sending key.
+    fn seal_after(codec: &Codec, header: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut bytes = header.to_vec();
         bytes.extend_from_slice(payload);
         let tag = codec.tag(&bytes);
         bytes.extend_from_slice(&tag);
         bytes
+    }
+
+    /// A host in the middle of a rotation from `KEY` (id 0) to `NEW_KEY`
+    /// (id 1): it sends with `send`'s key and accepts both.
+    fn rotating(send: u8) -> Codec {
+        let (old, new) = ((KeyId(0), KEY), (KeyId(1), NEW_KEY));
+        match send {
+            0 => Codec::with_keys("db-vip", old, &[new]),
+            _ => Codec::with_keys("db-vip", new, &[old]),
+        }
     }
 
     /// The payload of a datagram from `encode`.
@@ -687,10 +801,14 @@ mod tests {
         let codec = Codec::new(&cluster, Some(KEY));
         let m = msg(u32::MAX, u64::MAX, u64::MAX, heartbeat(64));
         let bytes = codec.encode(&m).expect("a 64-peer heartbeat fits");
-        // The figure docs/PROTOCOL.md ("Wire format") works out.
+        // The figures docs/PROTOCOL.md ("Wire format") works out.
         assert_eq!(bytes.len(), 939);
         assert!(bytes.len() <= MAX_DATAGRAM, "{} bytes", bytes.len());
-        assert_eq!(codec.decode(&bytes), Ok(m));
+        assert_eq!(codec.decode(&bytes), Ok(m.clone()));
+        let keyed = Codec::with_keys(&cluster, (KeyId(255), KEY), &[]);
+        let bytes = keyed.encode(&m).expect("with a key id too");
+        assert_eq!(bytes.len(), 940);
+        assert_eq!(keyed.decode(&bytes), Ok(m));
     }
 
     #[test]
@@ -764,9 +882,24 @@ mod tests {
                 Drop::BadVersion,
             ),
             (
-                "version 2",
-                seal(&codec, 2, &good_payload),
+                "version 3",
+                seal(&codec, 3, &good_payload),
                 Drop::BadVersion,
+            ),
+            (
+                "version 2 without room for its key id",
+                [&[VERSION_KEYED][..], &good[1..=TAG_LEN]].concat(),
+                Drop::Truncated,
+            ),
+            (
+                "version 2, a key id this host lacks",
+                seal_after(&codec, &[VERSION_KEYED, 1], &good_payload),
+                Drop::UnknownKey,
+            ),
+            (
+                "version 2 naming key id 0, authentic",
+                seal_after(&codec, &[VERSION_KEYED, 0], &good_payload),
+                Drop::Malformed,
             ),
             ("flipped tag", flipped_tag, Drop::BadMac),
             (
@@ -1028,7 +1161,7 @@ mod tests {
         assert_eq!(counters.total(), 3);
         let all: Vec<_> = counters.iter().collect();
         assert_eq!(all.len(), Drop::ALL.len());
-        assert_eq!(all[3], (Drop::BadMac, 2));
+        assert_eq!(all[4], (Drop::BadMac, 2));
     }
 
     #[test]
@@ -1060,6 +1193,111 @@ mod tests {
         );
         assert!(!codec.is_insecure());
         assert!(Codec::new("db-vip", None).is_insecure());
+        let shown = format!("{:?}", rotating(1));
+        assert!(
+            shown.contains("send: 1") && shown.contains("key_ids: [0, 1]"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("0123") && !shown.contains("fedc"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_single_key_sends_version_1_and_a_new_key_id_version_2() {
+        let m = msg(1, 2, 3, Body::Election);
+        let single = Codec::new("db-vip", Some(KEY)).encode(&m).expect("fits");
+        // Accepting a second key changes nothing on the wire.
+        let accepting = rotating(0).encode(&m).expect("fits");
+        assert_eq!(single, accepting);
+        assert_eq!(single[0], VERSION);
+        let keyed = rotating(1).encode(&m).expect("fits");
+        assert_eq!(&keyed[..2], &[VERSION_KEYED, 1]);
+        // The same payload, one byte further on.
+        assert_eq!(&keyed[2..keyed.len() - TAG_LEN], payload(&single));
+        assert_eq!(rotating(1).send_key(), KeyId(1));
+    }
+
+    #[test]
+    fn version_1_still_decodes_where_other_keys_are_accepted() {
+        let m = msg(1, 2, 3, Body::Claim { epoch: Epoch(8) });
+        let from_old_release = Codec::new("db-vip", Some(KEY)).encode(&m).expect("fits");
+        for receiver in [rotating(0), rotating(1)] {
+            assert_eq!(receiver.decode(&from_old_release), Ok(m.clone()));
+        }
+        // Once the old key is removed, its datagrams are another key's.
+        let after = Codec::with_keys("db-vip", (KeyId(1), NEW_KEY), &[]);
+        assert_eq!(after.decode(&from_old_release), Err(Drop::UnknownKey));
+    }
+
+    #[test]
+    fn version_2_with_an_accepted_key_id_verifies() {
+        for body in every_body() {
+            let m = msg(1, 2, 3, body);
+            let bytes = rotating(1).encode(&m).expect("fits");
+            assert_eq!(bytes[..2], [VERSION_KEYED, 1]);
+            // Accepted, or sent with: either way the id finds the key.
+            assert_eq!(rotating(0).decode(&bytes), Ok(m.clone()));
+            assert_eq!(rotating(1).decode(&bytes), Ok(m.clone()));
+            let switched = Codec::with_keys("db-vip", (KeyId(1), NEW_KEY), &[]);
+            assert_eq!(switched.decode(&bytes), Ok(m));
+        }
+    }
+
+    #[test]
+    fn a_key_id_this_host_lacks_is_dropped_as_unknown_key() {
+        let m = msg(1, 2, 3, Body::Election);
+        let bytes = rotating(1).encode(&m).expect("fits");
+        // A host not yet given the new key.
+        let before = Codec::new("db-vip", Some(KEY));
+        assert_eq!(before.decode(&bytes), Err(Drop::UnknownKey));
+        // Another id, with the very key that signed it: the id decides.
+        let renumbered = Codec::with_keys("db-vip", (KeyId(0), KEY), &[(KeyId(2), NEW_KEY)]);
+        assert_eq!(renumbered.decode(&bytes), Err(Drop::UnknownKey));
+    }
+
+    #[test]
+    fn a_known_key_id_with_another_key_behind_it_is_bad_mac() {
+        let m = msg(1, 2, 3, Body::Election);
+        let bytes = rotating(1).encode(&m).expect("fits");
+        // Key id 1 names another secret on this host: a wrong key file.
+        let wrong = Codec::with_keys("db-vip", (KeyId(0), KEY), &[(KeyId(1), b"not the new key")]);
+        assert_eq!(wrong.decode(&bytes), Err(Drop::BadMac));
+        // The right key under id 0 does not help either: the tag covers the id.
+        let mut as_id_0 = bytes.clone();
+        as_id_0[1] = 0;
+        let id_0 = Codec::with_keys("db-vip", (KeyId(0), NEW_KEY), &[]);
+        assert_eq!(id_0.decode(&as_id_0), Err(Drop::BadMac));
+    }
+
+    #[test]
+    fn an_id_given_twice_keeps_the_sending_key() {
+        let m = msg(1, 2, 3, Body::Election);
+        let codec = Codec::with_keys("db-vip", (KeyId(1), NEW_KEY), &[(KeyId(1), KEY)]);
+        let bytes = codec.encode(&m).expect("fits");
+        assert_eq!(codec.decode(&bytes), Ok(m.clone()));
+        assert_eq!(rotating(0).decode(&bytes), Ok(m));
+    }
+
+    #[test]
+    fn every_single_bit_flip_of_a_version_2_datagram_fails() {
+        let codec = rotating(1);
+        for body in every_body() {
+            let good = codec.encode(&msg(1, 2, 3, body)).expect("fits");
+            for bit in 0..good.len() * 8 {
+                let mut bad = good.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                let expected = match bit {
+                    0..=7 => Drop::BadVersion,
+                    // Id 0 is the other key this host has.
+                    8 => Drop::BadMac,
+                    9..=15 => Drop::UnknownKey,
+                    _ => Drop::BadMac,
+                };
+                assert_eq!(codec.decode(&bad), Err(expected), "bit {bit}");
+            }
+        }
     }
 
     /// Lowercase hex of `bytes`, for comparing against the layout written
@@ -1068,12 +1306,12 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The exact bytes of three datagrams, written field by field as
+    /// The exact bytes of four datagrams, written field by field as
     /// docs/PROTOCOL.md ("Wire format") describes them: if bincode, its
     /// configuration or a message type changes the bytes, this fails and the
     /// document (and [`VERSION`]) must change with it. The tags were computed
-    /// apart from this crate (HMAC-SHA256 with `KEY` over everything before
-    /// the tag).
+    /// apart from this crate (HMAC-SHA256 with `KEY`, or `NEW_KEY` for key
+    /// id 1, over everything before the tag).
     #[test]
     fn datagrams_encode_to_the_documented_bytes() {
         let codec = Codec::new("db", Some(KEY));
@@ -1180,5 +1418,52 @@ mod tests {
             assert_eq!(hex(&bytes), format!("{head}{fields}"), "{msg:?}");
             assert_eq!(codec.decode(&bytes), Ok(msg));
         }
+
+        // The first heartbeat again, sent with key id 1 (`NEW_KEY`): version
+        // 2, the id, then the same payload; the tag is over all of it.
+        let keyed = Codec::with_keys("db", (KeyId(1), NEW_KEY), &[(KeyId(0), KEY)]);
+        let msg = Message {
+            from: NodeId(2),
+            incarnation: Incarnation(5),
+            seq: Seq(9),
+            priority: 100,
+            known_epoch: Epoch(7),
+            body: Body::Heartbeat(Heartbeat {
+                role: Role::Leader,
+                leader: Some((NodeId(2), Epoch(7))),
+                can_lead: true,
+                dead_after_ms: 300,
+                heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
+            }),
+        };
+        let expected = [
+            "02",               // version 2
+            "01",               // key id 1
+            "0000000000000002", // cluster: length 2
+            "6462",             //   "db"
+            "00000002",
+            "0000000000000005",
+            "0000000000000009",
+            "00000064",
+            "0000000000000007",
+            "00000000",
+            "00000002",
+            "01",
+            "00000002",
+            "0000000000000007",
+            "01",
+            "0000012c",
+            "0000000000000002",
+            "00000001",
+            "0000000000000029",
+            "00000003",
+            "0000000000000028",
+            "49ac0e7863603b6432a591206a04be25500ef7d8ce8a10a1f224d7f4809c0ef5",
+        ]
+        .concat();
+        let bytes = keyed.encode(&msg).expect("encode");
+        assert_eq!(bytes.len(), 134);
+        assert_eq!(hex(&bytes), expected);
+        assert_eq!(keyed.decode(&bytes), Ok(msg));
     }
 }

@@ -1,6 +1,7 @@
 //! A live cluster attacked by its own network: forged datagrams of every
-//! kind (wrong key, right key but another cluster, unknown node id, a future
-//! protocol version, truncated, oversized, authentic garbage), replays within
+//! kind (wrong key, right key but another cluster, unknown node id, a key id
+//! no member has, a future protocol version, truncated, oversized, authentic
+//! garbage), replays within
 //! and across a daemon restart, a recorded stream of a dead leader replayed
 //! at a restarted voter, a 50,000 packets per second flood, and a
 //! second host running with an existing node id.
@@ -29,7 +30,7 @@ use cluster::{realtime_ns, wait_until, Cluster, HookEvent, Opts};
 use hmac::{KeyInit, Mac};
 use netns::{require_root, Lan, CLIENT};
 use regentd::core::{Body, Epoch, Heartbeat, Incarnation, Message, NodeId, Role, Seq};
-use regentd::wire::Codec;
+use regentd::wire::{Codec, KeyId};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The tests of this file run one at a time: the flood takes the machine's
@@ -223,6 +224,8 @@ fn forged_datagrams_of_every_kind_are_dropped_by_reason() {
     let codec = Codec::new(CLUSTER, Some(KEY));
     let wrong_key = Codec::new(CLUSTER, Some(b"another key, another key, another"));
     let other_cluster = Codec::new("other", Some(KEY));
+    // The cluster's own key under an id no member has: the id alone decides.
+    let other_id = Codec::with_keys(CLUSTER, (KeyId(7), KEY), &[]);
     let enc = |codec: &Codec, m: &Message| codec.encode(m).expect("fits");
     const N: u64 = 20;
     // (drop reason, how to make the i-th forgery)
@@ -241,8 +244,12 @@ fn forged_datagrams_of_every_kind_are_dropped_by_reason() {
             Box::new(|i| enc(&codec, &usurper(9, epoch, i))),
         ),
         (
+            "unknown_key",
+            Box::new(|i| enc(&other_id, &resign(leader, epoch, i))),
+        ),
+        (
             "bad_version",
-            Box::new(|i| reversion(&enc(&codec, &resign(leader, epoch, i)), 2)),
+            Box::new(|i| reversion(&enc(&codec, &resign(leader, epoch, i)), 3)),
         ),
         (
             "truncated",

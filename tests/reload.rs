@@ -4,7 +4,8 @@
 //! answer says what changed; a file that does not parse, does not validate
 //! or changes what only a restart applies is refused with its line, exit 1,
 //! and the daemon runs on with the configuration it had. `--pid` reaches
-//! the daemon even when the file names another socket by now.
+//! the daemon even when the file names another socket by now. A change of
+//! keys is applied at once, in what the daemon sends and accepts.
 //!
 //! One daemon alone on loopback: no root, no namespaces.
 
@@ -13,10 +14,14 @@
 #[path = "solo/mod.rs"]
 mod solo;
 
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use solo::{bin, wait_until, Solo};
+use regentd::core::{Body, Epoch, Incarnation, Message, NodeId, Seq};
+use regentd::wire::{Codec, KeyId};
+use solo::{bin, wait_until, Solo, KEY};
 
 /// `regent reload` with `args`; (exit code, stdout, stderr).
 fn reload(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
@@ -168,4 +173,171 @@ fn reload_answers_with_the_daemons_verdict() {
     let (ok, json) = solo.ctl(&["status", "--json"]);
     assert!(ok && json.contains("\"epoch\":1"), "{json}");
     assert!(solo.log().contains("reload refused"), "{}", solo.log());
+}
+
+/// The key a rotation moves to, as key id 1.
+const NEW_KEY: &[u8] = b"fedcba9876543210fedcba9876543210";
+
+/// Waits for the next datagram the daemon sends to `peer` after every one
+/// already queued: sent with the configuration in force now.
+fn next_datagram(peer: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0u8; 2048];
+    peer.set_nonblocking(true).expect("nonblocking");
+    while peer.recv(&mut buf).is_ok() {}
+    peer.set_nonblocking(false).expect("blocking");
+    peer.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let n = peer.recv(&mut buf).expect("a heartbeat within 2 s");
+    buf[..n].to_vec()
+}
+
+/// A key rotation as the daemon lives it, one reload per step: the new key
+/// accepted, then sent with, then the old one removed. What it sends is
+/// caught by the test posing as member 2; what it accepts is told by what
+/// it does with datagrams of an unknown node 9 under each key: those that
+/// pass the key checks are dropped as `unknown_node`, the others as
+/// `unknown_key`.
+#[test]
+fn a_reload_changes_the_keys_sent_with_and_accepted() {
+    let mut solo = Solo::new("reload-keys");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let peer_port = peer.local_addr().expect("addr").port();
+    let config = solo.config();
+    let single = std::fs::read_to_string(&config).expect("config");
+    let daemon_port: u16 = single
+        .lines()
+        .find_map(|l| l.strip_prefix("port = "))
+        .and_then(|p| p.parse().ok())
+        .expect("the solo config's port");
+    // Member 2 is the test's socket; the daemon heartbeats to it. Without
+    // it there is no quorum, which a reload of keys does not need.
+    let single = single.replace(
+        "[network]",
+        &format!("[[member]]\nid = 2\naddress = \"127.0.0.1\"\nport = {peer_port}\n\n[network]"),
+    );
+    let old_file = solo.dir.join("key");
+    let new_file = solo.dir.join("key.new");
+    std::fs::write(&new_file, NEW_KEY).expect("key");
+    std::fs::set_permissions(&new_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (old, new) = (old_file.display(), new_file.display());
+    let key_line = format!("key_file = \"{old}\"\n");
+    assert_eq!(single.matches(&key_line).count(), 1, "{single}");
+    let with_auth = |auth: &str| {
+        std::fs::write(&config, single.replace(&key_line, auth)).expect("write");
+    };
+    with_auth(&format!("key_file = \"{old}\"\n"));
+    solo.start();
+
+    let socket = solo.socket();
+    let by_socket = ["--socket".as_ref(), socket.as_os_str()];
+    let old_codec = Codec::new("solo", Some(KEY.as_bytes()));
+    let new_codec = Codec::with_keys("solo", (KeyId(1), NEW_KEY), &[]);
+    let mut seq = 0;
+    // Sends node 9's next message under `codec`.
+    let mut inject = |codec: &Codec| {
+        seq += 1;
+        let m = Message {
+            from: NodeId(9),
+            incarnation: Incarnation(1),
+            seq: Seq(seq),
+            priority: 1,
+            known_epoch: Epoch(0),
+            body: Body::Election,
+        };
+        let bytes = codec.encode(&m).expect("fits");
+        peer.send_to(&bytes, ("127.0.0.1", daemon_port))
+            .expect("send");
+    };
+    let dropped = |reason: &str| {
+        solo.metric("regent_packets_dropped_total", Some(("reason", reason)))
+            .unwrap_or(-1.0)
+    };
+    // Waits until the drops counted as `unknown_node` and `unknown_key` are
+    // `want`; returns what they were at the end.
+    let counts = |want: (f64, f64)| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = (dropped("unknown_node"), dropped("unknown_key"));
+            if got == want || Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || dropped("unknown_key") == 0.0),
+        "the daemon does not answer\n{}",
+        solo.log()
+    );
+
+    // Before: one key, id 0, sent as version 1; key id 1 is unknown.
+    let sent = next_datagram(&peer);
+    assert_eq!(sent[0], 1, "version 1 with a single key");
+    assert!(old_codec.decode(&sent).is_ok());
+    inject(&new_codec);
+    assert_eq!(counts((0.0, 1.0)), (0.0, 1.0), "{}", solo.log());
+
+    // Step 1: the new key accepted, the old one still sent with.
+    with_auth(&format!(
+        "key_file = \"{old}\"\n\n[[auth.accept]]\nid = 1\nkey_file = \"{new}\"\n"
+    ));
+    let (code, out, err) = reload(&by_socket);
+    println!("step 1, accept the new key: exit {code:?}\n{out}");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("auth.accept id 1: none -> \"{new}\"")),
+        "{out}"
+    );
+    inject(&new_codec);
+    inject(&old_codec);
+    assert_eq!(counts((2.0, 1.0)), (2.0, 1.0), "{}", solo.log());
+    let sent = next_datagram(&peer);
+    assert_eq!(sent[0], 1, "still version 1 with key id 0");
+    assert!(old_codec.decode(&sent).is_ok());
+
+    // Step 2: sent with the new key, id 1; the old one accepted.
+    with_auth(&format!(
+        "key_file = \"{new}\"\nkey_id = 1\n\n[[auth.accept]]\nid = 0\nkey_file = \"{old}\"\n"
+    ));
+    let (code, out, err) = reload(&by_socket);
+    println!("step 2, send with the new key: exit {code:?}\n{out}");
+    assert_eq!(code, Some(0), "{out}{err}");
+    for change in [
+        format!("auth.key_file: \"{old}\" -> \"{new}\""),
+        "auth.key_id: 0 -> 1".to_owned(),
+        format!("auth.accept id 0: none -> \"{old}\""),
+        format!("auth.accept id 1: \"{new}\" -> none"),
+    ] {
+        assert!(out.contains(&change), "{change:?} not in\n{out}");
+    }
+    let sent = next_datagram(&peer);
+    assert_eq!(&sent[..2], &[2, 1], "version 2, key id 1");
+    assert!(new_codec.decode(&sent).is_ok());
+    assert!(old_codec.decode(&sent).is_err());
+    inject(&old_codec);
+    inject(&new_codec);
+    assert_eq!(counts((4.0, 1.0)), (4.0, 1.0), "{}", solo.log());
+
+    // Step 3: the old key removed; its datagrams are unknown now.
+    with_auth(&format!("key_file = \"{new}\"\nkey_id = 1\n"));
+    let (code, out, err) = reload(&by_socket);
+    println!("step 3, remove the old key: exit {code:?}\n{out}");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("auth.accept id 0: \"{old}\" -> none")),
+        "{out}"
+    );
+    inject(&old_codec);
+    inject(&new_codec);
+    assert_eq!(counts((5.0, 2.0)), (5.0, 2.0), "{}", solo.log());
+    let sent = next_datagram(&peer);
+    assert_eq!(&sent[..2], &[2, 1]);
+    assert!(new_codec.decode(&sent).is_ok());
+
+    // No verdict, and no log line, shows a key's bytes.
+    let log = solo.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    for key in [KEY, std::str::from_utf8(NEW_KEY).expect("ascii")] {
+        assert!(!log.contains(key), "a key in the log\n{log}");
+    }
 }

@@ -19,14 +19,15 @@ use toml::Spanned;
 use super::defaults::{self, limits};
 use super::disk::{executable_file, group_exists, interface_exists, read_key};
 use super::raw::{
-    self, Key, RawAuth, RawConfig, RawControl, RawError, RawHooks, RawLog, RawMember, RawNetwork,
-    RawTiming,
+    self, Key, RawAccept, RawAuth, RawConfig, RawControl, RawError, RawHooks, RawLog, RawMember,
+    RawNetwork, RawTiming,
 };
 use super::{
-    lease, Auth, Config, ConfigError, ConfigErrors, Control, DiskChecks, Election, Hooks,
-    LogConfig, LogTarget, Member, Network, State, Transport,
+    lease, AcceptedKey, Auth, Config, ConfigError, ConfigErrors, Control, DiskChecks, Election,
+    Hooks, LogConfig, LogTarget, Member, Network, State, Transport,
 };
 use crate::core::{NodeId, Timing};
+use crate::wire::KeyId;
 
 /// Turns the raw file into a `Config`, collecting every error on the way.
 pub(super) struct Checker<'a> {
@@ -766,18 +767,51 @@ impl<'a> Checker<'a> {
 
     fn auth(&mut self, raw: RawAuth) -> Auth {
         let insecure = raw.insecure.value().copied().unwrap_or(false);
-        match raw.key_file {
-            // With auth.insecure refused it is not known whether a key is needed.
-            Key::Absent | Key::Refused(_) if insecure || raw.insecure.is_refused() => Auth {
-                key: None,
-                key_file: None,
-                insecure,
-            },
-            Key::Refused(_) => Auth {
-                key: None,
-                key_file: None,
-                insecure,
-            },
+        // With auth.insecure refused it is not known whether a key is needed.
+        let insecure_known = !raw.insecure.is_refused();
+        let (key, key_file) = self.sending_key(raw.key_file, insecure, insecure_known);
+        // A refused key_id is not 0: nothing is compared with it.
+        let key_id_known = !raw.key_id.is_refused();
+        let key_id_span = raw.key_id.span();
+        let key_id = match raw.key_id.set() {
+            Some(id) if insecure => {
+                self.error_at(
+                    &id,
+                    "auth.key_id names the key of auth.key_file, and auth.insecure = true has \
+                     none; remove auth.key_id or auth.insecure",
+                );
+                KeyId(0)
+            }
+            Some(id) => KeyId(id.into_inner()),
+            None => KeyId(0),
+        };
+        let accept = match raw.accept.set() {
+            Some(tables) => {
+                let sending = key_id_known
+                    .then(|| (key_id, key_id_span.map(|s| line_of(self.text, s.start))));
+                self.accepted_keys(tables.into_inner(), sending, insecure)
+            }
+            None => Vec::new(),
+        };
+        Auth {
+            key,
+            key_file,
+            key_id,
+            accept,
+            insecure,
+        }
+    }
+
+    /// `auth.key_file`, and the key read from it when disk checks are on.
+    fn sending_key(
+        &mut self,
+        raw: Key<String>,
+        insecure: bool,
+        insecure_known: bool,
+    ) -> (Option<Vec<u8>>, Option<PathBuf>) {
+        match raw {
+            Key::Absent | Key::Refused(_) if insecure || !insecure_known => (None, None),
+            Key::Refused(_) => (None, None),
             Key::Absent => {
                 self.error(
                     None,
@@ -785,45 +819,129 @@ impl<'a> Checker<'a> {
                      (at least 16 bytes, mode 0600); only on a test network, set auth.insecure \
                      = true instead",
                 );
-                Auth {
-                    key: None,
-                    key_file: None,
-                    insecure,
-                }
+                (None, None)
             }
             Key::Set(file) if insecure => {
                 self.error_at(
                     &file,
                     "auth.key_file and auth.insecure = true are both set; remove one of them",
                 );
-                let key_file = Some(self.path("auth.key_file", file));
-                Auth {
-                    key: None,
-                    key_file,
-                    insecure,
-                }
+                (None, Some(self.path("auth.key_file", file)))
             }
             Key::Set(file) => {
-                let span = file.span();
-                let empty = file.get_ref().is_empty();
-                let path = self.path("auth.key_file", file);
-                let key = match self.disk {
-                    DiskChecks::Check if !empty => match read_key(&path) {
-                        Ok(key) => Some(key),
-                        Err(message) => {
-                            self.error(Some(span), message);
-                            None
-                        }
-                    },
-                    _ => None,
-                };
-                Auth {
-                    key,
-                    key_file: Some(path),
-                    insecure,
-                }
+                let (path, key) = self.key_file("auth.key_file", file, |m| m);
+                (key, Some(path))
             }
         }
+    }
+
+    /// The `[[auth.accept]]` tables. `sending` is `auth.key_id` and the
+    /// line it is written on, if it is (`None` if its value was refused):
+    /// no accepted key may share its id.
+    fn accepted_keys(
+        &mut self,
+        tables: Vec<Spanned<RawAccept>>,
+        sending: Option<(KeyId, Option<usize>)>,
+        insecure: bool,
+    ) -> Vec<AcceptedKey> {
+        if insecure {
+            if let Some(first) = tables.first() {
+                self.error_at(
+                    first,
+                    "[[auth.accept]] lists keys, and auth.insecure = true uses none; remove \
+                     the [[auth.accept]] tables or auth.insecure",
+                );
+            }
+            return Vec::new();
+        }
+        let mut accepted: Vec<(AcceptedKey, Range<usize>)> = Vec::new();
+        for spanned in tables {
+            let table = spanned.span();
+            let raw = spanned.into_inner();
+            let id = match raw.id {
+                Key::Set(id) => id,
+                Key::Refused(_) => continue,
+                Key::Absent => {
+                    self.error(
+                        Some(table),
+                        "[[auth.accept]] without an id: give the id the members that send \
+                         with this key set as auth.key_id (0 to 255)",
+                    );
+                    continue;
+                }
+            };
+            let key_id = KeyId(*id.get_ref());
+            if let Some((_, first)) = accepted.iter().find(|(a, _)| a.id == key_id) {
+                let first = line_of(self.text, first.start);
+                self.error_at(
+                    &id,
+                    format!("auth.accept id {key_id} appears twice (first at line {first})"),
+                );
+                continue;
+            }
+            if let Some((_, line)) = sending.filter(|(sending, _)| *sending == key_id) {
+                let whose = match line {
+                    Some(line) => format!("auth.key_id, line {line}"),
+                    None => "auth.key_id is not set, so 0".to_owned(),
+                };
+                self.error_at(
+                    &id,
+                    format!(
+                        "auth.accept id {key_id} is the id of the key this host sends with \
+                         ({whose}); an id names one key: give the accepted key another id"
+                    ),
+                );
+                continue;
+            }
+            let file = match raw.key_file {
+                Key::Set(file) => file,
+                Key::Refused(_) => continue,
+                Key::Absent => {
+                    self.error(
+                        Some(table),
+                        format!(
+                            "auth.accept id {key_id}: key_file is required, the file holding \
+                             the key of that id"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let named = |message: String| format!("auth.accept id {key_id}: {message}");
+            let (key_file, key) = self.key_file("auth.accept.key_file", file, named);
+            let key = AcceptedKey {
+                id: key_id,
+                key_file,
+                key,
+            };
+            accepted.push((key, id.span()));
+        }
+        accepted.into_iter().map(|(a, _)| a).collect()
+    }
+
+    /// The key file `file` names (the value of `key`), resolved, and with
+    /// disk checks on, the key read from it; an error reading it is put on
+    /// its line, in the words `name` gives it.
+    fn key_file(
+        &mut self,
+        key: &str,
+        file: Spanned<String>,
+        name: impl Fn(String) -> String,
+    ) -> (PathBuf, Option<Vec<u8>>) {
+        let span = file.span();
+        let empty = file.get_ref().is_empty();
+        let path = self.path(key, file);
+        let key = match self.disk {
+            DiskChecks::Check if !empty => match read_key(&path) {
+                Ok(key) => Some(key),
+                Err(message) => {
+                    self.error(Some(span), name(message));
+                    None
+                }
+            },
+            _ => None,
+        };
+        (path, key)
     }
 
     fn control(&mut self, raw: RawControl, cluster: &str) -> Control {

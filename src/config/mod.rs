@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::core::{CoreConfig, NodeId, Timing};
+use crate::wire::KeyId;
 use check::Checker;
 
 /// A validated configuration.
@@ -187,27 +188,85 @@ impl Default for Hooks {
 /// The `[auth]` section.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Auth {
-    /// The HMAC key, read from `key_file`. `None` when `insecure`, and also
-    /// when the file was parsed with `DiskChecks::Skip`: a daemon must only
-    /// run from a config made by `Config::load`.
+    /// The HMAC key datagrams are sent with, read from `key_file`. `None`
+    /// when `insecure`, and also when the file was parsed with
+    /// `DiskChecks::Skip`: a daemon must only run from a config made by
+    /// `Config::load`.
     pub key: Option<Vec<u8>>,
     /// Where the key came from.
     pub key_file: Option<PathBuf>,
+    /// The id datagrams name their key by: 0, the default, sends them as
+    /// protocol version 1, exactly as a release without key ids does.
+    pub key_id: KeyId,
+    /// Keys accepted on receipt but never sent with (`[[auth.accept]]`), in
+    /// file order: ids unique and none equal to `key_id`.
+    pub accept: Vec<AcceptedKey>,
     /// Packets are neither signed nor verified.
     pub insecure: bool,
+}
+
+impl Auth {
+    /// How datagrams are authenticated, in a few words and without a key's
+    /// bytes: "hmac-sha256", and the key ids once there are several.
+    fn summary(&self) -> String {
+        if self.insecure {
+            return "INSECURE (no authentication)".to_owned();
+        }
+        if self.key_id == KeyId(0) && self.accept.is_empty() {
+            return "hmac-sha256".to_owned();
+        }
+        let mut text = format!("hmac-sha256 with key id {}", self.key_id);
+        let accepted: Vec<String> = self.accept.iter().map(|a| a.id.to_string()).collect();
+        if !accepted.is_empty() {
+            text.push_str(&format!(", also accepting key id {}", accepted.join(", ")));
+        }
+        text
+    }
 }
 
 impl fmt::Debug for Auth {
     // The key stays out of logs and panic messages.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Auth")
-            .field(
-                "key",
-                &self.key.as_ref().map(|k| format!("<{} bytes>", k.len())),
-            )
+            .field("key", &self.key.as_deref().map(Hidden))
             .field("key_file", &self.key_file)
+            .field("key_id", &self.key_id)
+            .field("accept", &self.accept)
             .field("insecure", &self.insecure)
             .finish()
+    }
+}
+
+/// One `[[auth.accept]]`: a key datagrams may be authenticated with, which
+/// this host does not send with. During a rotation it is the new key (until
+/// every host accepts it) or the old one (until no host sends with it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AcceptedKey {
+    /// The id datagrams authenticated with it carry.
+    pub id: KeyId,
+    /// Where the key came from.
+    pub key_file: PathBuf,
+    /// The key, read from `key_file`; `None` as for [`Auth::key`].
+    pub key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for AcceptedKey {
+    // The key stays out of logs and panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcceptedKey")
+            .field("id", &self.id)
+            .field("key_file", &self.key_file)
+            .field("key", &self.key.as_deref().map(Hidden))
+            .finish()
+    }
+}
+
+/// A key in Debug output: its length, never its bytes.
+struct Hidden<'a>(&'a [u8]);
+
+impl fmt::Debug for Hidden<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
     }
 }
 
@@ -406,11 +465,7 @@ impl Config {
             || "none".to_owned(),
             |l| format!("{:.1} ms", l.as_secs_f64() * 1e3),
         );
-        let auth = if self.auth.insecure {
-            "INSECURE (no authentication)"
-        } else {
-            "hmac-sha256"
-        };
+        let auth = self.auth.summary();
         format!(
             "cluster {}, node {}{} of {} members{} (quorum {}), priority {}, {}, \
              heartbeat {} ms, dead_after {} ms, lease {}, auth {}",

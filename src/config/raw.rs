@@ -140,7 +140,16 @@ pub(super) struct RawHooks {
 #[derive(Default)]
 pub(super) struct RawAuth {
     pub(super) key_file: Key<String>,
+    pub(super) key_id: Key<u8>,
+    pub(super) accept: Key<Vec<Spanned<RawAccept>>>,
     pub(super) insecure: Key<bool>,
+}
+
+/// One `[[auth.accept]]`: a key accepted on receipt, never sent with.
+#[derive(Default)]
+pub(super) struct RawAccept {
+    pub(super) id: Key<u8>,
+    pub(super) key_file: Key<String>,
 }
 
 #[derive(Default)]
@@ -190,8 +199,9 @@ pub(super) enum Problem {
         /// The keys that table has, as written in the file.
         known: Vec<&'static str>,
     },
-    /// `[member]`, one table, where one `[[member]]` per host was meant.
-    SingleMember,
+    /// `[member]`, one table, where one `[[member]]` per host was meant
+    /// (or `[auth.accept]` where `[[auth.accept]]`).
+    SingleTable { key: String, of: Tables },
     /// A value of another type than its key's.
     WrongType {
         key: String,
@@ -214,9 +224,11 @@ impl fmt::Display for Problem {
             Problem::UnknownKey { key, table, known } => {
                 write!(f, "{key}: unknown key; {table} has {}", known.join(", "))
             }
-            Problem::SingleMember => {
-                f.write_str("member: [member] is a single table; write [[member]], once per host")
-            }
+            Problem::SingleTable { key, of } => write!(
+                f,
+                "{key}: [{key}] is a single table; write {}, once per {}",
+                of.header, of.each
+            ),
             Problem::WrongType {
                 key,
                 expected,
@@ -248,9 +260,30 @@ pub(super) enum Expected {
     Argv,
     /// A table, named as its header is written.
     Table(&'static str),
-    /// An array of `[[member]]` tables.
-    Members,
+    /// An array of tables, one per thing it lists.
+    Tables(Tables),
 }
+
+/// An array of tables, as the operator writes it: `[[member]]`, once per host.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tables {
+    /// The header, `[[member]]`.
+    header: &'static str,
+    /// What each table stands for: "host".
+    each: &'static str,
+}
+
+/// The `[[member]]` tables: one per host.
+const MEMBERS: Tables = Tables {
+    header: "[[member]]",
+    each: "host",
+};
+
+/// The `[[auth.accept]]` tables: one per key accepted besides the sending one.
+const ACCEPTED_KEYS: Tables = Tables {
+    header: "[[auth.accept]]",
+    each: "accepted key",
+};
 
 impl fmt::Display for Expected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -271,7 +304,7 @@ impl fmt::Display for Expected {
                 "a path in quotes, or an array of strings (the program and its arguments)",
             ),
             Expected::Table(header) => write!(f, "a table ({header})"),
-            Expected::Members => f.write_str("one [[member]] table per host"),
+            Expected::Tables(of) => write!(f, "one {} table per {}", of.header, of.each),
         }
     }
 }
@@ -315,7 +348,7 @@ impl<'i> Table<'_, 'i> {
             cluster: self.text("cluster"),
             node: self.whole("node", 1, limits::MEMBER_ID_MAX.into(), None),
             priority: self.whole("priority", 0, u32::MAX.into(), None),
-            member: self.members(),
+            member: self.tables("member", MEMBERS, |t| t.member()),
             network: self.table("network", "[network]", |t| t.network()),
             timing: self.table("timing", "[timing]", |t| t.timing()),
             election: self.table("election", "[election]", |t| t.election()),
@@ -390,6 +423,11 @@ impl<'i> Table<'_, 'i> {
     fn auth(&mut self) -> RawAuth {
         RawAuth {
             key_file: self.text("key_file"),
+            key_id: self.whole("key_id", 0, u8::MAX.into(), None),
+            accept: self.tables("accept", ACCEPTED_KEYS, |t| RawAccept {
+                id: t.whole("id", 0, u8::MAX.into(), None),
+                key_file: t.text("key_file"),
+            }),
             insecure: self.boolean("insecure"),
         }
     }
@@ -523,26 +561,32 @@ impl<'i> Table<'_, 'i> {
         }
     }
 
-    /// The `[[member]]` tables, each with its span.
-    fn members(&mut self) -> Key<Vec<Spanned<RawMember>>> {
-        let Some(value) = self.take("member", "[[member]]") else {
+    /// The array of tables `name` (`[[member]]`, say), each read by `read`
+    /// and kept with its span.
+    fn tables<R>(
+        &mut self,
+        name: &'static str,
+        of: Tables,
+        read: impl Fn(&mut Table<'_, 'i>) -> R,
+    ) -> Key<Vec<Spanned<R>>> {
+        let Some(value) = self.take(name, of.header) else {
             return Key::Absent;
         };
         let span = value.span();
         match value.into_inner() {
             DeValue::Array(items) => {
-                let mut members = Vec::new();
+                let mut tables = Vec::new();
                 let mut refused = false;
                 for item in items {
                     let item_span = item.span();
                     match item.into_inner() {
                         DeValue::Table(entries) => {
-                            let member = self.sub(entries, "member", "[[member]]", |t| t.member());
-                            members.push(Spanned::new(item_span, member));
+                            let table = self.sub(entries, name, of.header, &read);
+                            tables.push(Spanned::new(item_span, table));
                         }
                         other => {
                             let item = Spanned::new(item_span, other);
-                            self.wrong_type("member", &item, Expected::Members);
+                            self.wrong_type(name, &item, Expected::Tables(of));
                             refused = true;
                         }
                     }
@@ -550,19 +594,22 @@ impl<'i> Table<'_, 'i> {
                 if refused {
                     Key::Refused(span)
                 } else {
-                    Key::Set(Spanned::new(span, members))
+                    Key::Set(Spanned::new(span, tables))
                 }
             }
             DeValue::Table(_) => {
                 self.errors.push(RawError {
                     span: span.clone(),
-                    problem: Problem::SingleMember,
+                    problem: Problem::SingleTable {
+                        key: self.key(name),
+                        of,
+                    },
                 });
                 Key::Refused(span)
             }
             other => {
                 let value = Spanned::new(span, other);
-                Key::Refused(self.wrong_type("member", &value, Expected::Members))
+                Key::Refused(self.wrong_type(name, &value, Expected::Tables(of)))
             }
         }
     }

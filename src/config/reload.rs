@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use super::check::{line_of, Checker};
 use super::raw::{self, Key, RawConfig};
-use super::{Config, ConfigError, ConfigErrors, DiskChecks, Member, Transport};
+use super::{AcceptedKey, Config, ConfigError, ConfigErrors, DiskChecks, Member, Transport};
 
 /// A configuration a running daemon may take, and what it changes.
 #[derive(Debug)]
@@ -258,9 +258,31 @@ fn changes(old: &Config, new: &Config) -> Vec<String> {
         // Never the key itself.
         d.0.push("auth.key: the key file holds a new key".to_string());
     }
+    d.note("auth.key_id", &o.key_id, &n.key_id);
+    accepted_keys(&mut d, &o.accept, &n.accept);
     let level = |l: log::LevelFilter| l.to_string().to_lowercase();
     d.note("log.level", &level(old.log.level), &level(new.log.level));
     d.0
+}
+
+/// The `[[auth.accept]]` keys added, removed or changed, by id: never a
+/// key's bytes, only its file and whether that file holds another key now.
+fn accepted_keys(d: &mut Changes, old: &[AcceptedKey], new: &[AcceptedKey]) {
+    let mut ids: Vec<_> = old.iter().chain(new).map(|a| a.id).collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let o = old.iter().find(|a| a.id == id);
+        let n = new.iter().find(|a| a.id == id);
+        let file = |a: Option<&AcceptedKey>| opt(&a.map(|a| path(&a.key_file)));
+        let key = format!("auth.accept id {id}");
+        d.note(&key, &file(o), &file(n));
+        if let (Some(o), Some(n)) = (o, n) {
+            if o.key_file == n.key_file && o.key != n.key {
+                d.0.push(format!("{key}: the key file holds a new key"));
+            }
+        }
+    }
 }
 
 /// The changed keys, as lines.
@@ -363,6 +385,87 @@ mod tests {
         assert_eq!(
             old.reload(&same).expect("same file").changes,
             Vec::<String>::new()
+        );
+    }
+
+    /// A key rotation as three reloads: the new key accepted, then sent
+    /// with (the old one accepted), then the old one removed. Each verdict
+    /// names what changed, never a key's bytes, and each new configuration
+    /// holds the keys read from their files.
+    #[test]
+    fn key_changes_are_reloaded_and_named_without_their_bytes() {
+        use crate::wire::KeyId;
+        use std::os::unix::fs::PermissionsExt;
+        let files = Files::new("keys");
+        let key = |name: &str, bytes: &[u8]| {
+            let path = files.dir.join(name);
+            std::fs::write(&path, bytes).expect("key");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            path
+        };
+        let (old, new) = (key("key", &[b'o'; 32]), key("key.new", &[b'n'; 32]));
+        let auth =
+            |body: &str| BASE.replace("[auth]\ninsecure = true\n", &format!("[auth]\n{body}"));
+        let (o, n) = (old.display(), new.display());
+        let running = Config::load(&files.write(&auth(&format!("key_file = \"{o}\"\n"))))
+            .expect("the keyed file is valid");
+        let steps = [
+            (
+                format!("key_file = \"{o}\"\n[[auth.accept]]\nid = 1\nkey_file = \"{n}\"\n"),
+                vec![format!("auth.accept id 1: none -> \"{n}\"")],
+                (KeyId(0), vec![(KeyId(1), [b'n'; 32])]),
+            ),
+            (
+                format!(
+                    "key_file = \"{n}\"\nkey_id = 1\n[[auth.accept]]\nid = 0\nkey_file = \"{o}\"\n"
+                ),
+                vec![
+                    format!("auth.key_file: \"{o}\" -> \"{n}\""),
+                    "auth.key_id: 0 -> 1".to_owned(),
+                    format!("auth.accept id 0: none -> \"{o}\""),
+                    format!("auth.accept id 1: \"{n}\" -> none"),
+                ],
+                (KeyId(1), vec![(KeyId(0), [b'o'; 32])]),
+            ),
+            (
+                format!("key_file = \"{n}\"\nkey_id = 1\n"),
+                vec![format!("auth.accept id 0: \"{o}\" -> none")],
+                (KeyId(1), vec![]),
+            ),
+        ];
+        let mut running = running;
+        for (body, changes, (key_id, accept)) in steps {
+            let reload = running
+                .reload(&files.write(&auth(&body)))
+                .unwrap_or_else(|e| panic!("{e}\n--- from\n{body}"));
+            assert_eq!(reload.changes, changes, "{body}");
+            for line in &reload.changes {
+                assert!(!line.contains("ooo") && !line.contains("nnn"), "{line}");
+            }
+            let a = &reload.config.auth;
+            assert_eq!(a.key_id, key_id);
+            let accepted: Vec<(KeyId, Option<&[u8]>)> =
+                a.accept.iter().map(|k| (k.id, k.key.as_deref())).collect();
+            let expected: Vec<(KeyId, Option<&[u8]>)> =
+                accept.iter().map(|(id, k)| (*id, Some(&k[..]))).collect();
+            assert_eq!(accepted, expected, "{body}");
+            running = reload.config;
+        }
+        assert_eq!(running.auth.key.as_deref(), Some(&[b'n'; 32][..]));
+
+        // A new key in the same file is named as such, never shown.
+        let body = format!(
+            "key_file = \"{n}\"\nkey_id = 1\n[[auth.accept]]\nid = 2\nkey_file = \"{o}\"\n"
+        );
+        let accepting = running
+            .reload(&files.write(&auth(&body)))
+            .expect("valid")
+            .config;
+        key("key", &[b'x'; 32]);
+        let reload = accepting.reload(&files.write(&auth(&body))).expect("valid");
+        assert_eq!(
+            reload.changes,
+            ["auth.accept id 2: the key file holds a new key"]
         );
     }
 

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::wire::KeyId;
 
 /// Joins lines into a file, so that a case's line numbers are its indices + 1.
 fn lines(lines: &[&str]) -> String {
@@ -53,6 +54,28 @@ fn head_and(rest: &[&str]) -> String {
 fn multicast_and(rest: &[&str]) -> String {
     let mut all: Vec<&str> = HEAD.to_vec();
     all.extend_from_slice(&MULTICAST);
+    all.extend_from_slice(rest);
+    lines(&all)
+}
+
+/// Valid head of a file with a key: 11 lines, two members, multicast,
+/// ending inside [auth], so that the rest can add to it.
+const KEYED: [&str; 11] = [
+    "cluster = \"t\"",
+    "node = 1",
+    "[[member]]",
+    "id = 1",
+    "[[member]]",
+    "id = 2",
+    "[network]",
+    "multicast = \"239.1.1.1:7475\"",
+    "interface = \"lo\"",
+    "[auth]",
+    "key_file = \"/etc/regent/key\"",
+];
+
+fn keyed_and(rest: &[&str]) -> String {
+    let mut all: Vec<&str> = KEYED.to_vec();
     all.extend_from_slice(rest);
     lines(&all)
 }
@@ -218,6 +241,37 @@ fn broken_configs_give_precise_errors() {
         (lines(&["cluster = \"t\"", "node = 1", "network.multicast = \"239.1.1.1:7475\"",
             "network.interface = \"lo\"", "[[member]]", "id = 1", "[auth]", "insecure = true",
             "key_file = \"/etc/regent/key\""]), Some(9), "auth.key_file and auth.insecure = true are both set"),
+        // Several keys: ids, their files, and the key sent with.
+        (keyed_and(&["key_id = 1", "[[auth.accept]]", "id = 1", "key_file = \"/etc/regent/key.old\""]),
+            Some(14), "auth.accept id 1 is the id of the key this host sends with (auth.key_id, line 12); \
+             an id names one key: give the accepted key another id"),
+        (keyed_and(&["[[auth.accept]]", "id = 0", "key_file = \"/etc/regent/key.new\""]),
+            Some(13), "auth.accept id 0 is the id of the key this host sends with (auth.key_id is not \
+             set, so 0)"),
+        (keyed_and(&["[[auth.accept]]", "id = 1", "key_file = \"a\"", "[[auth.accept]]", "id = 1",
+            "key_file = \"b\""]), Some(16), "auth.accept id 1 appears twice (first at line 13)"),
+        (keyed_and(&["[[auth.accept]]", "key_file = \"a\""]), Some(12), "[[auth.accept]] without an id"),
+        (keyed_and(&["[[auth.accept]]", "id = 1"]), Some(12),
+            "auth.accept id 1: key_file is required, the file holding the key of that id"),
+        (keyed_and(&["[[auth.accept]]", "id = 1", "key_file = \"\""]), Some(14),
+            "auth.accept.key_file must not be empty"),
+        (keyed_and(&["[auth.accept]", "id = 1"]), Some(12),
+            "auth.accept: [auth.accept] is a single table; write [[auth.accept]], once per accepted key"),
+        (keyed_and(&["accept = 1"]), Some(12),
+            "auth.accept: expected one [[auth.accept]] table per accepted key, found the whole number 1"),
+        (keyed_and(&["[[auth.accept]]", "id = 1", "file = \"a\""]), Some(14),
+            "auth.accept.file: unknown key; [[auth.accept]] has id, key_file"),
+        (keyed_and(&["keyid = 1"]), Some(12),
+            "auth.keyid: unknown key; [auth] has key_file, key_id, [[auth.accept]], insecure"),
+        (keyed_and(&["key_id = -1"]), Some(12),
+            "auth.key_id: -1 is out of range: expected a whole number from 0 to 255"),
+        (lines(&["cluster = \"t\"", "node = 1", "[[member]]", "id = 1", "[auth]", "insecure = true",
+            "key_id = 1"]), Some(7), "auth.key_id names the key of auth.key_file, and auth.insecure = \
+             true has none; remove auth.key_id or auth.insecure"),
+        (lines(&["cluster = \"t\"", "node = 1", "[[member]]", "id = 1", "[auth]", "insecure = true",
+            "[[auth.accept]]", "id = 1", "key_file = \"/etc/regent/key.new\""]), Some(7),
+            "[[auth.accept]] lists keys, and auth.insecure = true uses none; remove the [[auth.accept]] \
+             tables or auth.insecure"),
         // Control and log.
         (multicast_and(&["[control]", "metrics_listen = \"0.0.0.0:9475\""]),
             Some(12), "control.metrics_listen 0.0.0.0:9475 is not a loopback address"),
@@ -249,6 +303,7 @@ const MILLIS: &str = "a whole number of milliseconds from 0 to 18446744073709551
 const U32: &str = "a whole number from 0 to 4294967295";
 const ID: &str = "a whole number from 1 to 65535";
 const PORT: &str = "a whole number from 0 to 65535";
+const KEY_ID: &str = "a whole number from 0 to 255";
 
 /// Every key of the file: its table's header ("" at the top), its name,
 /// and what it takes, in the words of the errors.
@@ -299,7 +354,10 @@ const SCHEMA: &[(&str, &str, &str)] = &[
     ("[hooks]", "check_fall", U32),
     ("[hooks]", "check_rise", U32),
     ("[auth]", "key_file", TEXT),
+    ("[auth]", "key_id", KEY_ID),
     ("[auth]", "insecure", BOOL),
+    ("[[auth.accept]]", "id", KEY_ID),
+    ("[[auth.accept]]", "key_file", TEXT),
     ("[state]", "dir", TEXT),
     ("[control]", "socket", TEXT),
     ("[control]", "group", TEXT),
@@ -376,15 +434,25 @@ fn every_key_of_the_wrong_type_is_named_with_what_it_takes() {
 
 #[test]
 fn every_number_out_of_range_is_named_with_its_range() {
-    let (text, expected) = every_key(
-        &["cluster = \"t\"", "auth.insecure = true"],
+    // [auth] has numbers too, so it is written as a table, after a
+    // dotted auth.insecure would have defined it: the file has no key file
+    // and says so, last.
+    let missing_key = (
+        None,
+        "auth.key_file is required: a file holding the cluster's shared secret (at least 16 \
+         bytes, mode 0600); only on a test network, set auth.insecure = true instead"
+            .to_owned(),
+    );
+    let (text, mut expected) = every_key(
+        &["cluster = \"t\""],
         |words| words.starts_with("a whole number").then_some("-1"),
         |key, words| format!("{key}: -1 is out of range: expected {words}"),
     );
+    expected.push(missing_key.clone());
     assert_eq!(lines_and_messages(&text), expected, "--- from\n{text}");
     // Above the range, and beyond what any integer holds.
-    let (text, expected) = every_key(
-        &["cluster = \"t\"", "auth.insecure = true"],
+    let (text, mut expected) = every_key(
+        &["cluster = \"t\""],
         |words| {
             words
                 .starts_with("a whole number")
@@ -397,7 +465,28 @@ fn every_number_out_of_range_is_named_with_its_range() {
             )
         },
     );
+    expected.push(missing_key);
     assert_eq!(lines_and_messages(&text), expected, "--- from\n{text}");
+    // Just above the range of a key id.
+    let text = lines(&[
+        "cluster = \"t\"",
+        "[auth]",
+        "key_file = \"/etc/regent/key\"",
+        "key_id = 256",
+        "[[auth.accept]]",
+        "id = 256",
+    ]);
+    let got = lines_and_messages(&text);
+    assert!(
+        got.contains(&(
+            Some(4),
+            format!("auth.key_id: 256 is out of range: expected {KEY_ID}")
+        )) && got.contains(&(
+            Some(6),
+            format!("auth.accept.id: 256 is out of range: expected {KEY_ID}")
+        )),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -541,6 +630,33 @@ fn a_refused_value_is_neither_missing_nor_its_default() {
                 "id = 1",
             ]),
             3,
+        ),
+        // An accepted key whose file is refused is not missing its file, and
+        // one whose id is refused is neither without an id nor a duplicate.
+        (
+            keyed_and(&["[[auth.accept]]", "id = 1", "key_file = 1"]),
+            14,
+        ),
+        (
+            keyed_and(&[
+                "[[auth.accept]]",
+                "id = \"1\"",
+                "key_file = \"a\"",
+                "[[auth.accept]]",
+                "id = 1",
+                "key_file = \"b\"",
+            ]),
+            13,
+        ),
+        // Nor is an accepted key's id compared with a refused key_id.
+        (
+            keyed_and(&[
+                "key_id = 1000",
+                "[[auth.accept]]",
+                "id = 0",
+                "key_file = \"a\"",
+            ]),
+            12,
         ),
         // With its port unknown, member 2 is not a duplicate of member 1.
         (
@@ -693,6 +809,8 @@ fn minimal_config_gets_the_defaults() {
         auth: Auth {
             key: None,
             key_file: None,
+            key_id: KeyId(0),
+            accept: Vec::new(),
             insecure: true,
         },
         state: State {
@@ -856,6 +974,8 @@ fn full_unicast_config_round_trips() {
         Auth {
             key: None,
             key_file: Some(PathBuf::from("/etc/regent/key")),
+            key_id: KeyId(0),
+            accept: Vec::new(),
             insecure: false
         }
     );
@@ -1055,6 +1175,109 @@ fn key_file_is_loaded_and_its_mode_checked() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.auth.key, None);
+}
+
+#[test]
+fn accepted_keys_are_read_and_checked_like_the_key_file() {
+    let dir = TempDir::new("accept");
+    let sending = dir.file("key.new", &[b'n'; 32], 0o600);
+    let old = dir.file("key", b"0123456789abcdef0123456789abcdef\n", 0o600);
+    let third = dir.file("key.other", &[b't'; 20], 0o400);
+    // Line 10 holds the first accepted key's file, line 13 the second's.
+    let config_with = |first: &Path, second: &Path| {
+        let text = lines(&[
+            "cluster = \"t\"",
+            "node = 1",
+            "network.multicast = \"239.1.1.1:1\"",
+            "network.interface = \"lo\"",
+            "[[member]]",
+            "id = 1",
+            "[auth]",
+            &format!("key_file = \"{}\"", sending.display()),
+            "key_id = 1",
+            "[[auth.accept]]",
+            "id = 0",
+            &format!("key_file = \"{}\"", first.display()),
+            "[[auth.accept]]",
+            "id = 255",
+            &format!("key_file = \"{}\"", second.display()),
+        ]);
+        Config::parse(&text, Path::new("regent.toml"), DiskChecks::Check)
+    };
+
+    let config = config_with(&old, &third).unwrap_or_else(|e| panic!("{e}"));
+    let auth = &config.auth;
+    assert_eq!(auth.key.as_deref(), Some(&[b'n'; 32][..]));
+    assert_eq!(auth.key_id, KeyId(1));
+    let accepted: Vec<(KeyId, &Path, Option<&[u8]>)> = auth
+        .accept
+        .iter()
+        .map(|a| (a.id, a.key_file.as_path(), a.key.as_deref()))
+        .collect();
+    assert_eq!(
+        accepted,
+        [
+            (
+                KeyId(0),
+                old.as_path(),
+                Some(&b"0123456789abcdef0123456789abcdef"[..])
+            ),
+            (KeyId(255), third.as_path(), Some(&[b't'; 20][..])),
+        ]
+    );
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("nnnn") && !shown.contains("0123") && !shown.contains("tttt"),
+        "no key may appear in Debug output: {shown}"
+    );
+    assert!(
+        config
+            .summary()
+            .ends_with("auth hmac-sha256 with key id 1, also accepting key id 0, 255"),
+        "{}",
+        config.summary()
+    );
+
+    // Each accepted key file is refused for what key_file is refused for,
+    // at its line, naming its id.
+    let only_error = |first: &Path, second: &Path| match config_with(first, second) {
+        Ok(_) => panic!("{} and {} accepted", first.display(), second.display()),
+        Err(ConfigErrors(errors)) => {
+            assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+            (errors[0].line, errors[0].message.clone())
+        }
+    };
+    let open = dir.file("open", &[b'o'; 32], 0o644);
+    let p = open.display();
+    assert_eq!(
+        only_error(&open, &third),
+        (
+            Some(12),
+            format!(
+                "auth.accept id 0: key file {p} is readable by group or others (mode 0644); \
+                 run chmod 600 {p}"
+            )
+        )
+    );
+    let short = dir.file("short", b"0123456789\n", 0o600);
+    let (line, message) = only_error(&old, &short);
+    assert_eq!(line, Some(15));
+    assert!(
+        message.starts_with("auth.accept id 255: key file ")
+            && message.contains("is too short (10 bytes, at least 16 needed)"),
+        "{message}"
+    );
+    let missing = dir.0.join("missing");
+    assert_eq!(
+        only_error(&missing, &third),
+        (
+            Some(12),
+            format!(
+                "auth.accept id 0: key file {} does not exist",
+                missing.display()
+            )
+        )
+    );
 }
 
 #[test]
@@ -1312,6 +1535,10 @@ fn reference_config_parses_and_documents_the_defaults() {
                     "insecure",
                     "group = ",
                     "metrics_listen = ",
+                    "key_id = ",
+                    "[[auth.accept]]",
+                    "id = 1",
+                    "key_file = \"/etc/regent/key.next\"",
                 ]
                 .iter()
                 .any(|k| rest.starts_with(k)) =>
@@ -1351,6 +1578,18 @@ fn reference_config_parses_and_documents_the_defaults() {
         Some("127.0.0.1:9475".parse().expect("addr"))
     );
     assert_eq!(config.hooks.check.as_ref().map(Vec::len), Some(4));
+    assert_eq!(config.auth.key_id, KeyId(0));
+    let accepted: Vec<(KeyId, &Path)> = config
+        .auth
+        .accept
+        .iter()
+        .map(|a| (a.id, a.key_file.as_path()))
+        .collect();
+    assert_eq!(
+        accepted,
+        [(KeyId(1), Path::new("/etc/regent/key.next"))],
+        "the reference's [[auth.accept]] example"
+    );
 }
 
 /// Two hosts on a multicast LAN and a witness reached by unicast, as node
