@@ -463,7 +463,8 @@ impl Demo {
             if self.recent.len() == RECENT_LINES {
                 self.recent.pop_front();
             }
-            self.recent.push_back(format!("node {}: {}", line.node, line.text));
+            self.recent
+                .push_back(format!("node {}: {}", line.node, line.text));
             let Some(seen) = Seen::parse(&line.text) else {
                 continue;
             };
