@@ -638,6 +638,7 @@ fn key<'a>(
         scenario,
         profile,
         hosts,
+        witnesses: 0,
         agent,
         figure,
         unit,
@@ -873,7 +874,12 @@ fn scale(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> 
         let done: Vec<report::Row> = results
             .rows
             .iter()
-            .filter(|r| r.scenario == "crash" && r.profile == profile && r.hosts == hosts)
+            .filter(|r| {
+                r.scenario == "crash"
+                    && r.profile == profile
+                    && r.hosts == hosts
+                    && r.witnesses == 0
+            })
             .cloned()
             .collect();
         let reuse = done.iter().any(|r| {
