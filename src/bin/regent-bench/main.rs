@@ -900,8 +900,9 @@ fn partition(
 
 /// The partition of the witness topology: the link between the two hosts
 /// cut for 2 s while the witness and the client still reach both, then
-/// healed and watched for 2 s. regent should keep one VIP holder; two-host
-/// VRRP has two masters for the whole split.
+/// healed and watched for 2 s and until the client is answered again.
+/// regent should keep one VIP holder; two-host VRRP has two masters for
+/// the whole split.
 fn split(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> Result<(), String> {
     let hold = Duration::from_secs(2);
     let after = Duration::from_secs(2);

@@ -16,6 +16,12 @@ use crate::{interrupted, pause, Rng};
 /// How long the cluster may take to settle before a trial.
 const READY_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long after a split's watch the client may take to be answered
+/// again. A client whose ARP entry points at a host that let go of the VIP
+/// learns the holder's address only when the entry goes stale and is
+/// probed: tens of seconds, when no holder announces itself.
+const SERVED_AGAIN_LIMIT: Duration = Duration::from_secs(60);
+
 /// A LAN with agents, the client's prober, the responders and the watch on
 /// who holds the VIP. Fields drop in order: threads first, the LAN last.
 #[derive(Debug)]
@@ -402,7 +408,8 @@ impl Env {
 
     /// Cuts the one link between the VIP holder and the other host that can
     /// lead for `hold`, while the client (and a witness) still reach both;
-    /// heals, and watches for `after` more.
+    /// heals, watches for `after` more, and then until the client is
+    /// answered again, so an outage that outlasts the watch is counted whole.
     pub fn split_trial(&mut self, hold: Duration, after: Duration) -> Result<SplitSample, String> {
         let old = self.wait_ready()?;
         self.jitter()?;
@@ -420,11 +427,20 @@ impl Env {
         self.group.lan.heal_partition();
         held?;
         pause(after)?;
+        let watched = self.prober.next_seq();
+        let (answered, _) = self
+            .wait_answer(watched, |_| true, SERVED_AGAIN_LIMIT)
+            .map_err(|_| {
+                format!(
+                    "the client got no answer within {SERVED_AGAIN_LIMIT:?} of the watch's end \
+                     (holders now {:?})",
+                    self.holders.now()
+                )
+            })?;
         let end = now();
-        let to = self.prober.next_seq();
         // Late answers land meanwhile.
         pause(Duration::from_millis(50))?;
-        let seen = self.prober.span(from, to);
+        let seen = self.prober.span(from, answered + 1);
         Ok(SplitSample {
             overlap_ms: ms(self.holders.overlap(cut_at, end)),
             outage_ms: ms(seen.outage),
@@ -559,8 +575,8 @@ pub struct PartitionSample {
 pub struct SplitSample {
     /// Time with more than one VIP holder, during the split and after it.
     pub overlap_ms: f64,
-    /// The client's longest run of unanswered probes, from the cut to the
-    /// end of the watch.
+    /// The client's longest run of unanswered probes, from the cut until it
+    /// was answered again after the watch.
     pub outage_ms: f64,
     /// Probes that got no answer meanwhile.
     pub lost: usize,
