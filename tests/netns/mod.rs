@@ -95,6 +95,13 @@ impl Lan {
         Lan::build(hosts, false, behind)
     }
 
+    /// Like [`Lan::routed`], plus a client on the switch as in
+    /// [`Lan::with_client`]. The client gets no route to the second
+    /// subnet: it talks to the hosts of its own.
+    pub fn routed_with_client(hosts: usize, behind: &[usize]) -> Lan {
+        Lan::build(hosts, true, behind)
+    }
+
     fn build(hosts: usize, client: bool, routed: &[usize]) -> Lan {
         assert!(
             (1..=MAX_HOSTS).contains(&hosts),

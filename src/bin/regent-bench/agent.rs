@@ -1,6 +1,7 @@
 //! The agents under test on an emulated LAN: `regent run` or keepalived on
 //! every host, their configuration files, and the faults a scenario injects
-//! into them (crash, graceful stop, step-down, reboot).
+//! into them (crash, graceful stop, step-down, reboot). The hosts sit on one
+//! LAN, or two of them beside a witness behind a router ([`Topology`]).
 //!
 //! Everything it writes lives in one temporary directory, removed on drop
 //! unless asked to keep it; everything it starts lives in the Lan's
@@ -8,9 +9,10 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,39 @@ pub const FAST: Profile = Profile {
     dead_after_ms: 100,
 };
 
+/// Where the agents run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// This many hosts on the client's LAN, each able to lead, multicasting.
+    Lan(usize),
+    /// Two hosts on the client's LAN, multicasting, and for regent a
+    /// witness ([`WITNESS`]) on a second subnet behind a router, which the
+    /// hosts reach by unicast and which reaches them by unicast. keepalived
+    /// has no witness: it runs on the two hosts alone.
+    Witness,
+}
+
+/// The witness's host number in [`Topology::Witness`].
+pub const WITNESS: usize = 3;
+
+impl Topology {
+    /// The hosts that can hold the VIP.
+    pub fn hosts(self) -> usize {
+        match self {
+            Topology::Lan(n) => n,
+            Topology::Witness => 2,
+        }
+    }
+
+    /// The members that only vote.
+    pub fn witnesses(self) -> usize {
+        match self {
+            Topology::Lan(_) => 0,
+            Topology::Witness => 1,
+        }
+    }
+}
+
 /// What every group needs to know besides agent, profile and size.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -80,6 +115,7 @@ pub struct Traffic {
 pub struct Group {
     pub agent: Agent,
     pub profile: Profile,
+    pub topology: Topology,
     dir: PathBuf,
     setup: Setup,
     children: Vec<Option<Child>>,
@@ -88,14 +124,25 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn new(agent: Agent, profile: Profile, hosts: usize, setup: &Setup) -> io::Result<Group> {
-        let lan = Lan::with_client(hosts);
+    pub fn new(
+        agent: Agent,
+        profile: Profile,
+        topology: Topology,
+        setup: &Setup,
+    ) -> io::Result<Group> {
+        let lan = match (topology, agent) {
+            (Topology::Lan(n), _) => Lan::with_client(n),
+            (Topology::Witness, Agent::Regent) => Lan::routed_with_client(WITNESS, &[WITNESS]),
+            (Topology::Witness, Agent::Keepalived) => Lan::with_client(2),
+        };
+        let hosts = lan.hosts();
         let dir = std::env::temp_dir().join(format!("regent-bench-{}", lan.prefix()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let group = Group {
             agent,
             profile,
+            topology,
             dir,
             setup: setup.clone(),
             children: (0..hosts).map(|_| None).collect(),
@@ -105,8 +152,21 @@ impl Group {
         Ok(group)
     }
 
+    /// Every host with an agent, a witness included.
     pub fn hosts(&self) -> usize {
         self.lan.hosts()
+    }
+
+    /// The host of the witness, if this group has one.
+    pub fn witness(&self) -> Option<usize> {
+        (self.topology == Topology::Witness && self.agent == Agent::Regent).then_some(WITNESS)
+    }
+
+    /// The hosts that can hold the VIP: every host but a witness.
+    pub fn leaders(&self) -> Vec<usize> {
+        (1..=self.hosts())
+            .filter(|&h| Some(h) != self.witness())
+            .collect()
     }
 
     /// The VIP with its prefix length, as the agents configure it.
@@ -198,7 +258,7 @@ impl Group {
     }
 
     pub fn socket(&self, host: usize) -> PathBuf {
-        self.dir.join(format!("h{host}.sock"))
+        socket_path(&self.dir, host)
     }
 
     pub fn log_path(&self, host: usize) -> PathBuf {
@@ -210,36 +270,16 @@ impl Group {
     }
 
     fn regent_config(&self, host: usize) -> String {
-        let mut s = format!(
-            "cluster = \"bench\"\nnode = {host}\npriority = {}\n",
-            self.priority(host)
-        );
-        for h in 1..=self.hosts() {
-            let _ = write!(
-                s,
-                "\n[[member]]\nid = {h}\naddress = \"{}\"\n",
-                self.lan.addr4(h)
-            );
-        }
-        let hook = self.dir.join("hook");
-        let _ = write!(
-            s,
-            "\n[network]\ninterface = \"eth0\"\nmulticast = \"239.255.42.1:7475\"\n\n\
-             [timing]\nheartbeat_ms = {hb}\ndead_after_ms = {dead}\n\n\
-             [election]\n# Trials move leadership around; keep it where it lands.\n\
-             preempt = false\nholdoff_ms = 1000\n\n\
-             [hooks]\npromote = \"{hook}\"\ndemote = \"{hook}\"\ntimeout_ms = 5000\n\n\
-             [auth]\nkey_file = \"{key}\"\n\n[state]\ndir = \"{state}\"\n\n\
-             [control]\nsocket = \"{sock}\"\n\n[log]\nlevel = \"{level}\"\n",
-            hb = self.profile.heartbeat_ms,
-            dead = self.profile.dead_after_ms,
-            hook = hook.display(),
-            key = self.dir.join("key").display(),
-            state = self.dir.join(format!("state{host}")).display(),
-            sock = self.socket(host).display(),
-            level = self.setup.log_level,
-        );
-        s
+        let members: Vec<Ipv4Addr> = (1..=self.hosts()).map(|h| self.lan.addr4(h)).collect();
+        regent_config(&RegentFile {
+            node: host,
+            priority: self.priority(host),
+            members: &members,
+            witness: self.witness(),
+            profile: self.profile,
+            dir: &self.dir,
+            log_level: &self.setup.log_level,
+        })
     }
 
     fn keepalived_config(&self, host: usize) -> String {
@@ -423,14 +463,17 @@ impl Group {
     }
 
     /// Whether the agents say they are settled: for regent, every running
-    /// daemon sees every running member alive, runs no hook, and names one
-    /// leader (a member whose daemon does not run is not asked).
+    /// daemon sees every running member alive and every one but a witness
+    /// able to lead, runs no hook, and names one leader (a member whose
+    /// daemon does not run is not asked).
     /// keepalived has no such view; the holders decide for it.
     pub fn settled(&mut self) -> bool {
         if self.agent == Agent::Keepalived {
             return (1..=self.hosts()).all(|h| self.running(h));
         }
         let running = (1..=self.hosts()).filter(|&h| self.running(h)).count();
+        // A witness never can lead; every other running member must be able to.
+        let able = running - self.witness().map_or(0, |w| usize::from(self.running(w)));
         let mut leaders = Vec::new();
         for h in 1..=self.hosts() {
             if !self.running(h) {
@@ -449,7 +492,7 @@ impl Group {
             // a trial starts once every daemon is past that.
             let warm = json_number(&json, "uptime_ms")
                 .is_some_and(|up| up >= 3 * self.profile.dead_after_ms + 500);
-            if alive != Some(running as u64) || transitioning || can_lead != running || !warm {
+            if alive != Some(running as u64) || transitioning || can_lead != able || !warm {
                 return false;
             }
             leaders.push(json_number(&json, "leader"));
@@ -544,6 +587,62 @@ impl Drop for Group {
     }
 }
 
+/// What one host's regent configuration file says.
+#[derive(Clone, Copy, Debug)]
+struct RegentFile<'a> {
+    /// The host whose file this is.
+    node: usize,
+    priority: u32,
+    /// Every member's address, host 1 first.
+    members: &'a [Ipv4Addr],
+    /// The member that only votes, if any: reached by unicast, while the
+    /// others multicast on their LAN.
+    witness: Option<usize>,
+    profile: Profile,
+    /// The group's directory: key, hook, state, control sockets.
+    dir: &'a Path,
+    log_level: &'a str,
+}
+
+fn socket_path(dir: &Path, host: usize) -> PathBuf {
+    dir.join(format!("h{host}.sock"))
+}
+
+/// The text of a regent configuration file. Every host gets the same
+/// members and network; a witness sees the same file as all-unicast.
+fn regent_config(f: &RegentFile<'_>) -> String {
+    let mut s = format!(
+        "cluster = \"bench\"\nnode = {}\npriority = {}\n",
+        f.node, f.priority
+    );
+    for (i, address) in f.members.iter().enumerate() {
+        let h = i + 1;
+        let _ = write!(s, "\n[[member]]\nid = {h}\naddress = \"{address}\"\n");
+        if f.witness == Some(h) {
+            s.push_str("witness = true\ntransport = \"unicast\"\n");
+        }
+    }
+    let hook = f.dir.join("hook");
+    let _ = write!(
+        s,
+        "\n[network]\ninterface = \"eth0\"\nmulticast = \"239.255.42.1:7475\"\n\n\
+         [timing]\nheartbeat_ms = {hb}\ndead_after_ms = {dead}\n\n\
+         [election]\n# Trials move leadership around; keep it where it lands.\n\
+         preempt = false\nholdoff_ms = 1000\n\n\
+         [hooks]\npromote = \"{hook}\"\ndemote = \"{hook}\"\ntimeout_ms = 5000\n\n\
+         [auth]\nkey_file = \"{key}\"\n\n[state]\ndir = \"{state}\"\n\n\
+         [control]\nsocket = \"{sock}\"\n\n[log]\nlevel = \"{level}\"\n",
+        hb = f.profile.heartbeat_ms,
+        dead = f.profile.dead_after_ms,
+        hook = hook.display(),
+        key = f.dir.join("key").display(),
+        state = f.dir.join(format!("state{}", f.node)).display(),
+        sock = socket_path(f.dir, f.node).display(),
+        level = f.log_level,
+    );
+    s
+}
+
 #[allow(clippy::disallowed_methods)] // the bench measures real time
 fn now() -> Instant {
     Instant::now()
@@ -622,6 +721,10 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use regentd::config::{Config, DiskChecks, Transport};
+
     use super::*;
 
     #[test]
@@ -640,6 +743,103 @@ mod tests {
         assert_eq!(json_text(json, "role"), Some("leader"));
         assert_eq!(json_text(json, "leader"), None, "a number is no text");
         assert_eq!(json_text(json, "missing"), None);
+    }
+
+    /// The configuration of `node` in a cluster of `members` hosts, with
+    /// `witness` as the witness, parsed as the daemon would (no disk).
+    fn parsed(node: usize, members: usize, witness: Option<usize>) -> (String, Config) {
+        let addresses: Vec<Ipv4Addr> = (1..=members)
+            .map(|h| Ipv4Addr::new(10, 9, 8, h as u8))
+            .collect();
+        let text = regent_config(&RegentFile {
+            node,
+            priority: 100 + node as u32,
+            members: &addresses,
+            witness,
+            profile: COMPARISON,
+            dir: Path::new("/tmp/regent-bench-test"),
+            log_level: "info",
+        });
+        let config = Config::parse(&text, Path::new("/tmp/h.conf"), DiskChecks::Skip)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        (text, config)
+    }
+
+    #[test]
+    fn in_the_witness_topology_the_hosts_multicast_and_reach_the_witness_by_unicast() {
+        for host in [1, 2] {
+            let (text, config) = parsed(host, 3, Some(WITNESS));
+            assert!(!config.witness(), "host {host} can lead");
+            assert_eq!(config.quorum(), 2, "the witness votes");
+            let own = SocketAddr::new(Ipv4Addr::new(10, 9, 8, host as u8).into(), 7475);
+            match &config.network.transport {
+                Transport::Multicast {
+                    group,
+                    interface,
+                    unicast,
+                    ..
+                } => {
+                    assert_eq!(group.to_string(), "239.255.42.1:7475");
+                    assert_eq!(interface, "eth0");
+                    assert_eq!(*unicast, Some(own), "host {host} hears the witness here");
+                }
+                other => panic!("host {host} should multicast: {other:?}\n{text}"),
+            }
+            let flags: Vec<(bool, bool)> = config
+                .members
+                .iter()
+                .map(|m| (m.witness, m.unicast))
+                .collect();
+            assert_eq!(flags, [(false, false), (false, false), (true, true)]);
+        }
+    }
+
+    #[test]
+    fn the_witness_sees_the_same_members_by_unicast_and_leads_never() {
+        let (text, config) = parsed(WITNESS, 3, Some(WITNESS));
+        assert!(config.witness(), "{text}");
+        assert!(config.core().witness);
+        assert_eq!(
+            config.network.transport,
+            Transport::Unicast {
+                port: 7475,
+                bind: Some(Ipv4Addr::new(10, 9, 8, 3).into()),
+            }
+        );
+        let witness_table = text
+            .split("[[member]]")
+            .nth(WITNESS)
+            .expect("a third member");
+        assert!(
+            witness_table.contains("witness = true\ntransport = \"unicast\"\n"),
+            "{witness_table}"
+        );
+    }
+
+    #[test]
+    fn on_one_lan_every_member_multicasts_and_can_lead() {
+        let (text, config) = parsed(2, 3, None);
+        assert!(
+            !text.contains("witness") && !text.contains("transport"),
+            "{text}"
+        );
+        assert!(config.members.iter().all(|m| !m.witness && !m.unicast));
+        assert!(matches!(
+            config.network.transport,
+            Transport::Multicast { unicast: None, .. }
+        ));
+    }
+
+    #[test]
+    fn topologies_count_hosts_and_witnesses() {
+        assert_eq!(
+            (Topology::Lan(5).hosts(), Topology::Lan(5).witnesses()),
+            (5, 0)
+        );
+        assert_eq!(
+            (Topology::Witness.hosts(), Topology::Witness.witnesses()),
+            (2, 1)
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Profile, Setup, COMPARISON, FAST};
+use agent::{Agent, Profile, Setup, Topology, COMPARISON, FAST};
 use report::{Better, Key, Results};
 use scenarios::{Env, Trial};
 
@@ -47,6 +47,12 @@ client: a UDP probe to the VIP every 2 ms, answered by whichever host holds it.
   --scale-trials N    crash trials per host count above 3 in the scale
                       scenario (default 10, --quick 3)
   --compare keepalived  run the same scenarios against keepalived (VRRPv3)
+  --witness           the 2+1 topology: two hosts multicasting on the client's
+                      LAN and a witness on a second subnet behind a router,
+                      reached by unicast (keepalived, which has no witness,
+                      runs on the two hosts alone). Scenarios crash,
+                      graceful, step-down and partition (default all four);
+                      its partition cuts the link between the two hosts
   --quick             the quick set: fewer trials, shorter spans (~5 min)
   --scale LIST        host counts of the scale scenario (default 3,9,17,33)
   --loss-secs N       span of the loss scenario (default 60, --quick 20)
@@ -83,6 +89,14 @@ const ALL: [Scenario; 8] = [
     Scenario::RollingRestart,
 ];
 
+/// The scenarios of the witness topology (`--witness`).
+const WITNESS_SCENARIOS: [Scenario; 4] = [
+    Scenario::Crash,
+    Scenario::Graceful,
+    Scenario::StepDown,
+    Scenario::Partition,
+];
+
 impl Scenario {
     fn name(self) -> &'static str {
         match self {
@@ -105,6 +119,8 @@ struct Options {
     trials: usize,
     scale_trials: usize,
     compare: bool,
+    /// The 2+1 topology instead of one LAN of hosts.
+    witness: bool,
     scale: Vec<usize>,
     loss: Duration,
     idle: Duration,
@@ -121,11 +137,13 @@ fn positive(flag: &str, v: &str) -> Result<usize, String> {
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut scenarios = ALL.to_vec();
+    // `None`: every scenario of the topology.
+    let mut scenarios: Option<Vec<Scenario>> = None;
     let mut profiles = vec![COMPARISON, FAST];
     let mut trials = None;
     let mut scale_trials = None;
     let mut compare = false;
+    let mut witness = false;
     let mut quick = false;
     let mut scale = vec![3, 9, 17, 33];
     let (mut loss, mut idle, mut traffic) = (None, None, None);
@@ -149,14 +167,16 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         match arg.as_str() {
             "-h" | "--help" => return Err(String::new()),
             "--scenario" => {
-                scenarios = Vec::new();
+                let mut chosen = Some(Vec::new());
                 for name in value()?.split(',') {
-                    match ALL.iter().find(|s| s.name() == name) {
-                        Some(&s) => scenarios.push(s),
-                        None if name == "all" => scenarios = ALL.to_vec(),
-                        None => return Err(format!("unknown scenario {name}")),
+                    match (ALL.iter().find(|s| s.name() == name), chosen.as_mut()) {
+                        (Some(&s), Some(list)) => list.push(s),
+                        (Some(_), None) => {}
+                        (None, _) if name == "all" => chosen = None,
+                        (None, _) => return Err(format!("unknown scenario {name}")),
                     }
                 }
+                scenarios = chosen;
             }
             "--profile" => {
                 profiles = match value()?.as_str() {
@@ -172,6 +192,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 "keepalived" => compare = true,
                 other => return Err(format!("can only compare with keepalived, not {other}")),
             },
+            "--witness" => witness = true,
             "--quick" => quick = true,
             "--scale" => {
                 scale = value()?
@@ -198,6 +219,20 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    let scenarios = match (scenarios, witness) {
+        (None, false) => ALL.to_vec(),
+        (None, true) => WITNESS_SCENARIOS.to_vec(),
+        (Some(list), true) => {
+            if let Some(s) = list.iter().find(|s| !WITNESS_SCENARIOS.contains(s)) {
+                return Err(format!(
+                    "--witness measures crash, graceful, step-down and partition, not {}",
+                    s.name()
+                ));
+            }
+            list
+        }
+        (Some(list), false) => list,
+    };
     let regent = match regent {
         Some(r) => r,
         None => std::env::current_exe()
@@ -219,6 +254,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         trials: trials.unwrap_or(if quick { 5 } else { 20 }),
         scale_trials: scale_trials.unwrap_or(if quick { 3 } else { 10 }),
         compare,
+        witness,
         scale,
         loss: pick(loss, 60, 20),
         idle: pick(idle, 30, 10),
@@ -499,6 +535,18 @@ fn run_plan(o: &Options, results: &mut Results) -> Result<(), String> {
     } else {
         &[Agent::Regent]
     };
+    if o.witness {
+        results.notes.push(format!(
+            "2+1: regent on two hosts multicasting on the client's LAN and a witness \
+             (host {}) on a second subnet behind a router, reached by unicast{}",
+            agent::WITNESS,
+            if o.compare {
+                "; keepalived, which has no witness, on the two hosts alone"
+            } else {
+                ""
+            }
+        ));
+    }
     let mut spent = [Duration::ZERO; 2];
     let result = run_series(o, results, agents, &mut spent);
     for (&agent, d) in agents.iter().zip(spent) {
@@ -530,10 +578,16 @@ fn run_series(
                     profile.name,
                     agent.name()
                 );
+                let topology = if o.witness {
+                    Topology::Witness
+                } else {
+                    Topology::Lan(3)
+                };
                 let outcome = match scenario {
-                    Scenario::Crash => crash_series(o, results, agent, profile, 3, "crash"),
-                    Scenario::Graceful => graceful(o, results, agent, profile),
-                    Scenario::StepDown => step_down(o, results, agent, profile),
+                    Scenario::Crash => crash_series(o, results, agent, profile, topology, "crash"),
+                    Scenario::Graceful => graceful(o, results, agent, profile, topology),
+                    Scenario::StepDown => step_down(o, results, agent, profile, topology),
+                    Scenario::Partition if o.witness => split(o, results, agent, profile),
                     Scenario::Partition => partition(o, results, agent, profile),
                     Scenario::Loss => loss(o, results, agent, profile),
                     Scenario::Idle => idle(o, results, agent, profile),
@@ -629,7 +683,7 @@ impl Series {
 fn key<'a>(
     scenario: &'static str,
     profile: Profile,
-    hosts: usize,
+    topology: Topology,
     agent: Agent,
     figure: &'a str,
     unit: &'static str,
@@ -637,7 +691,8 @@ fn key<'a>(
     Key {
         scenario,
         profile,
-        hosts,
+        hosts: topology.hosts(),
+        witnesses: topology.witnesses(),
         agent,
         figure,
         unit,
@@ -649,12 +704,40 @@ fn crash_series(
     results: &mut Results,
     agent: Agent,
     profile: Profile,
-    hosts: usize,
+    topology: Topology,
     scenario: &'static str,
 ) -> Result<(), String> {
-    let mut env = Env::new(agent, profile, hosts, &o.setup)?;
+    let mut env = Env::new(agent, profile, topology, &o.setup)?;
+    let k = |figure, unit| key(scenario, profile, topology, agent, figure, unit);
+    // Traffic per host is measured on one LAN of hosts: beside a witness
+    // it would average hosts and the witness, which keepalived lacks.
+    if let Topology::Lan(_) = topology {
+        traffic(o, results, &mut env, scenario, profile, topology)?;
+    }
+    // The 3-host series is the crash scenario's; larger ones are the scale
+    // scenario's, with fewer trials (each costs more).
+    let n = if scenario == "scale" {
+        o.scale_trials
+    } else {
+        o.trials
+    };
+    trials(&mut env, n, "crash", Env::crash_trial)?.record(results, &k("downtime", "ms"));
+    record_contention(results, &k("", ""));
+    Ok(())
+}
+
+/// Each host's packet and byte rates, and leadership changes without a fault.
+fn traffic(
+    o: &Options,
+    results: &mut Results,
+    env: &mut Env,
+    scenario: &'static str,
+    profile: Profile,
+    topology: Topology,
+) -> Result<(), String> {
+    let agent = env.group.agent;
+    let k = |figure, unit| key(scenario, profile, topology, agent, figure, unit);
     let t = env.traffic_run(o.traffic)?;
-    let k = |figure, unit| key(scenario, profile, hosts, agent, figure, unit);
     results.value(
         &k("pkts/s sent per host (wire)", "1/s"),
         Better::Lower,
@@ -697,15 +780,6 @@ fn crash_series(
         Better::Lower,
         t.changes as f64,
     );
-    // The 3-host series is the crash scenario's; larger ones are the scale
-    // scenario's, with fewer trials (each costs more).
-    let n = if scenario == "scale" {
-        o.scale_trials
-    } else {
-        o.trials
-    };
-    trials(&mut env, n, "crash", Env::crash_trial)?.record(results, &k("downtime", "ms"));
-    record_contention(results, &k("", ""));
     Ok(())
 }
 
@@ -714,13 +788,14 @@ fn graceful(
     results: &mut Results,
     agent: Agent,
     profile: Profile,
+    topology: Topology,
 ) -> Result<(), String> {
-    let mut env = Env::new(agent, profile, 3, &o.setup)?;
+    let mut env = Env::new(agent, profile, topology, &o.setup)?;
     trials(&mut env, o.trials, "SIGTERM", Env::graceful_trial)?.record(
         results,
-        &key("graceful", profile, 3, agent, "downtime", "ms"),
+        &key("graceful", profile, topology, agent, "downtime", "ms"),
     );
-    record_contention(results, &key("graceful", profile, 3, agent, "", ""));
+    record_contention(results, &key("graceful", profile, topology, agent, "", ""));
     Ok(())
 }
 
@@ -729,6 +804,7 @@ fn step_down(
     results: &mut Results,
     agent: Agent,
     profile: Profile,
+    topology: Topology,
 ) -> Result<(), String> {
     if agent == Agent::Keepalived {
         if !results.notes.iter().any(|n| n.contains("no step-down")) {
@@ -738,12 +814,12 @@ fn step_down(
         }
         return Ok(());
     }
-    let mut env = Env::new(agent, profile, 3, &o.setup)?;
+    let mut env = Env::new(agent, profile, topology, &o.setup)?;
     trials(&mut env, o.trials, "step-down", Env::step_down_trial)?.record(
         results,
-        &key("step-down", profile, 3, agent, "downtime", "ms"),
+        &key("step-down", profile, topology, agent, "downtime", "ms"),
     );
-    record_contention(results, &key("step-down", profile, 3, agent, "", ""));
+    record_contention(results, &key("step-down", profile, topology, agent, "", ""));
     Ok(())
 }
 
@@ -757,7 +833,7 @@ fn partition(
     let hold = Duration::from_secs(2);
     let after = Duration::from_secs(2);
     let n = (o.trials / 4).max(2);
-    let mut env = Env::new(agent, profile, HOSTS, &o.setup)?;
+    let mut env = Env::new(agent, profile, Topology::Lan(HOSTS), &o.setup)?;
     let mut overlaps = Vec::new();
     let mut majority = Vec::new();
     let mut outages = Vec::new();
@@ -788,7 +864,16 @@ fn partition(
             }
         }
     }
-    let k = |figure, unit| key("partition", profile, HOSTS, agent, figure, unit);
+    let k = |figure, unit| {
+        key(
+            "partition",
+            profile,
+            Topology::Lan(HOSTS),
+            agent,
+            figure,
+            unit,
+        )
+    };
     results.value(
         &k("more than one holder, total", "ms"),
         Better::Lower,
@@ -813,14 +898,70 @@ fn partition(
     Ok(())
 }
 
+/// The partition of the witness topology: the link between the two hosts
+/// cut for 2 s while the witness and the client still reach both, then
+/// healed and watched for 2 s and until the client is answered again.
+/// regent should keep one VIP holder; two-host VRRP has two masters for
+/// the whole split.
+fn split(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> Result<(), String> {
+    let hold = Duration::from_secs(2);
+    let after = Duration::from_secs(2);
+    let n = (o.trials / 4).max(2);
+    let mut env = Env::new(agent, profile, Topology::Witness, &o.setup)?;
+    let mut overlaps = Vec::new();
+    let mut outages = Vec::new();
+    let mut lost = 0;
+    let mut moves = 0;
+    let mut failures = Vec::new();
+    for i in 1..=n {
+        match env.split_trial(hold, after) {
+            Ok(s) => {
+                eprintln!(
+                    "   split {i}/{n}: more than one holder {:.1} ms, client outage {:.1} ms ({} probes lost), {} VIP moves",
+                    s.overlap_ms, s.outage_ms, s.lost, s.moves
+                );
+                overlaps.push(s.overlap_ms);
+                outages.push(s.outage_ms);
+                lost += s.lost;
+                moves += s.moves;
+            }
+            Err(e) => {
+                interrupted()?;
+                eprintln!("   split {i}/{n} failed: {e}");
+                failures.push(e.lines().next().unwrap_or("").to_string());
+                if failures.len() > n / 2 {
+                    return Err(format!("split: too many failed trials; last: {e}"));
+                }
+                env.recover()?;
+            }
+        }
+    }
+    let k = |figure, unit| key("partition", profile, Topology::Witness, agent, figure, unit);
+    results.value(
+        &k("more than one holder, total", "ms"),
+        Better::Lower,
+        overlaps.iter().sum(),
+    );
+    results.value(
+        &k("more than one holder, worst trial", "ms"),
+        Better::Lower,
+        overlaps.iter().copied().fold(0.0, f64::max),
+    );
+    results.dist(&k("client outage", "ms"), &outages, failures, false);
+    results.value(&k("probes lost", "n"), Better::Lower, lost as f64);
+    results.value(&k("VIP moves", "n"), Better::Neither, moves as f64);
+    record_contention(results, &k("", ""));
+    Ok(())
+}
+
 fn loss(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> Result<(), String> {
-    let mut env = Env::new(agent, profile, 3, &o.setup)?;
+    let mut env = Env::new(agent, profile, Topology::Lan(3), &o.setup)?;
     let s = env.loss_run(20, o.loss)?;
     eprintln!(
         "   20% loss for {:?}: {} leadership changes, {:.1} ms with more than one holder",
         o.loss, s.changes, s.overlap_ms
     );
-    let k = |figure, unit| key("loss", profile, 3, agent, figure, unit);
+    let k = |figure, unit| key("loss", profile, Topology::Lan(3), agent, figure, unit);
     results.value(
         &k("leadership changes", "n"),
         Better::Lower,
@@ -838,7 +979,7 @@ fn loss(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> R
 
 fn idle(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> Result<(), String> {
     for hosts in [3, 9] {
-        let mut env = Env::new(agent, profile, hosts, &o.setup)?;
+        let mut env = Env::new(agent, profile, Topology::Lan(hosts), &o.setup)?;
         let usage = env.idle_run(o.idle)?;
         let mib: Vec<f64> = usage.iter().map(|u| u.rss_kib as f64 / 1024.0).collect();
         let cpu: Vec<f64> = usage.iter().map(|u| u.cpu_percent).collect();
@@ -852,7 +993,7 @@ fn idle(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> R
             mean(&cpu),
             max(&cpu)
         );
-        let k = |figure, unit| key("idle", profile, hosts, agent, figure, unit);
+        let k = |figure, unit| key("idle", profile, Topology::Lan(hosts), agent, figure, unit);
         results.value(&k("RSS per daemon mean", "MiB"), Better::Lower, mean(&mib));
         results.value(&k("RSS per daemon max", "MiB"), Better::Lower, max(&mib));
         results.value(&k("CPU per daemon mean", "%"), Better::Lower, mean(&cpu));
@@ -873,7 +1014,12 @@ fn scale(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> 
         let done: Vec<report::Row> = results
             .rows
             .iter()
-            .filter(|r| r.scenario == "crash" && r.profile == profile && r.hosts == hosts)
+            .filter(|r| {
+                r.scenario == "crash"
+                    && r.profile == profile
+                    && r.hosts == hosts
+                    && r.witnesses == 0
+            })
             .cloned()
             .collect();
         let reuse = done.iter().any(|r| {
@@ -891,7 +1037,14 @@ fn scale(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> 
                     Agent::Keepalived => 1,
                 };
                 if let Some(v) = r.values[slot] {
-                    let k = key("scale", profile, hosts, agent, &r.figure, r.unit);
+                    let k = key(
+                        "scale",
+                        profile,
+                        Topology::Lan(hosts),
+                        agent,
+                        &r.figure,
+                        r.unit,
+                    );
                     if r.quorum_cost {
                         results.quorum_value(&k, v);
                     } else {
@@ -901,7 +1054,7 @@ fn scale(o: &Options, results: &mut Results, agent: Agent, profile: Profile) -> 
             }
             continue;
         }
-        if let Err(e) = crash_series(o, results, agent, profile, hosts, "scale") {
+        if let Err(e) = crash_series(o, results, agent, profile, Topology::Lan(hosts), "scale") {
             interrupted()?;
             eprintln!("   {hosts} hosts failed: {e}");
             results.notes.push(format!(
@@ -937,7 +1090,7 @@ fn rolling_restart(
         ("rolling-restart-exact-quorum", &[1][..]),
     ] {
         eprintln!("   {scenario}");
-        let mut env = Env::with_parked(agent, profile, 3, &o.setup, parked)?;
+        let mut env = Env::with_parked(agent, profile, Topology::Lan(3), &o.setup, parked)?;
         let mut followers: Vec<scenarios::Restart> = Vec::new();
         let mut leaders: Vec<scenarios::Restart> = Vec::new();
         let mut failures = Vec::new();
@@ -979,7 +1132,7 @@ fn rolling_restart(
                 }
             }
         }
-        let k = |figure, unit| key(scenario, profile, 3, agent, figure, unit);
+        let k = |figure, unit| key(scenario, profile, Topology::Lan(3), agent, figure, unit);
         let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
         let changes: Vec<f64> = followers.iter().map(|r| r.changes as f64).collect();
         results.value(
@@ -1045,4 +1198,36 @@ fn rolling_restart(
         record_contention(results, &k("", ""));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `parse_args` with a regent binary that exists (this test's own).
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        let me = std::env::current_exe().expect("the test binary");
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--regent".to_string(), me.display().to_string()]);
+        parse_args(&all)
+    }
+
+    #[test]
+    fn the_witness_topology_runs_its_own_scenarios() {
+        let lan = parse(&[]).expect("defaults");
+        assert!(!lan.witness);
+        assert_eq!(lan.scenarios, ALL);
+        for args in [&["--witness"][..], &["--witness", "--scenario", "all"]] {
+            let o = parse(args).expect("witness");
+            assert!(o.witness);
+            assert_eq!(o.scenarios, WITNESS_SCENARIOS, "{args:?}");
+        }
+        let o = parse(&["--scenario", "partition,crash", "--witness"]).expect("a choice");
+        assert_eq!(o.scenarios, [Scenario::Partition, Scenario::Crash]);
+        let refused = parse(&["--witness", "--scenario", "crash,loss"]).map(|o| o.scenarios);
+        assert_eq!(
+            refused,
+            Err("--witness measures crash, graceful, step-down and partition, not loss".into())
+        );
+    }
 }

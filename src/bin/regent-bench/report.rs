@@ -21,7 +21,11 @@ pub enum Better {
 pub struct Row {
     pub scenario: &'static str,
     pub profile: Profile,
+    /// Hosts that can hold the VIP.
     pub hosts: usize,
+    /// Members beside them that only vote (regent's; keepalived has none
+    /// and runs on the hosts alone).
+    pub witnesses: usize,
     pub figure: String,
     pub unit: &'static str,
     pub better: Better,
@@ -38,6 +42,7 @@ pub struct Series {
     pub scenario: &'static str,
     pub profile: Profile,
     pub hosts: usize,
+    pub witnesses: usize,
     pub agent: Agent,
     pub name: String,
     pub unit: &'static str,
@@ -52,12 +57,13 @@ pub struct Results {
     pub notes: Vec<String>,
 }
 
-/// One key of a figure: scenario, profile, hosts, figure name.
+/// One key of a figure: scenario, profile, hosts and witnesses, figure name.
 #[derive(Clone, Copy, Debug)]
 pub struct Key<'a> {
     pub scenario: &'static str,
     pub profile: Profile,
     pub hosts: usize,
+    pub witnesses: usize,
     pub agent: Agent,
     pub figure: &'a str,
     pub unit: &'static str,
@@ -76,6 +82,7 @@ impl Results {
             r.scenario == k.scenario
                 && r.profile == k.profile
                 && r.hosts == k.hosts
+                && r.witnesses == k.witnesses
                 && r.figure == k.figure
         });
         let i = match i {
@@ -85,6 +92,7 @@ impl Results {
                     scenario: k.scenario,
                     profile: k.profile,
                     hosts: k.hosts,
+                    witnesses: k.witnesses,
                     figure: k.figure.to_owned(),
                     unit: k.unit,
                     better,
@@ -147,6 +155,7 @@ impl Results {
             scenario: k.scenario,
             profile: k.profile,
             hosts: k.hosts,
+            witnesses: k.witnesses,
             agent: k.agent,
             name: k.figure.to_owned(),
             unit: k.unit,
@@ -155,12 +164,12 @@ impl Results {
         });
     }
 
-    /// The value of a figure for one agent.
+    /// The value of a figure for one agent, with `(hosts, witnesses)`.
     pub fn get(
         &self,
         scenario: &str,
         profile: Profile,
-        hosts: usize,
+        members: (usize, usize),
         figure: &str,
         agent: Agent,
     ) -> Option<f64> {
@@ -169,10 +178,27 @@ impl Results {
             .find(|r| {
                 r.scenario == scenario
                     && r.profile == profile
-                    && r.hosts == hosts
+                    && (r.hosts, r.witnesses) == members
                     && r.figure == figure
             })
             .and_then(|r| r.values[slot(agent)])
+    }
+}
+
+/// Hosts and witnesses in words: `3 hosts`, `2 hosts + 1 witness`.
+pub fn members(hosts: usize, witnesses: usize) -> String {
+    match witnesses {
+        0 => format!("{hosts} hosts"),
+        1 => format!("{hosts} hosts + 1 witness"),
+        w => format!("{hosts} hosts + {w} witnesses"),
+    }
+}
+
+/// Hosts and witnesses for the table's column: `3`, `2+1`.
+fn members_cell(hosts: usize, witnesses: usize) -> String {
+    match witnesses {
+        0 => hosts.to_string(),
+        w => format!("{hosts}+{w}"),
     }
 }
 
@@ -215,24 +241,26 @@ pub fn targets(r: &Results) -> Vec<Target> {
             });
         }
     };
-    let mut crash_rows: Vec<(Profile, usize)> = Vec::new();
+    let mut crash_rows: Vec<(Profile, (usize, usize))> = Vec::new();
     for row in &r.rows {
+        let members = (row.hosts, row.witnesses);
         if (row.scenario == "crash" || row.scenario == "scale")
             && row.figure == "downtime p50"
-            && !crash_rows.contains(&(row.profile, row.hosts))
+            && !crash_rows.contains(&(row.profile, members))
         {
-            crash_rows.push((row.profile, row.hosts));
+            crash_rows.push((row.profile, members));
         }
     }
-    for (profile, hosts) in crash_rows {
+    for (profile, (hosts, witnesses)) in crash_rows {
         let get = |fig: &str| {
-            r.get("scale", profile, hosts, fig, Agent::Regent)
-                .or_else(|| r.get("crash", profile, hosts, fig, Agent::Regent))
+            r.get("scale", profile, (hosts, witnesses), fig, Agent::Regent)
+                .or_else(|| r.get("crash", profile, (hosts, witnesses), fig, Agent::Regent))
         };
         let dead = profile.dead_after_ms as f64;
+        let who = members(hosts, witnesses);
         limit(
             format!(
-                "crash downtime p50 <= dead_after + 15 ms ({}, {hosts} hosts)",
+                "crash downtime p50 <= dead_after + 15 ms ({}, {who})",
                 profile.name
             ),
             get("downtime p50"),
@@ -241,7 +269,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         );
         limit(
             format!(
-                "crash downtime p99 <= dead_after + 40 ms ({}, {hosts} hosts)",
+                "crash downtime p99 <= dead_after + 40 ms ({}, {who})",
                 profile.name
             ),
             get("downtime p99"),
@@ -251,7 +279,15 @@ pub fn targets(r: &Results) -> Vec<Target> {
     }
     for row in r.rows.iter().filter(|row| row.values[0].is_some()) {
         let v = row.values[0];
-        let p = row.profile.name;
+        // The profile, and the topology when it is not one LAN of hosts.
+        let p = match row.witnesses {
+            0 => row.profile.name.to_owned(),
+            _ => format!(
+                "{}, {}",
+                row.profile.name,
+                members(row.hosts, row.witnesses)
+            ),
+        };
         match (row.scenario, row.figure.as_str()) {
             ("graceful", "downtime p50") => limit(
                 format!("graceful (SIGTERM) downtime p50 <= 15 ms ({p})"),
@@ -326,7 +362,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     "{} {} {}h: {} ms",
                     row.scenario,
                     row.profile.name,
-                    row.hosts,
+                    members_cell(row.hosts, row.witnesses),
                     fmt(v)
                 )
             })
@@ -359,7 +395,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 "{} {} {}h {}: {} vs {} {}",
                 row.scenario,
                 row.profile.name,
-                row.hosts,
+                members_cell(row.hosts, row.witnesses),
                 row.figure,
                 fmt(a),
                 fmt(b),
@@ -424,9 +460,9 @@ pub fn table(r: &Results, targets: &[Target], compare: bool) -> String {
     s.push_str(&"-".repeat(head.len() - 1));
     s.push('\n');
     let show = |v: Option<f64>| v.map_or("-".to_string(), fmt);
-    let mut last = ("", "", 0);
+    let mut last = ("", "", 0, 0);
     for row in &r.rows {
-        let key = (row.scenario, row.profile.name, row.hosts);
+        let key = (row.scenario, row.profile.name, row.hosts, row.witnesses);
         if key != last && !last.0.is_empty() {
             s.push('\n');
         }
@@ -436,7 +472,7 @@ pub fn table(r: &Results, targets: &[Target], compare: bool) -> String {
             "{:<sw$} {:<10} {:>5}  {:<fw$} {:<5} {:>10}",
             row.scenario,
             row.profile.name,
-            row.hosts,
+            members_cell(row.hosts, row.witnesses),
             row.figure,
             row.unit,
             show(row.values[0])
@@ -511,12 +547,14 @@ pub fn json(r: &Results, targets: &[Target], machine: &[(&str, String)], command
         let _ = writeln!(
             s,
             "    {{\"scenario\": {}, \"profile\": {}, \"heartbeat_ms\": {}, \"dead_after_ms\": {}, \
-             \"hosts\": {}, \"figure\": {}, \"unit\": {}, \"regent\": {}, \"keepalived\": {}}}{}",
+             \"hosts\": {}, \"witnesses\": {}, \"figure\": {}, \"unit\": {}, \"regent\": {}, \
+             \"keepalived\": {}}}{}",
             js(row.scenario),
             js(row.profile.name),
             row.profile.heartbeat_ms,
             row.profile.dead_after_ms,
             row.hosts,
+            row.witnesses,
             js(&row.figure),
             js(row.unit),
             jn(row.values[0]),
@@ -530,11 +568,12 @@ pub fn json(r: &Results, targets: &[Target], machine: &[(&str, String)], command
         let failures: Vec<String> = se.failures.iter().map(|f| js(f)).collect();
         let _ = writeln!(
             s,
-            "    {{\"scenario\": {}, \"profile\": {}, \"hosts\": {}, \"agent\": {}, \"name\": {}, \
-             \"unit\": {}, \"samples\": [{}], \"failures\": [{}]}}{}",
+            "    {{\"scenario\": {}, \"profile\": {}, \"hosts\": {}, \"witnesses\": {}, \
+             \"agent\": {}, \"name\": {}, \"unit\": {}, \"samples\": [{}], \"failures\": [{}]}}{}",
             js(se.scenario),
             js(se.profile.name),
             se.hosts,
+            se.witnesses,
             js(se.agent.name()),
             js(&se.name),
             js(se.unit),
@@ -581,6 +620,7 @@ mod tests {
             scenario: "crash",
             profile: COMPARISON,
             hosts: 3,
+            witnesses: 0,
             agent,
             figure: "downtime",
             unit: "ms",
@@ -623,5 +663,100 @@ mod tests {
         assert!(vs(&r).met, "within 2 ms is equal");
         r.dist(&key(Agent::Keepalived), &[290.0], Vec::new(), false);
         assert!(!vs(&r).met);
+    }
+
+    /// `key` in the witness topology: two hosts and a witness.
+    fn beside_a_witness(
+        agent: Agent,
+        scenario: &'static str,
+        figure: &'static str,
+    ) -> Key<'static> {
+        Key {
+            scenario,
+            hosts: 2,
+            witnesses: 1,
+            figure,
+            ..key(agent)
+        }
+    }
+
+    #[test]
+    fn figures_beside_a_witness_keep_rows_of_their_own_shown_as_two_plus_one() {
+        let mut r = Results::default();
+        // Two hosts alone, and the same two beside a witness.
+        let alone = Key {
+            hosts: 2,
+            ..key(Agent::Regent)
+        };
+        r.dist(&alone, &[250.0], Vec::new(), false);
+        let witness = beside_a_witness(Agent::Regent, "crash", "downtime");
+        r.dist(&witness, &[270.0], Vec::new(), false);
+        r.dist(
+            &beside_a_witness(Agent::Keepalived, "crash", "downtime"),
+            &[280.0],
+            Vec::new(),
+            false,
+        );
+        let p50 = |members| r.get("crash", COMPARISON, members, "downtime p50", Agent::Regent);
+        assert_eq!(p50((2, 0)), Some(250.0));
+        assert_eq!(p50((2, 1)), Some(270.0));
+        assert_eq!(
+            r.get(
+                "crash",
+                COMPARISON,
+                (2, 1),
+                "downtime p50",
+                Agent::Keepalived
+            ),
+            Some(280.0),
+            "keepalived on the two hosts shares the 2+1 row"
+        );
+        let table = table(&r, &targets(&r), true);
+        let row = table
+            .lines()
+            .find(|l| l.contains(" 2+1 ") && l.contains("downtime p50"))
+            .unwrap_or_else(|| panic!("no 2+1 row in\n{table}"));
+        assert!(row.contains("270") && row.contains("280"), "{row}");
+        let goals: Vec<String> = targets(&r).into_iter().map(|t| t.goal).collect();
+        assert!(
+            goals
+                .iter()
+                .any(|g| g.contains("p99") && g.contains("2 hosts + 1 witness")),
+            "{goals:?}"
+        );
+        let json = json(&r, &[], &[], "regent-bench --witness");
+        assert!(
+            json.contains("\"hosts\": 2, \"witnesses\": 1, \"figure\": \"downtime p50\""),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_second_holder_in_the_split_beside_a_witness_misses_its_target() {
+        let figure = "more than one holder, total";
+        let mut r = Results::default();
+        let regent = beside_a_witness(Agent::Regent, "partition", figure);
+        let target = |r: &Results| {
+            targets(r)
+                .into_iter()
+                .find(|t| t.goal.starts_with("partition") && t.goal.contains("1 witness"))
+                .expect("a partition target beside the witness")
+        };
+        r.value(&regent, Better::Lower, 0.0);
+        r.value(
+            &beside_a_witness(Agent::Keepalived, "partition", figure),
+            Better::Lower,
+            1742.7,
+        );
+        assert!(target(&r).met);
+        let table = table(&r, &targets(&r), true);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(" 2+1 ") && l.contains(figure) && l.contains("1743")),
+            "keepalived's two masters are shown:\n{table}"
+        );
+        r.value(&regent, Better::Lower, 0.5);
+        assert!(!target(&r).met, "any time with two holders misses it");
     }
 }

@@ -8,13 +8,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::{sysconf, SysconfVar};
 
-use crate::agent::{json_number, json_text, Agent, Group, Profile, Setup, Traffic};
+use crate::agent::{json_number, json_text, Agent, Group, Profile, Setup, Topology, Traffic};
 use crate::holders::Holders;
 use crate::probe::{Prober, Responder, Span};
 use crate::{interrupted, pause, Rng};
 
 /// How long the cluster may take to settle before a trial.
 const READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long after a split's watch the client may take to be answered
+/// again. A client whose ARP entry points at a host that let go of the VIP
+/// learns the holder's address only when the entry goes stale and is
+/// probed: tens of seconds, when no holder announces itself.
+const SERVED_AGAIN_LIMIT: Duration = Duration::from_secs(60);
 
 /// A LAN with agents, the client's prober, the responders and the watch on
 /// who holds the VIP. Fields drop in order: threads first, the LAN last.
@@ -31,8 +37,13 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn new(agent: Agent, profile: Profile, hosts: usize, setup: &Setup) -> Result<Env, String> {
-        Env::with_parked(agent, profile, hosts, setup, &[])
+    pub fn new(
+        agent: Agent,
+        profile: Profile,
+        topology: Topology,
+        setup: &Setup,
+    ) -> Result<Env, String> {
+        Env::with_parked(agent, profile, topology, setup, &[])
     }
 
     /// Like [`Env::new`], with the agents of `parked` never started: they
@@ -40,12 +51,13 @@ impl Env {
     pub fn with_parked(
         agent: Agent,
         profile: Profile,
-        hosts: usize,
+        topology: Topology,
         setup: &Setup,
         parked: &[usize],
     ) -> Result<Env, String> {
-        let mut group = Group::new(agent, profile, hosts, setup)
-            .map_err(|e| format!("cannot build a LAN of {hosts} hosts: {e}"))?;
+        let mut group = Group::new(agent, profile, topology, setup)
+            .map_err(|e| format!("cannot build the LAN ({topology:?}): {e}"))?;
+        let hosts = group.hosts();
         let holders = Holders::start(&group.lan, group.lan.vip4())
             .map_err(|e| format!("cannot watch the VIP: {e}"))?;
         let responder =
@@ -394,6 +406,49 @@ impl Env {
         })
     }
 
+    /// Cuts the one link between the VIP holder and the other host that can
+    /// lead for `hold`, while the client (and a witness) still reach both;
+    /// heals, watches for `after` more, and then until the client is
+    /// answered again, so an outage that outlasts the watch is counted whole.
+    pub fn split_trial(&mut self, hold: Duration, after: Duration) -> Result<SplitSample, String> {
+        let old = self.wait_ready()?;
+        self.jitter()?;
+        let other = self
+            .group
+            .leaders()
+            .into_iter()
+            .find(|&h| h != old)
+            .ok_or("no second host that can lead")?;
+        let from = self.prober.next_seq();
+        self.fault(&format!("split from host {other}:"), old);
+        let cut_at = now();
+        self.group.lan.partition(&[&[old], &[other]]);
+        let held = pause(hold);
+        self.group.lan.heal_partition();
+        held?;
+        pause(after)?;
+        let watched = self.prober.next_seq();
+        let (answered, _) = self
+            .wait_answer(watched, |_| true, SERVED_AGAIN_LIMIT)
+            .map_err(|_| {
+                format!(
+                    "the client got no answer within {SERVED_AGAIN_LIMIT:?} of the watch's end \
+                     (holders now {:?})",
+                    self.holders.now()
+                )
+            })?;
+        let end = now();
+        // Late answers land meanwhile.
+        pause(Duration::from_millis(50))?;
+        let seen = self.prober.span(from, answered + 1);
+        Ok(SplitSample {
+            overlap_ms: ms(self.holders.overlap(cut_at, end)),
+            outage_ms: ms(seen.outage),
+            lost: seen.lost,
+            moves: self.holders.acquisitions(cut_at, end),
+        })
+    }
+
     /// `percent` loss on every host for `span`; counts VIP acquisitions.
     pub fn loss_run(&mut self, percent: u32, span: Duration) -> Result<LossSample, String> {
         self.wait_ready()?;
@@ -513,6 +568,20 @@ pub struct PartitionSample {
     pub outage_ms: Option<f64>,
     /// From the cut until the minority's holder let go of the VIP.
     pub released_ms: Option<f64>,
+}
+
+/// One split of two hosts that can lead, beside a witness or not.
+#[derive(Clone, Copy, Debug)]
+pub struct SplitSample {
+    /// Time with more than one VIP holder, during the split and after it.
+    pub overlap_ms: f64,
+    /// The client's longest run of unanswered probes, from the cut until it
+    /// was answered again after the watch.
+    pub outage_ms: f64,
+    /// Probes that got no answer meanwhile.
+    pub lost: usize,
+    /// VIP acquisitions meanwhile: 0 when the holder kept it throughout.
+    pub moves: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
