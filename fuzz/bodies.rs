@@ -16,8 +16,8 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use regentd::config::{Config, ConfigErrors, DiskChecks};
 use regentd::core::{
-    Body, CoreConfig, Effect, Epoch, Heartbeat, HookDone, HookOutcome, Incarnation, Input, Message,
-    NackReason, Node, NodeId, Persisted, Role, Seq, Time, Timing,
+    Body, CoreConfig, Effect, Epoch, Heartbeat, HookDone, HookOutcome, Incarnation, Input,
+    Membership, Message, NackReason, Node, NodeId, Persisted, Role, Seq, Time, Timing,
 };
 use regentd::wire::{Codec, Drop, Filter, KeyId, MAX_DATAGRAM};
 use sha2::Sha256;
@@ -163,6 +163,7 @@ pub fn node(data: &[u8]) {
     let cfg = CoreConfig {
         id: NodeId(1),
         members: members.clone(),
+        generation: 1,
         priority: 100,
         timing: Timing {
             heartbeat: Duration::from_millis(100),
@@ -182,6 +183,7 @@ pub fn node(data: &[u8]) {
         Persisted {
             promised: start_promised,
             leader: None,
+            membership: None,
         },
         Incarnation(1),
         0x5eed,
@@ -323,6 +325,7 @@ impl NodeCheck {
                 Effect::Transition(_)
                 | Effect::StepDownResult(_)
                 | Effect::NotFresh { .. }
+                | Effect::Foreign { .. }
                 | Effect::Member(_)
                 | Effect::Exit => {}
             }
@@ -417,6 +420,7 @@ impl Reader<'_> {
                 leader: self.bit().then(|| (self.node(), self.epoch())),
                 can_lead: self.bit(),
                 dead_after_ms: self.millis(),
+                confirmed: self.bit(),
                 heard: (0..self.byte() % 4)
                     .map(|_| (self.node(), Seq(seqs[self.byte() as usize % 8])))
                     .collect(),
@@ -457,6 +461,15 @@ impl Reader<'_> {
                 b => u32::from(b) * 100,
             },
             known_epoch: self.epoch(),
+            membership: match self.byte() % 8 {
+                // Mostly the node's own list, so the body is read.
+                0 => Membership {
+                    generation: u32::from(self.byte()),
+                    digest: u32::from(self.byte()),
+                    previous: u32::from(self.byte()),
+                },
+                _ => Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
+            },
             body,
         }
     }

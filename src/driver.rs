@@ -269,6 +269,7 @@ impl Driver {
             Persisted {
                 promised: stored.promised,
                 leader: stored.leader,
+                membership: stored.membership,
             },
             incarnation,
             seed,
@@ -319,6 +320,7 @@ impl Driver {
             last_persist: Persisted {
                 promised: stored.promised,
                 leader: stored.leader,
+                membership: stored.membership,
             },
             exit: false,
             cfg,
@@ -636,6 +638,16 @@ impl Driver {
                     Effect::NotFresh { from } => {
                         self.drop_packet(Drop::NotFresh, now, &format_args!("node {from}"));
                     }
+                    Effect::Foreign { from, theirs } => {
+                        let ours = self.node.membership();
+                        self.drop_packet(
+                            Drop::Membership,
+                            now,
+                            &format_args!(
+                                "node {from}, which runs {theirs}; this node runs {ours}"
+                            ),
+                        );
+                    }
                     Effect::Send(msg) => self.send(&msg),
                     Effect::RunHook(req) => {
                         // A persist before this may have taken long: the
@@ -858,28 +870,69 @@ impl Driver {
             Ok(Reload {
                 config: new,
                 changes,
-            }) => {
-                let t = self.time(now);
-                self.node.reconfigure(new.core(), t);
-                self.hooks.set_config(hook_config(&new));
-                self.codec = codec(&new);
-                crate::logging::set_level(new.log.level);
-                let text = if changes.is_empty() {
-                    format!("reloaded {file}: nothing changed")
-                } else {
-                    format!("reloaded {file}:\n  {}", changes.join("\n  "))
-                };
-                info!("configuration {text}");
-                info!("configuration in force: {}", new.summary());
-                self.cfg = new;
-                self.drain(now);
-                Ok(text)
-            }
+            }) => match self.take_members(&new, now) {
+                Err(reason) => {
+                    let text = format!(
+                        "reload refused, the running configuration stays:\n{file}: {reason}"
+                    );
+                    error!("{text}");
+                    Err(text)
+                }
+                Ok(()) => Ok(self.take_config(new, &changes, &file, now)),
+            },
         };
         if let Some(n) = self.notifier.as_mut() {
             n.ready();
         }
         verdict
+    }
+
+    /// Gives the core the new configuration, which refuses a member list
+    /// it may not take now (§3.19); then points the sockets and the replay
+    /// filter at the new list.
+    fn take_members(&mut self, new: &Config, now: Instant) -> Result<(), String> {
+        let multicast = matches!(new.network.transport, Transport::Multicast { .. });
+        let peers = unicast_peers(new);
+        // Checked before the core takes anything, so a refusal changes nothing.
+        if multicast && !peers.is_empty() && !self.endpoint.has_unicast_side() {
+            return Err(
+                "members reached by unicast beside the group need a restart \
+                 to open their socket"
+                    .to_string(),
+            );
+        }
+        let t = self.time(now);
+        self.node.reconfigure(new.core(), t)?;
+        if let Err(e) = self.endpoint.set_peers(&peers, multicast) {
+            warn!("cannot send to the new member list's unicast addresses: {e}");
+        }
+        let members: Vec<NodeId> = new.members.iter().map(|m| m.id).collect();
+        self.filter.set_members(&members);
+        self.witnesses = new
+            .members
+            .iter()
+            .filter(|m| m.witness)
+            .map(|m| m.id)
+            .collect();
+        self.sources.retain(|id, _| members.contains(id));
+        Ok(())
+    }
+
+    /// Applies a reload the core has taken: hooks, keys, log level.
+    fn take_config(&mut self, new: Config, changes: &[String], file: &str, now: Instant) -> String {
+        self.hooks.set_config(hook_config(&new));
+        self.codec = codec(&new);
+        crate::logging::set_level(new.log.level);
+        let text = if changes.is_empty() {
+            format!("reloaded {file}: nothing changed")
+        } else {
+            format!("reloaded {file}:\n  {}", changes.join("\n  "))
+        };
+        info!("configuration {text}");
+        info!("configuration in force: {}", new.summary());
+        self.cfg = new;
+        self.drain(now);
+        text
     }
 
     // ----- control -----

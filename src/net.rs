@@ -187,6 +187,33 @@ impl Endpoint {
         Ok(Some((len, from)))
     }
 
+    /// With multicast: a second socket reaches members by unicast.
+    pub fn has_unicast_side(&self) -> bool {
+        self.unicast.is_some()
+    }
+
+    /// A new member list: datagrams go to these unicast peers from now on
+    /// (in unicast mode, or beside the group). With multicast and no
+    /// unicast socket the list must be empty: a socket for it needs a
+    /// restart.
+    pub fn set_peers(&mut self, peers: &[SocketAddr], multicast: bool) -> io::Result<()> {
+        let side = match (multicast, self.unicast.as_deref_mut()) {
+            (true, Some(side)) => side,
+            (true, None) if peers.is_empty() => return Ok(()),
+            (true, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "members reached by unicast beside the group need network.unicast_address \
+                     set at start",
+                ))
+            }
+            (false, _) => self,
+        };
+        let bind = side.socket.local_addr()?.ip();
+        side.targets = unicast_targets(peers, bind, &side.label)?;
+        Ok(())
+    }
+
     /// Where each datagram goes: the group, or every unicast peer; then the
     /// members reached by unicast beside the group.
     pub fn targets(&self) -> Vec<SocketAddr> {
@@ -323,17 +350,11 @@ fn open_multicast(group: SocketAddr, interface: &str, loopback: bool) -> io::Res
     })
 }
 
-fn open_unicast(port: u16, bind: Option<IpAddr>, peers: &[SocketAddr]) -> io::Result<Endpoint> {
-    let any_v6_peer = peers.iter().any(SocketAddr::is_ipv6);
-    let bind = bind.unwrap_or(if any_v6_peer {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    });
-    let local = SocketAddr::new(bind, port);
-    let label = format!("unicast {local}");
+/// Each peer's address as a socket bound to `bind` reaches it: IPv4 peers
+/// of a dual-stack socket through their IPv4-mapped addresses.
+fn unicast_targets(peers: &[SocketAddr], bind: IpAddr, label: &str) -> io::Result<Vec<SocketAddr>> {
     let dual_stack = bind == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-    let targets = peers
+    peers
         .iter()
         .map(|peer| match (peer, bind) {
             (SocketAddr::V4(_), IpAddr::V4(_)) | (SocketAddr::V6(_), IpAddr::V6(_)) => Ok(*peer),
@@ -345,8 +366,21 @@ fn open_unicast(port: u16, bind: Option<IpAddr>, peers: &[SocketAddr]) -> io::Re
                 format!("peer {peer} cannot be reached from {label}: address families differ"),
             )),
         })
-        .collect::<io::Result<Vec<_>>>()?;
+        .collect()
+}
+
+fn open_unicast(port: u16, bind: Option<IpAddr>, peers: &[SocketAddr]) -> io::Result<Endpoint> {
+    let any_v6_peer = peers.iter().any(SocketAddr::is_ipv6);
+    let bind = bind.unwrap_or(if any_v6_peer {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    });
+    let local = SocketAddr::new(bind, port);
+    let label = format!("unicast {local}");
+    let targets = unicast_targets(peers, bind, &label)?;
     let socket = new_socket(Domain::for_address(local), &label)?;
+    let dual_stack = bind == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
     if bind.is_ipv6() {
         socket
             .set_only_v6(!dual_stack)

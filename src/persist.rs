@@ -183,7 +183,12 @@ fn work(
 ) {
     let mut store = |p: Persisted| -> Result<(), String> {
         let stored = state.stored();
-        if p.promised <= stored.promised && p.leader == stored.leader {
+        // An unconfirmed list leaves the last confirmed one on disk.
+        let membership = p.membership.or(stored.membership);
+        if p.promised <= stored.promised
+            && p.leader == stored.leader
+            && membership == stored.membership
+        {
             return Ok(());
         }
         state
@@ -191,6 +196,7 @@ fn work(
                 promised: p.promised.max(stored.promised),
                 incarnation,
                 leader: p.leader,
+                membership,
             })
             .map_err(|e| e.to_string())
     };
@@ -243,6 +249,7 @@ mod tests {
         Persisted {
             promised: Epoch(promised),
             leader: None,
+            membership: None,
         }
     }
 
@@ -355,6 +362,7 @@ mod tests {
                 promised: Epoch(5),
                 incarnation: 7,
                 leader: None,
+                membership: None,
             }
         );
         assert!(w.probe(None));

@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::core::{Epoch, NodeId};
+use crate::core::{Epoch, Membership, NodeId};
 
 /// The first line of every state file, naming the format and its version.
 /// Version 1 (no `leader` line) is still read, as a node that followed no
-/// leader.
-const MAGIC: &str = "regent-state 2";
+/// leader; version 2 (no `membership` line) as one that confirmed no list.
+const MAGIC: &str = "regent-state 3";
 
 /// No valid state file is this long; a longer one is refused unread.
 const MAX_FILE_LEN: u64 = 4096;
@@ -40,6 +40,8 @@ pub struct Stored {
     pub incarnation: u64,
     /// The leader and epoch this node last followed, if any.
     pub leader: Option<(NodeId, Epoch)>,
+    /// The member list this node last confirmed (docs/PROTOCOL.md §3.19).
+    pub membership: Option<Membership>,
 }
 
 /// What [`StateFile::init`] found or made.
@@ -360,6 +362,7 @@ impl StateFile {
                     promised: Epoch(0),
                     incarnation,
                     leader: None,
+                    membership: None,
                 };
                 let file = StateFile::create(dir, cluster, node, stored)?;
                 Ok((file.path, Init::Created(stored)))
@@ -519,8 +522,25 @@ fn render(cluster: &str, node: NodeId, s: Stored) -> String {
         Some((id, epoch)) => format!("{} {}", id.0, epoch.0),
         None => "none".to_owned(),
     };
+    let membership = match s.membership {
+        Some(m) => format!("{} {:08x} {:08x}", m.generation, m.digest, m.previous),
+        None => "none".to_owned(),
+    };
     seal(format!(
-        "{MAGIC}\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\nleader {leader}\n",
+        "{MAGIC}\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\nleader {leader}\n\
+         membership {membership}\n",
+        node.0, s.promised.0, s.incarnation
+    ))
+}
+
+/// The exact bytes a version 2 file held for `s` (which confirmed no list).
+fn render_v2(cluster: &str, node: NodeId, s: Stored) -> String {
+    let leader = match s.leader {
+        Some((id, epoch)) => format!("{} {}", id.0, epoch.0),
+        None => "none".to_owned(),
+    };
+    seal(format!(
+        "regent-state 2\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\nleader {leader}\n",
         node.0, s.promised.0, s.incarnation
     ))
 }
@@ -607,9 +627,9 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
             .ok_or_else(|| ParseError::Corrupt(format!("expected a `{name}` line")))
     };
     let version = field("regent-state")?;
-    if version != "1" && version != "2" {
+    if !matches!(version, "1" | "2" | "3") {
         return Err(ParseError::Corrupt(format!(
-            "format version {version:?}, this regent reads versions 1 and 2"
+            "format version {version:?}, this regent reads versions 1 to 3"
         )));
     }
     let found_cluster = field("cluster")?.to_owned();
@@ -636,17 +656,39 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
             }
         }
     };
+    let membership = if version != "3" {
+        None
+    } else {
+        match field("membership")? {
+            "none" => None,
+            triple => {
+                let bad =
+                    || corrupt("`membership` is neither `none` nor `GENERATION DIGEST PREVIOUS`");
+                let mut parts = triple.split(' ');
+                let mut next = || parts.next().ok_or_else(bad);
+                let generation = next()?.parse::<u32>().map_err(|_| bad())?;
+                let digest = u32::from_str_radix(next()?, 16).map_err(|_| bad())?;
+                let previous = u32::from_str_radix(next()?, 16).map_err(|_| bad())?;
+                Some(Membership {
+                    generation,
+                    digest,
+                    previous,
+                })
+            }
+        }
+    };
     let stored = Stored {
         promised,
         incarnation,
         leader,
+        membership,
     };
     // Only the exact bytes regent writes are accepted: this rejects extra
     // lines, spaces, leading zeros and anything else that parsed leniently.
-    let exact = if version == "1" {
-        render_v1(&found_cluster, NodeId(found_node), stored)
-    } else {
-        render(&found_cluster, NodeId(found_node), stored)
+    let exact = match version {
+        "1" => render_v1(&found_cluster, NodeId(found_node), stored),
+        "2" => render_v2(&found_cluster, NodeId(found_node), stored),
+        _ => render(&found_cluster, NodeId(found_node), stored),
     };
     if exact != text {
         return Err(corrupt("not in the exact form regent writes"));
@@ -689,6 +731,7 @@ mod tests {
             promised: Epoch(promised),
             incarnation,
             leader: None,
+            membership: None,
         }
     }
 

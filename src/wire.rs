@@ -130,11 +130,15 @@ pub enum Drop {
     /// A leader heartbeat that echoes no heartbeat this node's current run
     /// sent within `dead_after`, so it is not followed: decided by the core.
     NotFresh,
+    /// From a host whose member list this node cannot work with: neither
+    /// the same list nor the generation just before or after it (§3.19).
+    /// Decided by the core.
+    Membership,
 }
 
 impl Drop {
     /// Every reason, in a fixed order (the order of metrics output).
-    pub const ALL: [Drop; 12] = [
+    pub const ALL: [Drop; 13] = [
         Drop::Truncated,
         Drop::Oversized,
         Drop::BadVersion,
@@ -147,6 +151,7 @@ impl Drop {
         Drop::OldIncarnation,
         Drop::OwnId,
         Drop::NotFresh,
+        Drop::Membership,
     ];
 
     /// The snake_case label used in metrics and logs.
@@ -164,6 +169,7 @@ impl Drop {
             Drop::OldIncarnation => "old_incarnation",
             Drop::OwnId => "own_id",
             Drop::NotFresh => "not_fresh",
+            Drop::Membership => "membership",
         }
     }
 
@@ -197,6 +203,10 @@ impl Drop {
                 "leader heartbeat that echoes none of this run's recent heartbeats: a replay \
                  of recorded traffic, a link that works one way, or (a few, after a restart) \
                  a leader that has not heard this run yet"
+            }
+            Drop::Membership => {
+                "sender runs another member list: a host that missed a change, or one \
+                 changed more than one generation ahead; see `regent status`"
             }
         }
     }
@@ -655,6 +665,7 @@ mod tests {
             seq: Seq(seq),
             priority: 100,
             known_epoch: Epoch(7),
+            membership: Default::default(),
             body,
         }
     }
@@ -665,6 +676,7 @@ mod tests {
             leader: Some((NodeId(u32::MAX), Epoch(u64::MAX))),
             can_lead: true,
             dead_after_ms: u32::MAX,
+            confirmed: false,
             heard: (0..heard)
                 .map(|i| (NodeId(i as u32), Seq(u64::MAX - i as u64)))
                 .collect(),
@@ -681,6 +693,7 @@ mod tests {
                 leader: None,
                 can_lead: false,
                 dead_after_ms: 300,
+                confirmed: false,
                 heard: vec![],
             }),
             Body::Heartbeat(Heartbeat {
@@ -688,6 +701,7 @@ mod tests {
                 leader: None,
                 can_lead: true,
                 dead_after_ms: 0,
+                confirmed: false,
                 heard: vec![(NodeId(2), Seq(0))],
             }),
             Body::Election,
@@ -778,6 +792,7 @@ mod tests {
             seq: Seq(6),
             priority: 7,
             known_epoch: Epoch(8),
+            membership: Default::default(),
             body: Body::Claim { epoch: Epoch(9) },
         };
         let bytes = codec.encode(&m).expect("fits");
@@ -1325,11 +1340,13 @@ mod tests {
                     seq: Seq(9),
                     priority: 100,
                     known_epoch: Epoch(7),
+                    membership: Default::default(),
                     body: Body::Heartbeat(Heartbeat {
                         role: Role::Leader,
                         leader: Some((NodeId(2), Epoch(7))),
                         can_lead: true,
                         dead_after_ms: 300,
+                        confirmed: false,
                         heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
                     }),
                 },
@@ -1362,6 +1379,7 @@ mod tests {
                     seq: Seq(10),
                     priority: 100,
                     known_epoch: Epoch(7),
+                    membership: Default::default(),
                     body: Body::Resign {
                         epoch: Epoch(7),
                         successor: Some(NodeId(3)),
@@ -1390,6 +1408,7 @@ mod tests {
                     seq: Seq(11),
                     priority: 100,
                     known_epoch: Epoch(8),
+                    membership: Default::default(),
                     body: Body::Nack {
                         to: NodeId(2),
                         epoch: Epoch(8),
@@ -1428,11 +1447,13 @@ mod tests {
             seq: Seq(9),
             priority: 100,
             known_epoch: Epoch(7),
+            membership: Default::default(),
             body: Body::Heartbeat(Heartbeat {
                 role: Role::Leader,
                 leader: Some((NodeId(2), Epoch(7))),
                 can_lead: true,
                 dead_after_ms: 300,
+                confirmed: false,
                 heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
             }),
         };

@@ -167,6 +167,7 @@ fn valid_datagram(from: u32, seq: u64, epoch: u64) -> Vec<u8> {
         seq: Seq(seq),
         priority: 100,
         known_epoch: Epoch(epoch),
+        membership: Default::default(),
         body: Body::Claim {
             epoch: Epoch(epoch + 1),
         },
@@ -227,6 +228,7 @@ fn epoch_exhaustion_never_leads_an_epoch_twice() {
     let cfg = CoreConfig {
         id: NodeId(1),
         members: vec![NodeId(1)],
+        generation: 1,
         priority: 100,
         timing: Timing {
             heartbeat: Duration::from_millis(100),
@@ -247,6 +249,7 @@ fn epoch_exhaustion_never_leads_an_epoch_twice() {
         Persisted {
             promised,
             leader: None,
+            membership: None,
         },
         Incarnation(2),
         1,

@@ -157,6 +157,7 @@ fn resign(from: usize, epoch: u64, seq: u64) -> Message {
         seq: Seq(seq),
         priority: u32::MAX,
         known_epoch: Epoch(epoch + 100),
+        membership: Default::default(),
         body: Body::Resign {
             epoch: Epoch(epoch),
             successor: Some(NodeId(1)),
@@ -173,11 +174,13 @@ fn usurper(from: u32, epoch: u64, seq: u64) -> Message {
         seq: Seq(seq),
         priority: u32::MAX,
         known_epoch: Epoch(epoch + 100),
+        membership: Default::default(),
         body: Body::Heartbeat(Heartbeat {
             role: Role::Leader,
             leader: Some((NodeId(from), Epoch(epoch + 100))),
             can_lead: true,
             dead_after_ms: 300,
+            confirmed: false,
             heard: vec![],
         }),
     }

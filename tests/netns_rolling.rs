@@ -689,6 +689,7 @@ fn a_key_rotation_by_reloads_changes_no_leader_and_costs_the_client_nothing() {
         seq: Seq(1),
         priority: 1,
         known_epoch: Epoch(0),
+        membership: Default::default(),
         body: Body::Election,
     };
     tx.send_to(

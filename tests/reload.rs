@@ -242,6 +242,7 @@ fn a_reload_changes_the_keys_sent_with_and_accepted() {
             seq: Seq(seq),
             priority: 1,
             known_epoch: Epoch(0),
+            membership: Default::default(),
             body: Body::Election,
         };
         let bytes = codec.encode(&m).expect("fits");

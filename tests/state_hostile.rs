@@ -193,6 +193,7 @@ fn state_writer_child() {
                 promised: Epoch(promised),
                 incarnation,
                 leader: None,
+                membership: None,
             })
             .expect("store");
         // Printed only once `store` returned: this promise is on disk.

@@ -39,15 +39,19 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         proptest::option::of((node(), epoch())),
         any::<bool>(),
         any::<u32>(),
+        any::<bool>(),
         proptest::collection::vec((node(), any::<u64>()), 0..=64),
     )
-        .prop_map(|(role, leader, can_lead, dead_after_ms, heard)| Heartbeat {
-            role,
-            leader,
-            can_lead,
-            dead_after_ms,
-            heard: heard.into_iter().map(|(n, s)| (n, Seq(s))).collect(),
-        })
+        .prop_map(
+            |(role, leader, can_lead, dead_after_ms, confirmed, heard)| Heartbeat {
+                role,
+                leader,
+                can_lead,
+                dead_after_ms,
+                confirmed,
+                heard: heard.into_iter().map(|(n, s)| (n, Seq(s))).collect(),
+            },
+        )
 }
 
 fn body() -> impl Strategy<Value = Body> {
@@ -86,15 +90,29 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>(),
         any::<u32>(),
         epoch(),
+        any::<(u32, u32, u32)>(),
         body(),
     )
         .prop_map(
-            |(from, incarnation, seq, priority, known_epoch, body)| Message {
+            |(
+                from,
+                incarnation,
+                seq,
+                priority,
+                known_epoch,
+                (generation, digest, previous),
+                body,
+            )| Message {
                 from,
                 incarnation: Incarnation(incarnation),
                 seq: Seq(seq),
                 priority,
                 known_epoch,
+                membership: regentd::core::Membership {
+                    generation,
+                    digest,
+                    previous,
+                },
                 body,
             },
         )

@@ -47,6 +47,9 @@ pub struct Config {
     pub node: NodeId,
     /// This host's priority; Bully rank is (priority, node id).
     pub priority: u32,
+    /// The member list's generation: raised by one with each change of
+    /// `members` (docs/PROTOCOL.md §3.19).
+    pub generation: u32,
     /// The whole membership, this node included, in file order.
     pub members: Vec<Member>,
     /// How heartbeats travel.
@@ -388,6 +391,7 @@ impl Config {
         CoreConfig {
             id: self.node,
             members: self.members.iter().map(|m| m.id).collect(),
+            generation: self.generation,
             priority: self.priority,
             timing: self.timing.clone(),
             preempt: self.election.preempt,

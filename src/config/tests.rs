@@ -756,6 +756,7 @@ fn minimal_config_gets_the_defaults() {
         cluster: "t".to_owned(),
         node: NodeId(1),
         priority: 100,
+        generation: 1,
         members: vec![
             Member {
                 id: NodeId(1),

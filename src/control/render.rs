@@ -868,6 +868,10 @@ mod tests {
             quorum: 2,
             eligible: true,
             lease_remaining: Some(ms(240)),
+            membership: crate::core::Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
+            confirmed: true,
+            claim_wait: None,
+            foreign: Vec::new(),
             peers: vec![
                 PeerStatus {
                     id: NodeId(1),
@@ -877,6 +881,7 @@ mod tests {
                     hears_us: true,
                     can_lead: true,
                     role: Role::Follower,
+                    membership: None,
                 },
                 PeerStatus {
                     id: NodeId(2),
@@ -886,6 +891,7 @@ mod tests {
                     hears_us: false,
                     can_lead: false,
                     role: Role::Follower,
+                    membership: None,
                 },
             ],
         }

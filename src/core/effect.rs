@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use super::membership::Membership;
 use super::message::{Message, Role};
 use super::types::{Epoch, NodeId};
 
@@ -79,6 +80,15 @@ pub enum Effect {
         /// The sender.
         from: NodeId,
     },
+    /// A message was ignored because its sender runs a member list this
+    /// node cannot work with (§3.19). The driver counts it as a dropped
+    /// datagram and logs the difference.
+    Foreign {
+        /// The sender.
+        from: NodeId,
+        /// The sender's membership.
+        theirs: Membership,
+    },
     /// The answer to a step-down request.
     StepDownResult(Result<NodeId, String>),
     /// Graceful shutdown has finished: exit now.
@@ -96,6 +106,9 @@ pub struct Persisted {
     /// the epoch is still its highest promise: nothing else was promised
     /// since (§3.16).
     pub leader: Option<(NodeId, Epoch)>,
+    /// The membership this node has confirmed (§3.19): a restart on the
+    /// same list may claim without confirming it again.
+    pub membership: Option<Membership>,
 }
 
 /// Which hook to run.

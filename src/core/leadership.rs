@@ -220,6 +220,12 @@ impl Leadership {
 
     /// Extends the lease to what a quorum now backs, with our own promise
     /// ending at `own`. A lease never shrinks: each promise it counted stands.
+    /// A new member list: promises of peers no longer members stop counting.
+    /// The lease already won stands; renewals count the new list's quorum.
+    pub(super) fn keep_members(&mut self, members: &[NodeId]) {
+        self.promises.retain(|id, _| members.contains(id));
+    }
+
     pub(super) fn renew(&mut self, own: Time, quorum: usize) {
         let mut ends: Vec<Time> = self.promises.values().copied().collect();
         ends.push(own);

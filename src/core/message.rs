@@ -2,6 +2,7 @@
 //! and decoded). Encoding and authentication live in `wire`; this module only
 //! says what each message means.
 
+use super::membership::Membership;
 use super::types::{Epoch, Incarnation, NodeId, Seq};
 
 /// What every message carries besides its body.
@@ -17,6 +18,8 @@ pub struct Message {
     pub priority: u32,
     /// The highest epoch the sender knows of.
     pub known_epoch: Epoch,
+    /// The member list the sender runs (§3.19).
+    pub membership: Membership,
     /// What the message says.
     pub body: Body,
 }
@@ -81,6 +84,9 @@ pub struct Heartbeat {
     pub can_lead: bool,
     /// How long the sender's lease promises last, in milliseconds of its clock.
     pub dead_after_ms: u32,
+    /// The sender has confirmed its membership (§3.19): a node that starts
+    /// on a new list confirms it by hearing a quorum of confirmed members.
+    pub confirmed: bool,
     /// The newest message sequence the sender heard from each peer. A follower's
     /// entry for its leader acknowledges that leader's heartbeat (lease renewal).
     pub heard: Vec<(NodeId, Seq)>,

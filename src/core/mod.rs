@@ -6,6 +6,7 @@
 //! caller gives, and everything the node wants done comes out as an `Effect`.
 
 mod effect;
+mod membership;
 mod message;
 mod types;
 
@@ -13,6 +14,7 @@ pub use effect::{
     Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, LostLeader, MemberChange,
     Persisted, Reason, Transition,
 };
+pub use membership::{changed as members_changed, digest as members_digest, Membership, Relation};
 pub use message::{Body, Heartbeat, Message, NackReason, Role};
 pub use types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
 
@@ -52,6 +54,14 @@ impl Timing {
         self.lease_for(self.dead_after)
     }
 
+    /// How long a node that takes a new member list waits before it claims:
+    /// every promise made under the list before has ended by then, on any
+    /// clock within the drift bound (§3.19).
+    pub fn membership_wait(&self) -> Duration {
+        let drift = self.dead_after.as_nanos() * u128::from(self.max_drift_ppm) * 2 / 1_000_000;
+        self.dead_after + Duration::from_nanos(u64::try_from(drift).unwrap_or(u64::MAX))
+    }
+
     /// How long a node waits for an answer to an Election or a Claim.
     fn election_timeout(&self) -> Duration {
         self.heartbeat * 2
@@ -71,6 +81,9 @@ pub struct CoreConfig {
     pub id: NodeId,
     /// Every member, this node included.
     pub members: Vec<NodeId>,
+    /// The member list's generation: raised by one with each change of
+    /// `members` (§3.19).
+    pub generation: u32,
     /// This node's priority.
     pub priority: u32,
     /// Timing.

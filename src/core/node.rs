@@ -11,7 +11,7 @@
 //! A node never acks a claimant other than the leader it heard within its
 //! `dead_after`, except after that leader's `Resign`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::effect::{
@@ -19,6 +19,7 @@ use super::effect::{
     Transition,
 };
 use super::leadership::{Backoff, Candidacy, Leadership};
+use super::membership::{changed, Membership, Relation};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
 use super::peers::{FailedHandover, Peers, SentHeartbeats};
 use super::promises::{Promises, Verdict};
@@ -70,6 +71,18 @@ pub struct Node {
     /// handover failed, and preempting toward that node waits (§3.14).
     failed_handover: Option<FailedHandover>,
     shutting_down: bool,
+    /// The member list this node runs, with the digest of the one before.
+    membership: Membership,
+    /// This node has confirmed `membership` (§3.19): by a reload that
+    /// passed the change rule, by a restart on a list it confirmed before,
+    /// or by hearing a member on it that had. Unconfirmed, it does not claim.
+    confirmed: bool,
+    /// It claims nothing before this: a list taken by reload or confirmed
+    /// on hearing waits out the promises made under the list before (§3.19).
+    claim_after: Time,
+    /// Hosts heard whose list this node cannot work with, with theirs and
+    /// when they were last heard.
+    foreign: BTreeMap<NodeId, (Membership, Time)>,
     last_sent: Time,
     timers: TimerTable,
     out: VecDeque<Effect>,
@@ -113,7 +126,25 @@ impl Node {
         seed: u64,
         now: Time,
     ) -> Node {
-        let peers = Peers::new(&cfg.members, cfg.id);
+        let mut membership = Membership::of(cfg.generation, &cfg.members);
+        // A restart on the list it confirmed before is confirmed; so is a
+        // cluster that never changed its list. Anything else waits to hear
+        // a confirmed member on its list (§3.19).
+        let confirmed = match persisted.membership {
+            Some(m) if m.generation == membership.generation && m.digest == membership.digest => {
+                membership = m;
+                true
+            }
+            Some(m) => {
+                if m.generation.wrapping_add(1) == membership.generation {
+                    // Restarted on the next list: the one before is known.
+                    membership.previous = m.digest;
+                }
+                false
+            }
+            None => cfg.generation <= 1,
+        };
+        let peers = Peers::new(&cfg.members, cfg.id, membership);
         let quorum = quorum(cfg.members.len());
         let quiet_until = now + cfg.timing.dead_after;
         let mut rng = Rng::new(seed);
@@ -145,6 +176,10 @@ impl Node {
             preempted_by: None,
             failed_handover: None,
             shutting_down: false,
+            membership,
+            confirmed,
+            claim_after: quiet_until,
+            foreign: BTreeMap::new(),
             last_sent: now,
             timers: TimerTable::default(),
             out: VecDeque::new(),
@@ -163,6 +198,11 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.cfg.id
+    }
+
+    /// The member list this node runs.
+    pub fn membership(&self) -> Membership {
+        self.membership
     }
 
     /// This node's rank.
@@ -197,13 +237,124 @@ impl Node {
         self.timers.next()
     }
 
-    /// Applies a new configuration (reload). Membership must not change; the
-    /// driver refuses such reloads. Promises already made keep their ends.
-    pub fn reconfigure(&mut self, cfg: CoreConfig, now: Time) {
+    /// Applies a new configuration (reload). Promises already made keep
+    /// their ends. A new member list is taken only by the change rule of
+    /// §3.19: one member added or removed, the generation raised by one,
+    /// and both the list in force and the new one live around this node.
+    /// Otherwise nothing changes and the error says why.
+    pub fn reconfigure(&mut self, cfg: CoreConfig, now: Time) -> Result<(), String> {
         debug_assert_eq!(cfg.id, self.cfg.id);
         self.expire_lease(now);
-        self.cfg = cfg;
+        let list_changed = !changed(&self.cfg.members, &cfg.members).is_empty();
+        if list_changed || cfg.generation != self.cfg.generation {
+            self.change_rule(&cfg, now)?;
+            let next = Membership::of(cfg.generation, &cfg.members).after(self.membership);
+            self.membership = next;
+            self.confirmed = true;
+            self.claim_after = self
+                .claim_after
+                .max(now + self.cfg.timing.membership_wait());
+            self.quorum = quorum(cfg.members.len());
+            self.peers.set_members(&cfg.members, cfg.id, next);
+            self.foreign.clear();
+            match &mut self.state {
+                State::Leader(l) => l.keep_members(&cfg.members),
+                // Acks counted against the old list mean nothing now.
+                State::Candidate(_) => self.lose_claim(now),
+                _ => {}
+            }
+            self.cfg = cfg;
+            self.persist();
+            self.send_heartbeat(now);
+        } else {
+            self.cfg = cfg;
+        }
         self.evaluate(now);
+        Ok(())
+    }
+
+    /// Why a new member list may not be taken now, if it may not (§3.19).
+    fn change_rule(&self, cfg: &CoreConfig, now: Time) -> Result<(), String> {
+        let dead_after = self.cfg.timing.dead_after;
+        let (from, to) = (self.cfg.generation, cfg.generation);
+        let diff = changed(&self.cfg.members, &cfg.members);
+        let ids = |v: &[NodeId]| {
+            v.iter()
+                .map(NodeId::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if diff.is_empty() {
+            return Err(format!(
+                "generation changed from {from} to {to} but the member list did not"
+            ));
+        }
+        if to != from.wrapping_add(1) {
+            return Err(format!(
+                "the member list changed, so generation must go from {from} to {}, not to {to}",
+                from.wrapping_add(1)
+            ));
+        }
+        if diff.len() > 1 {
+            return Err(format!(
+                "members {} change at once: add or remove one member per generation",
+                ids(&diff)
+            ));
+        }
+        if !self.confirmed {
+            return Err(format!(
+                "this node has not confirmed generation {from} yet: it has heard no member \
+                 that runs it and confirmed it"
+            ));
+        }
+        // The list in force: a quorum of it must run it or the next one, so
+        // that no older list can still elect (§3.19).
+        let on_it = 1 + self
+            .peers
+            .linked_on(now, dead_after, |r| {
+                matches!(r, Relation::Same | Relation::Ahead)
+            })
+            .count();
+        if on_it < self.quorum {
+            return Err(format!(
+                "only {on_it} of the {} members of generation {from} are linked with this node \
+                 and run it or later; {} are needed before the list may change",
+                self.cfg.members.len(),
+                self.quorum
+            ));
+        }
+        // The new list: a quorum of it must be live around this node.
+        let new_quorum = quorum(cfg.members.len());
+        let live = 1 + self
+            .peers
+            .linked_on(now, dead_after, |r| {
+                matches!(r, Relation::Same | Relation::Ahead)
+            })
+            .filter(|p| cfg.members.contains(&p.id))
+            .count();
+        if live < new_quorum {
+            return Err(format!(
+                "the new list would leave no live quorum: {live} of its {} members are linked \
+                 with this node, {new_quorum} are needed",
+                cfg.members.len()
+            ));
+        }
+        if let (Role::Follower, _, Some(leader)) = self.reported_role(now) {
+            let on_old = self.peers.relation(&leader) == Some(Relation::Same);
+            if on_old && !cfg.members.contains(&leader) {
+                return Err(format!(
+                    "node {leader} leads and the new list removes it: hand over first \
+                     (`regent step-down` on node {leader})"
+                ));
+            }
+            if on_old {
+                return Err(format!(
+                    "node {leader} leads on generation {from}: reload it first, so that \
+                     it keeps leading through the change"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Feeds one input.
@@ -269,7 +420,17 @@ impl Node {
             quorum: self.quorum,
             eligible: self.eligible(now),
             lease_remaining: self.lease().map(|(_, end)| end.since(now)),
+            membership: self.membership,
+            confirmed: self.confirmed,
+            claim_wait: (self.confirmed && now < self.claim_after)
+                .then(|| self.claim_after.since(now)),
             peers: self.peers.status(now, self.cfg.timing.dead_after),
+            foreign: self
+                .foreign
+                .iter()
+                .filter(|(_, (_, at))| now < *at + self.cfg.timing.dead_after)
+                .map(|(&id, &(m, _))| (id, m))
+                .collect(),
         }
     }
 
@@ -279,13 +440,30 @@ impl Node {
         if msg.from == self.cfg.id {
             return;
         }
+        // A list this node cannot work with: nothing of the message counts,
+        // not even its epoch (§3.19).
+        let relation = self.membership.relation(&msg.membership);
+        if relation == Relation::Foreign {
+            self.foreign.insert(msg.from, (msg.membership, now));
+            self.out.push_back(Effect::Foreign {
+                from: msg.from,
+                theirs: msg.membership,
+            });
+            return;
+        }
+        self.foreign.remove(&msg.from);
         if !self.peers.hear(now, self.cfg.timing.dead_after, &msg) {
             return;
         }
         self.known = self.known.max(msg.known_epoch);
         let from = msg.from;
         match msg.body {
-            Body::Heartbeat(hb) => self.on_heartbeat(now, from, msg.seq, hb),
+            Body::Heartbeat(hb) => {
+                if relation == Relation::Same && hb.confirmed && !self.confirmed {
+                    self.confirm(now, msg.membership.previous);
+                }
+                self.on_heartbeat(now, from, msg.seq, hb, relation)
+            }
             Body::Election => self.on_election(now, from),
             Body::Answer { to } => {
                 let extended = now + self.cfg.timing.election_timeout();
@@ -295,13 +473,19 @@ impl Node {
                     }
                 }
             }
+            // This node acks claims on its own list or the next, never on
+            // the one before (§3.19).
+            Body::Claim { epoch } if relation == Relation::Behind => {
+                self.known = self.known.max(epoch);
+            }
             Body::Claim { epoch } => self.on_claim(now, from, epoch),
             Body::Ack {
                 to,
                 epoch,
                 dead_after_ms,
             } => {
-                if to == self.cfg.id {
+                // A peer on the next list does not vote for this node.
+                if to == self.cfg.id && relation != Relation::Ahead {
                     self.on_ack(now, from, epoch, dead_after_ms);
                 }
             }
@@ -324,7 +508,29 @@ impl Node {
         }
     }
 
-    fn on_heartbeat(&mut self, now: Time, from: NodeId, seq: Seq, hb: Heartbeat) {
+    /// Confirms this node's list on hearing a member that confirmed it
+    /// (§3.19), learning from it the digest of the list before.
+    fn confirm(&mut self, now: Time, previous: u32) {
+        self.confirmed = true;
+        if self.membership.previous == 0 {
+            self.membership.previous = previous;
+            self.peers
+                .set_members(&self.cfg.members, self.cfg.id, self.membership);
+        }
+        self.claim_after = self
+            .claim_after
+            .max(now + self.cfg.timing.membership_wait());
+        self.persist();
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        seq: Seq,
+        hb: Heartbeat,
+        relation: Relation,
+    ) {
         let me = self.cfg.id;
         let dead_after = self.cfg.timing.dead_after;
         let new_run = self
@@ -337,7 +543,10 @@ impl Node {
             self.known = self.known.max(e);
         }
         let claims_lead = hb.role == Role::Leader && hb.leader.is_some_and(|(l, _)| l == from);
-        if claims_lead {
+        // A leader on the list before is not followed; one that leads a
+        // newer epoch still makes this node's own leadership give way.
+        let followable = relation != Relation::Behind || matches!(self.state, State::Leader(_));
+        if claims_lead && followable {
             let epoch = hb.leader.map_or(Epoch::default(), |(_, e)| e);
             self.on_leader_heartbeat(now, from, epoch);
         } else {
@@ -347,7 +556,10 @@ impl Node {
             }
         }
         if let State::Leader(l) = &self.state {
-            if hb.leader == Some((me, l.epoch)) && hb.role == Role::Follower {
+            if hb.leader == Some((me, l.epoch))
+                && hb.role == Role::Follower
+                && relation != Relation::Ahead
+            {
                 let acked = self.peers.acked(&from).unwrap_or(Seq(0));
                 self.on_lease_ack(now, from, acked);
             } else if new_run {
@@ -939,6 +1151,7 @@ impl Node {
         self.out.push_back(Effect::Persist(Persisted {
             promised: self.promises.promised(),
             leader: self.followed,
+            membership: self.confirmed.then_some(self.membership),
         }));
     }
 
@@ -962,9 +1175,12 @@ impl Node {
     }
 
     /// Not a witness, healthy, able to persist, out of hold-off, alone with
-    /// its id and not stopping.
+    /// its id, not stopping, and on a member list it has confirmed and
+    /// waited out (§3.19).
     fn eligible(&self, now: Time) -> bool {
         !self.cfg.witness
+            && self.confirmed
+            && now >= self.claim_after
             && self.healthy
             && self.storage_ok
             && now >= self.holdoff_until
@@ -1020,6 +1236,7 @@ impl Node {
             seq: self.seq,
             priority: self.cfg.priority,
             known_epoch: self.known,
+            membership: self.membership,
             body,
         }));
         self.seq
@@ -1039,6 +1256,7 @@ impl Node {
             leader: leader.zip(epoch),
             can_lead: self.can_lead(now),
             dead_after_ms: u32::try_from(promise.as_millis()).unwrap_or(u32::MAX),
+            confirmed: self.confirmed,
             heard: self.peers.heard(),
         };
         let seq = self.send(now, Body::Heartbeat(heartbeat));
@@ -1084,6 +1302,7 @@ impl Node {
             wake.push(until);
         }
         wake.push(self.holdoff_until);
+        wake.push(self.claim_after);
         wake.push(self.impostor_until);
         wake.push(self.backoff.retry_at());
         match &self.state {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::effect::MemberChange;
+use super::membership::{Membership, Relation};
 use super::message::{Heartbeat, Message, Role};
 use super::status::PeerStatus;
 use super::types::{Epoch, Incarnation, NodeId, Rank, Seq, Time};
@@ -44,6 +45,12 @@ pub(super) struct Peer {
     pub(super) echo_sent: Option<Time>,
     /// It said it is shutting down; dead until it is heard again.
     pub(super) left: bool,
+    /// The member list it last said it runs.
+    pub(super) membership: Option<Membership>,
+    /// How that list stands to this node's (§3.19).
+    pub(super) relation: Relation,
+    /// Its last heartbeat said it has confirmed its list.
+    pub(super) confirmed: bool,
     /// Whether it was alive when its liveness was last reported.
     reported_alive: bool,
 }
@@ -65,6 +72,9 @@ impl Peer {
             acked: Seq(0),
             echo_sent: None,
             left: false,
+            membership: None,
+            relation: Relation::Same,
+            confirmed: false,
             reported_alive: false,
         }
     }
@@ -116,6 +126,18 @@ impl Peer {
             self.can_lead_since = None;
         }
         self.can_lead = hb.can_lead;
+        self.confirmed = hb.confirmed;
+    }
+
+    /// It counts toward this node's quorum: it acks this node's claims and
+    /// renews its lease. A peer on the next generation does not (§3.19).
+    fn votes(&self) -> bool {
+        self.relation != Relation::Ahead
+    }
+
+    /// This node would ack its claims: it runs this node's list or the next.
+    fn electable(&self) -> bool {
+        self.relation != Relation::Behind
     }
 }
 
@@ -123,18 +145,50 @@ impl Peer {
 #[derive(Clone, Debug)]
 pub(super) struct Peers {
     by_id: BTreeMap<NodeId, Peer>,
+    /// This node's own list, which each peer's is compared with.
+    mine: Membership,
 }
 
 impl Peers {
     /// The members other than `me`, none heard yet.
-    pub(super) fn new(members: &[NodeId], me: NodeId) -> Peers {
+    pub(super) fn new(members: &[NodeId], me: NodeId, mine: Membership) -> Peers {
         Peers {
             by_id: members
                 .iter()
                 .filter(|&&m| m != me)
                 .map(|&id| (id, Peer::new(id)))
                 .collect(),
+            mine,
         }
+    }
+
+    /// A new member list (§3.19): peers no longer members are forgotten,
+    /// new ones start unheard, and every peer's list is compared anew.
+    pub(super) fn set_members(&mut self, members: &[NodeId], me: NodeId, mine: Membership) {
+        self.by_id.retain(|id, _| members.contains(id));
+        for &id in members.iter().filter(|&&m| m != me) {
+            self.by_id.entry(id).or_insert_with(|| Peer::new(id));
+        }
+        self.mine = mine;
+        for p in self.by_id.values_mut() {
+            p.relation = p.membership.map_or(Relation::Same, |m| mine.relation(&m));
+        }
+    }
+
+    /// How `id`'s list stands to this node's, if it is a member.
+    pub(super) fn relation(&self, id: &NodeId) -> Option<Relation> {
+        self.by_id.get(id).map(|p| p.relation)
+    }
+
+    /// Members linked both ways whose list satisfies `which`.
+    pub(super) fn linked_on(
+        &self,
+        now: Time,
+        dead_after: Duration,
+        which: fn(Relation) -> bool,
+    ) -> impl Iterator<Item = &Peer> + '_ {
+        self.iter()
+            .filter(move |p| which(p.relation) && p.linked(now, dead_after))
     }
 
     pub(super) fn get(&self, id: &NodeId) -> Option<&Peer> {
@@ -148,7 +202,9 @@ impl Peers {
 
     /// Takes in the envelope of `msg` if it comes from a member and is newer
     /// than anything seen from it; false (and nothing changed) otherwise.
+    /// The caller has checked that its list is one this node works with.
     pub(super) fn hear(&mut self, now: Time, dead_after: Duration, msg: &Message) -> bool {
+        let mine = self.mine;
         let Some(peer) = self.by_id.get_mut(&msg.from) else {
             return false;
         };
@@ -165,6 +221,8 @@ impl Peers {
         peer.incarnation = msg.incarnation;
         peer.seq = msg.seq;
         peer.priority = msg.priority;
+        peer.membership = Some(msg.membership);
+        peer.relation = mine.relation(&msg.membership);
         peer.last_heard = Some(now);
         peer.left = false;
         if !was_alive {
@@ -233,18 +291,23 @@ impl Peers {
 
     /// How many peers are linked both ways (this node not counted): what
     /// quorum is counted on.
+    /// Peers on the next generation are not counted: they do not ack this
+    /// node's claims.
     pub(super) fn linked_count(&self, now: Time, dead_after: Duration) -> usize {
-        self.iter().filter(|p| p.linked(now, dead_after)).count()
+        self.linked_on(now, dead_after, |_| true)
+            .filter(|p| p.votes())
+            .count()
     }
 
-    /// Peers linked both ways that say they can lead.
+    /// Peers linked both ways that say they can lead and whose claims this
+    /// node would ack (not those a generation behind it).
     pub(super) fn contenders(
         &self,
         now: Time,
         dead_after: Duration,
     ) -> impl Iterator<Item = &Peer> + '_ {
         self.iter()
-            .filter(move |p| p.can_lead && p.linked(now, dead_after))
+            .filter(move |p| p.can_lead && p.electable() && p.linked(now, dead_after))
     }
 
     /// Some peer linked both ways says in its last heartbeat that it leads.
@@ -252,6 +315,7 @@ impl Peers {
         self.iter().any(|p| {
             p.role == Role::Leader
                 && p.leader.is_some_and(|(id, _)| id == p.id)
+                && p.electable()
                 && p.linked(now, dead_after)
         })
     }
@@ -320,6 +384,7 @@ impl Peers {
                 hears_us: p.linked(now, dead_after),
                 can_lead: p.can_lead,
                 role: p.role,
+                membership: p.membership,
             })
             .collect()
     }
@@ -509,11 +574,13 @@ mod tests {
             seq: Seq(seq),
             priority: 10 * from,
             known_epoch: Epoch(0),
+            membership: Default::default(),
             body: Body::Heartbeat(Heartbeat {
                 role: Role::Follower,
                 leader: None,
                 can_lead,
                 dead_after_ms: 300,
+                confirmed: false,
                 heard: vec![(NodeId(1), Seq(4))],
             }),
         }
@@ -539,7 +606,11 @@ mod tests {
 
     #[test]
     fn only_newer_messages_from_members_count() {
-        let mut peers = Peers::new(&[NodeId(1), NodeId(2), NodeId(3)], NodeId(1));
+        let mut peers = Peers::new(
+            &[NodeId(1), NodeId(2), NodeId(3)],
+            NodeId(1),
+            Membership::default(),
+        );
         assert!(peers.get(&NodeId(1)).is_none(), "this node is no peer");
         let t = Time(10 * MS);
         assert!(!hear(&mut peers, t, &heartbeat(9, 1, 1, true)), "no member");
@@ -554,7 +625,11 @@ mod tests {
 
     #[test]
     fn alive_and_contenders_follow_dead_after_and_leaving() {
-        let mut peers = Peers::new(&[NodeId(1), NodeId(2), NodeId(3)], NodeId(1));
+        let mut peers = Peers::new(
+            &[NodeId(1), NodeId(2), NodeId(3)],
+            NodeId(1),
+            Membership::default(),
+        );
         let t = Time(10 * MS);
         hear(&mut peers, t, &heartbeat(2, 1, 1, true));
         hear(&mut peers, t, &heartbeat(3, 1, 1, false));
@@ -587,7 +662,11 @@ mod tests {
 
     #[test]
     fn a_peer_that_does_not_hear_us_is_alive_but_not_linked() {
-        let mut peers = Peers::new(&[NodeId(1), NodeId(2), NodeId(3)], NodeId(1));
+        let mut peers = Peers::new(
+            &[NodeId(1), NodeId(2), NodeId(3)],
+            NodeId(1),
+            Membership::default(),
+        );
         let t = Time(10 * MS);
         let mut deaf = heartbeat(2, 1, 1, true);
         if let Body::Heartbeat(hb) = &mut deaf.body {

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::membership::Membership;
 use super::message::Role;
 use super::types::{Epoch, NodeId, Rank};
 
@@ -40,8 +41,18 @@ pub struct Status {
     pub eligible: bool,
     /// Time left on the lease while leading.
     pub lease_remaining: Option<Duration>,
+    /// The member list this node runs.
+    pub membership: Membership,
+    /// It has confirmed that list (§3.19); an unconfirmed node does not claim.
+    pub confirmed: bool,
+    /// It took a new list by reload and does not claim before this much
+    /// more time has passed (§3.19).
+    pub claim_wait: Option<Duration>,
     /// Per peer.
     pub peers: Vec<PeerStatus>,
+    /// Hosts heard within dead_after whose member list this node cannot
+    /// work with, members or not, with theirs.
+    pub foreign: Vec<(NodeId, Membership)>,
 }
 
 /// One peer as seen from a node.
@@ -61,4 +72,6 @@ pub struct PeerStatus {
     pub can_lead: bool,
     /// Its reported role.
     pub role: Role,
+    /// The member list it last said it runs, once heard.
+    pub membership: Option<Membership>,
 }

@@ -417,6 +417,7 @@ impl Sim {
                 let cfg = CoreConfig {
                     id: members[i],
                     members: members.clone(),
+                    generation: 1,
                     priority: plan.priorities[i],
                     timing: plan.timing.clone(),
                     preempt: plan.preempt,
@@ -818,6 +819,9 @@ impl Sim {
                     Effect::StepDownResult(r) => self.log(format!("n{} step-down: {r:?}", i + 1)),
                     Effect::NotFresh { from } => {
                         self.log(format!("n{} does not follow n{from}: not fresh", i + 1));
+                    }
+                    Effect::Foreign { from, theirs } => {
+                        self.log(format!("n{} ignores n{from}: it runs {theirs}", i + 1));
                     }
                     Effect::Member(m) => {
                         let state = if m.alive { "up" } else { "down" };
@@ -1360,10 +1364,15 @@ impl Sim {
                 }
             }
             Fault::Reload(node, cfg) => {
+                // The file changes whether or not the daemon takes it: a
+                // restart reads it.
                 self.hosts[node].cfg = (*cfg).clone();
                 let local = self.local(node, self.now);
                 if let Some(n) = self.hosts[node].node.as_mut() {
-                    n.reconfigure(*cfg, local);
+                    let verdict = n.reconfigure(*cfg, local);
+                    if let Err(e) = verdict {
+                        self.log(format!("n{} refuses the reload: {e}", node + 1));
+                    }
                     self.drain(node);
                 }
             }

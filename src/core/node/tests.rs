@@ -10,6 +10,7 @@ fn cfg(id: u32, priority: u32) -> CoreConfig {
     CoreConfig {
         id: NodeId(id),
         members: vec![NodeId(1), NodeId(2), NodeId(3)],
+        generation: 1,
         priority,
         timing: Timing {
             heartbeat: Duration::from_millis(100),
@@ -32,6 +33,8 @@ struct Peer {
     seq: u64,
     /// Node 1's heartbeat its heartbeats echo (0: none, it does not hear 1).
     echo: u64,
+    /// The member list it runs: node 1's own unless a test changes it.
+    membership: Membership,
 }
 
 impl Peer {
@@ -41,6 +44,7 @@ impl Peer {
             priority,
             seq: 0,
             echo: 0,
+            membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
         }
     }
 
@@ -58,6 +62,7 @@ impl Peer {
             seq: Seq(self.seq),
             priority: self.priority,
             known_epoch: Epoch(0),
+            membership: self.membership,
             body,
         })
     }
@@ -68,6 +73,7 @@ impl Peer {
             leader: leader.map(|(l, e)| (NodeId(l), Epoch(e))),
             can_lead,
             dead_after_ms: 300,
+            confirmed: true,
             heard: if self.echo > 0 {
                 vec![(NodeId(1), Seq(self.echo))]
             } else {
@@ -86,6 +92,7 @@ fn voter(promised: u64) -> (Node, Peer, Peer, Time) {
         Persisted {
             promised: Epoch(promised),
             leader: None,
+            membership: None,
         },
         Incarnation(1),
         7,
@@ -706,6 +713,7 @@ fn a_restarted_node_resumes_the_leader_it_followed_if_it_promised_nothing_since(
     let followed = Persisted {
         promised: Epoch(4),
         leader: Some((NodeId(2), Epoch(4))),
+        membership: None,
     };
     let mut n = restarted(followed);
     let mut p2 = Peer::new(2, 100);
@@ -758,6 +766,7 @@ fn following_a_new_leader_persists_it_with_its_epoch_as_a_promise() {
         [&Persisted {
             promised: Epoch(3),
             leader: Some((NodeId(2), Epoch(3))),
+            membership: Some(Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)])),
         }],
         "{effects:?}"
     );
