@@ -73,6 +73,7 @@ impl Refusals<'_> {
         );
         self.key("node", &raw.node, &old.node, &new.node);
         self.members(&old.members, &new.members, raw);
+        self.generation(old, new, raw);
         self.network(&old.network.transport, &new.network.transport, raw);
         let (o, n) = (&old.state.dir, &new.state.dir);
         self.key("state.dir", &raw.state.dir, &path(o), &path(n));
@@ -121,25 +122,12 @@ impl Refusals<'_> {
         });
     }
 
+    /// Members may come and go, one per generation (the core decides whether
+    /// now is the time, §3.19); a member that stays keeps its settings.
     fn members(&mut self, old: &[Member], new: &[Member], raw: &RawConfig) {
         let tables = raw.member.value().map_or(&[][..], Vec::as_slice);
-        let ids = |m: &[Member]| m.iter().map(|m| m.id.to_string()).collect::<Vec<_>>();
-        if ids(old) != ids(new) {
-            // The first table that differs, or the last one if one was removed.
-            let at = (0..new.len())
-                .find(|&i| old.get(i).map(|m| m.id) != Some(new[i].id))
-                .or(new.len().checked_sub(1));
-            let span = at.and_then(|i| tables.get(i)).map(Spanned::span);
-            let change = format!(
-                "the [[member]] list changed from ids {} to {}",
-                ids(old).join(", "),
-                ids(new).join(", ")
-            );
-            self.refuse(span, change);
-            return;
-        }
-        for (i, (o, n)) in old.iter().zip(new).enumerate() {
-            if o != n {
+        for (i, n) in new.iter().enumerate() {
+            if let Some(o) = old.iter().find(|o| o.id == n.id).filter(|&o| o != n) {
                 let span = tables.get(i).map(Spanned::span);
                 let change = format!(
                     "member {} changed from {} to {}",
@@ -149,6 +137,52 @@ impl Refusals<'_> {
                 );
                 self.refuse(span, change);
             }
+        }
+    }
+
+    /// A change of the member list raises `generation` by exactly one and
+    /// adds or removes exactly one member; the generation moves with the
+    /// list and only with it (§3.19).
+    fn generation(&mut self, old: &Config, new: &Config, raw: &RawConfig) {
+        let ids = |c: &Config| c.members.iter().map(|m| m.id).collect::<Vec<_>>();
+        let diff = crate::core::members_changed(&ids(old), &ids(new));
+        let (from, to) = (old.generation, new.generation);
+        let span = raw.generation.span();
+        let listed = |v: &[crate::core::NodeId]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let problem = if diff.is_empty() && from != to {
+            Some(format!(
+                "generation changed from {from} to {to} but the [[member]] list did not: \
+                 raise it only with a change of the list"
+            ))
+        } else if diff.is_empty() {
+            None
+        } else if to != from.wrapping_add(1) {
+            Some(format!(
+                "the [[member]] list changed (members {}), so generation must go from \
+                 {from} to {}, not {to}",
+                listed(&diff),
+                from.wrapping_add(1)
+            ))
+        } else if diff.len() > 1 {
+            Some(format!(
+                "members {} change at once: add or remove one member per generation, \
+                 reloading every host between two changes",
+                listed(&diff)
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.errors.push(ConfigError {
+                file: self.file.to_path_buf(),
+                line: span.map(|s| line_of(self.text, s.start)),
+                message: problem,
+            });
         }
     }
 
