@@ -768,8 +768,8 @@ mod tests {
         assert_eq!(
             text,
             with_sum(
-                "regent-state 2\ncluster c\nnode 3\npromised 6\nincarnation 1700000000\n\
-                 leader none\n"
+                "regent-state 3\ncluster c\nnode 3\npromised 6\nincarnation 1700000000\n\
+                 leader none\nmembership none\n"
             )
         );
         let mode = fs::metadata(file.path())
@@ -778,6 +778,32 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!t.0.join("c.state.tmp").exists());
+    }
+
+    #[test]
+    fn the_confirmed_membership_round_trips_and_version_2_files_are_read() {
+        let t = TempDir::new("membership");
+        let mut file = StateFile::create(&t.0, "c", NodeId(3), stored(0, 9)).expect("create");
+        let confirmed = Stored {
+            membership: Some(Membership {
+                generation: 4,
+                digest: 0x1a2b_3c4d,
+                previous: 0xfeed,
+            }),
+            ..stored(6, 9)
+        };
+        file.store(confirmed).expect("store");
+        drop(file);
+        let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("reopen");
+        assert_eq!(s, confirmed);
+        assert!(fs::read_to_string(t.0.join("c.state"))
+            .expect("read")
+            .contains("\nmembership 4 1a2b3c4d 0000feed\n"));
+        // What the release before wrote: no membership line.
+        let v2 = render_v2("c", NodeId(3), stored(6, 9));
+        plant(&t.0, v2.as_bytes());
+        let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("version 2");
+        assert_eq!(s, stored(6, 9));
     }
 
     #[test]
@@ -977,7 +1003,8 @@ mod tests {
     #[test]
     fn deviations_are_corrupt() {
         let t = TempDir::new("deviations");
-        let body = "regent-state 2\ncluster c\nnode 1\npromised 42\nincarnation 7\nleader none\n";
+        let body = "regent-state 3\ncluster c\nnode 1\npromised 42\nincarnation 7\nleader none\n\
+                    membership none\n";
         let good = render("c", NodeId(1), stored(42, 7));
         assert_eq!(good, with_sum(body));
         let sum = &good[body.len() + "sha256 ".len()..good.len() - 1];
@@ -1017,7 +1044,23 @@ mod tests {
             ("negative", edit("42", "-42")),
             ("overflow", edit("42", "18446744073709551616")),
             ("node out of range", edit("node 1", "node 4294967296")),
-            ("other version", edit("state 2", "state 3")),
+            ("other version", edit("state 3", "state 4")),
+            (
+                "version 2 with a membership line",
+                edit("state 3", "state 2"),
+            ),
+            (
+                "membership not hex",
+                edit("membership none", "membership 2 xyz 0"),
+            ),
+            (
+                "membership short",
+                edit("membership none", "membership 2 0000abcd"),
+            ),
+            (
+                "membership uppercase",
+                edit("membership none", "membership 2 0000ABCD 00000000"),
+            ),
             ("too long", "x".repeat(MAX_FILE_LEN as usize + 10)),
         ];
         for (name, text) in cases {

@@ -46,26 +46,28 @@ pub const VERSION_KEYED: u8 = 2;
 /// The length of the HMAC-SHA256 tag at the end of every datagram.
 const TAG_LEN: usize = 32;
 
-/// The largest payload that fits between the version byte and the tag (a
-/// version 2 datagram has room for one byte less).
-const MAX_PAYLOAD: usize = MAX_DATAGRAM - 1 - TAG_LEN;
-
 /// The domain separator hashed with the cluster name into the insecure-mode key.
 const INSECURE_KEY_LABEL: &[u8] = b"regent insecure key v1\0";
 
 /// The one bincode configuration of protocol versions 1 and 2. Frozen: changing any
 /// part of it changes the bytes on the wire and needs a new [`VERSION`].
-/// The limit bounds what a length prefix can make the decoder allocate.
+/// The limit bounds what a length prefix can make the decoder allocate. It
+/// counts bytes read plus the in-memory size of what containers claim (a
+/// `heard` entry is 16 bytes in memory, 12 on the wire), so it is twice the
+/// largest datagram: a limit, not a size, it changes no byte on the wire.
 const fn config() -> bincode::config::Configuration<
     bincode::config::BigEndian,
     bincode::config::Fixint,
-    bincode::config::Limit<MAX_PAYLOAD>,
+    bincode::config::Limit<DECODE_LIMIT>,
 > {
     bincode::config::standard()
         .with_big_endian()
         .with_fixed_int_encoding()
-        .with_limit::<MAX_PAYLOAD>()
+        .with_limit::<DECODE_LIMIT>()
 }
+
+/// What decoding one datagram may claim; see [`config`].
+const DECODE_LIMIT: usize = 2 * MAX_DATAGRAM;
 
 /// The payload as it is decoded.
 #[derive(bincode::Decode)]
@@ -652,7 +654,7 @@ impl DropLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Body, Epoch, Heartbeat, Incarnation, NackReason, Role, Seq};
+    use crate::core::{Body, Epoch, Heartbeat, Incarnation, Membership, NackReason, Role, Seq};
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
     /// The next key of a rotation, sent as key id 1 in these tests.
@@ -792,7 +794,11 @@ mod tests {
             seq: Seq(6),
             priority: 7,
             known_epoch: Epoch(8),
-            membership: Default::default(),
+            membership: Membership {
+                generation: 10,
+                digest: 0x0b0c_0d0e,
+                previous: 0x0f10_1112,
+            },
             body: Body::Claim { epoch: Epoch(9) },
         };
         let bytes = codec.encode(&m).expect("fits");
@@ -803,6 +809,9 @@ mod tests {
             &[0, 0, 0, 0, 0, 0, 0, 6],           // seq
             &[0, 0, 0, 7],                       // priority
             &[0, 0, 0, 0, 0, 0, 0, 8],           // known_epoch
+            &[0, 0, 0, 10],                      // membership: generation
+            &[11, 12, 13, 14],                   // digest
+            &[15, 16, 17, 18],                   // previous
             &[0, 0, 0, 3],                       // body: variant Claim
             &[0, 0, 0, 0, 0, 0, 0, 9],           // epoch
         ]
@@ -817,12 +826,12 @@ mod tests {
         let m = msg(u32::MAX, u64::MAX, u64::MAX, heartbeat(64));
         let bytes = codec.encode(&m).expect("a 64-peer heartbeat fits");
         // The figures docs/PROTOCOL.md ("Wire format") works out.
-        assert_eq!(bytes.len(), 939);
+        assert_eq!(bytes.len(), 952);
         assert!(bytes.len() <= MAX_DATAGRAM, "{} bytes", bytes.len());
         assert_eq!(codec.decode(&bytes), Ok(m.clone()));
         let keyed = Codec::with_keys(&cluster, (KeyId(255), KEY), &[]);
         let bytes = keyed.encode(&m).expect("with a key id too");
-        assert_eq!(bytes.len(), 940);
+        assert_eq!(bytes.len(), 953);
         assert_eq!(keyed.decode(&bytes), Ok(m));
     }
 
@@ -847,12 +856,12 @@ mod tests {
         // allocate for it.
         let heartbeat_claiming = |len: u64| -> Vec<u8> {
             let header = &good_payload[..good_payload.len() - 4]; // up to the Body tag
-            let role_leader_canlead_ms: &[u8] = &[0, 0, 0, 0, 0, 1, 0, 0, 1, 0];
+            let role_leader_canlead_ms_confirmed: &[u8] = &[0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1];
             let entry: &[u8] = &[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9];
             [
                 header,
                 &[0, 0, 0, 0],
-                role_leader_canlead_ms,
+                role_leader_canlead_ms_confirmed,
                 &len.to_be_bytes(),
                 entry,
             ]
@@ -1340,13 +1349,13 @@ mod tests {
                     seq: Seq(9),
                     priority: 100,
                     known_epoch: Epoch(7),
-                    membership: Default::default(),
+                    membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
                     body: Body::Heartbeat(Heartbeat {
                         role: Role::Leader,
                         leader: Some((NodeId(2), Epoch(7))),
                         can_lead: true,
                         dead_after_ms: 300,
-                        confirmed: false,
+                        confirmed: true,
                         heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
                     }),
                 },
@@ -1356,6 +1365,9 @@ mod tests {
                     "0000000000000009", // seq: u64
                     "00000064",         // priority: u32
                     "0000000000000007", // known_epoch: u64
+                    "00000001",         // membership: generation 1
+                    "794671b5",         //   digest of ids 1, 2, 3
+                    "00000000",         //   previous: unknown
                     "00000000",         // body: variant 0, Heartbeat
                     "00000002",         // role: variant 2, Leader
                     "01",               // leader: Some
@@ -1363,12 +1375,13 @@ mod tests {
                     "0000000000000007", //   epoch
                     "01",               // can_lead: true
                     "0000012c",         // dead_after_ms: 300
+                    "01",               // confirmed: true
                     "0000000000000002", // heard: 2 entries
                     "00000001",         //   node 1
                     "0000000000000029", //   seq 41
                     "00000003",         //   node 3
                     "0000000000000028", //   seq 40
-                    "d852603bc46f9ed719fdb122133a31562ca42825a2397381927dc30f49da7f23",
+                    "d8ae6a8d87866065e79b6a5b3164f6c928c402a6edb731b192e3af085ff539e7",
                 ]
                 .concat(),
             ),
@@ -1379,7 +1392,7 @@ mod tests {
                     seq: Seq(10),
                     priority: 100,
                     known_epoch: Epoch(7),
-                    membership: Default::default(),
+                    membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
                     body: Body::Resign {
                         epoch: Epoch(7),
                         successor: Some(NodeId(3)),
@@ -1392,12 +1405,15 @@ mod tests {
                     "000000000000000a",
                     "00000064",
                     "0000000000000007",
+                    "00000001",
+                    "794671b5",
+                    "00000000",
                     "00000006",         // body: variant 6, Resign
                     "0000000000000007", // epoch
                     "01",               // successor: Some
                     "00000003",         //   node 3
                     "01",               // leaving: true
-                    "7b80c7ddce5fdd2b12bc41ae8523e7e04cc7fc724a620057ba99c1fe64a19ce0",
+                    "ebe4eb81e26e97885916fdf210fbd0933ddd750440d1ddad3123e3ef8fbd64a4",
                 ]
                 .concat(),
             ),
@@ -1408,7 +1424,7 @@ mod tests {
                     seq: Seq(11),
                     priority: 100,
                     known_epoch: Epoch(8),
-                    membership: Default::default(),
+                    membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
                     body: Body::Nack {
                         to: NodeId(2),
                         epoch: Epoch(8),
@@ -1422,12 +1438,15 @@ mod tests {
                     "000000000000000b",
                     "00000064",
                     "0000000000000008",
+                    "00000001",
+                    "794671b5",
+                    "00000000",
                     "00000005",         // body: variant 5, Nack
                     "00000002",         // to
                     "0000000000000008", // epoch
                     "0000000000000008", // promised
                     "00000001",         // reason: variant 1, LiveLeader
-                    "800d87441201e6df32bb28b3b7770eded25ef0fd62bb36288394cb55ea2a0065",
+                    "233e5974c4052ec950c243613a3b0ffeb8547066523755532fb9097db6e95097",
                 ]
                 .concat(),
             ),
@@ -1447,13 +1466,13 @@ mod tests {
             seq: Seq(9),
             priority: 100,
             known_epoch: Epoch(7),
-            membership: Default::default(),
+            membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
             body: Body::Heartbeat(Heartbeat {
                 role: Role::Leader,
                 leader: Some((NodeId(2), Epoch(7))),
                 can_lead: true,
                 dead_after_ms: 300,
-                confirmed: false,
+                confirmed: true,
                 heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
             }),
         };
@@ -1467,6 +1486,9 @@ mod tests {
             "0000000000000009",
             "00000064",
             "0000000000000007",
+            "00000001",
+            "794671b5",
+            "00000000",
             "00000000",
             "00000002",
             "01",
@@ -1474,16 +1496,17 @@ mod tests {
             "0000000000000007",
             "01",
             "0000012c",
+            "01",
             "0000000000000002",
             "00000001",
             "0000000000000029",
             "00000003",
             "0000000000000028",
-            "49ac0e7863603b6432a591206a04be25500ef7d8ce8a10a1f224d7f4809c0ef5",
+            "5ffc1227b6542368c676a7a6d98f70656954a425fbad92a7935550c2e02b1d96",
         ]
         .concat();
         let bytes = keyed.encode(&msg).expect("encode");
-        assert_eq!(bytes.len(), 134);
+        assert_eq!(bytes.len(), 147);
         assert_eq!(hex(&bytes), expected);
         assert_eq!(keyed.decode(&bytes), Ok(msg));
     }
