@@ -420,7 +420,7 @@ impl Reader<'_> {
                 leader: self.bit().then(|| (self.node(), self.epoch())),
                 can_lead: self.bit(),
                 dead_after_ms: self.millis(),
-                confirmed: self.bit(),
+                committed: self.bit(),
                 heard: (0..self.byte() % 4)
                     .map(|_| (self.node(), Seq(seqs[self.byte() as usize % 8])))
                     .collect(),

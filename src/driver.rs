@@ -203,7 +203,7 @@ impl Driver {
         state
             .store(Stored {
                 incarnation: incarnation.0,
-                ..stored
+                ..stored.clone()
             })
             .map_err(|e| format!("cannot record the new incarnation: {e}"))?;
         info!(
@@ -269,7 +269,7 @@ impl Driver {
             Persisted {
                 promised: stored.promised,
                 leader: stored.leader,
-                membership: stored.membership,
+                membership: stored.membership.clone(),
             },
             incarnation,
             seed,
@@ -632,7 +632,7 @@ impl Driver {
                     // Off the loop: the writer thread reports back through
                     // the waker, and the core holds its Claim or Ack till then.
                     Effect::Persist(p) => {
-                        self.last_persist = p;
+                        self.last_persist = p.clone();
                         self.writer.persist(p);
                     }
                     Effect::NotFresh { from } => {
@@ -738,7 +738,7 @@ impl Driver {
     fn probe_state(&mut self, now: Instant) {
         let status = self.node.status(self.time(now));
         if self.storage_failed {
-            self.writer.probe(Some(self.last_persist));
+            self.writer.probe(Some(self.last_persist.clone()));
         } else if status.role == Role::Leader {
             self.writer.probe(None);
         }

@@ -20,7 +20,7 @@ use crate::core::{Epoch, Persisted};
 use crate::state::{StateFile, Stored};
 
 /// The coalescing rule, without the thread: which write to start when.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Coalescer {
     /// The state being written now.
     in_flight: Option<Persisted>,
@@ -34,11 +34,14 @@ impl Coalescer {
     /// request holds everything the ones before it did.
     pub fn request(&mut self, p: Persisted) -> Option<Persisted> {
         if self.in_flight.is_some() {
-            let promised = self.next.map_or(p.promised, |n| n.promised.max(p.promised));
+            let promised = self
+                .next
+                .as_ref()
+                .map_or(p.promised, |n| n.promised.max(p.promised));
             self.next = Some(Persisted { promised, ..p });
             None
         } else {
-            self.in_flight = Some(p);
+            self.in_flight = Some(p.clone());
             Some(p)
         }
     }
@@ -48,7 +51,7 @@ impl Coalescer {
     pub fn complete(&mut self) -> (Option<Persisted>, Option<Persisted>) {
         let done = self.in_flight.take();
         let start = self.next.take();
-        self.in_flight = start;
+        self.in_flight = start.clone();
         (done, start)
     }
 
@@ -184,7 +187,7 @@ fn work(
     let mut store = |p: Persisted| -> Result<(), String> {
         let stored = state.stored();
         // An unconfirmed list leaves the last confirmed one on disk.
-        let membership = p.membership.or(stored.membership);
+        let membership = p.membership.clone().or(stored.membership.clone());
         if p.promised <= stored.promised
             && p.leader == stored.leader
             && membership == stored.membership
@@ -263,14 +266,14 @@ mod tests {
             leader: Some((crate::core::NodeId(2), Epoch(2))),
             ..p(2)
         };
-        assert_eq!(c.request(followed), None);
+        assert_eq!(c.request(followed.clone()), None);
         let newest = Persisted {
             promised: Epoch(3),
             ..followed
         };
         assert_eq!(
             c.complete(),
-            (Some(p(1)), Some(newest)),
+            (Some(p(1)), Some(newest.clone())),
             "the highest promise, with the newest leader followed"
         );
         assert!(c.busy(), "the collapsed write is in flight");

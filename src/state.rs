@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::core::{Epoch, Membership, NodeId};
+use crate::core::{Epoch, MemberList, Membership, NodeId};
 
 /// The first line of every state file, naming the format and its version.
 /// Version 1 (no `leader` line) is still read, as a node that followed no
@@ -32,7 +32,7 @@ const MAGIC: &str = "regent-state 3";
 const MAX_FILE_LEN: u64 = 4096;
 
 /// What the state file holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stored {
     /// The highest epoch this node has promised, by Ack or by its own Claim.
     pub promised: Epoch,
@@ -40,12 +40,13 @@ pub struct Stored {
     pub incarnation: u64,
     /// The leader and epoch this node last followed, if any.
     pub leader: Option<(NodeId, Epoch)>,
-    /// The member list this node last confirmed (docs/PROTOCOL.md §3.19).
-    pub membership: Option<Membership>,
+    /// The member list this node runs, as a restart needs it
+    /// (docs/PROTOCOL.md §3.19).
+    pub membership: Option<MemberList>,
 }
 
 /// What [`StateFile::init`] found or made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Init {
     /// There was no state file; one was created holding this.
     Created(Stored),
@@ -280,7 +281,7 @@ impl StateFile {
             dir: dir.to_owned(),
             cluster: cluster.to_owned(),
             node,
-            current: stored,
+            current: stored.clone(),
         };
         Ok((file, stored))
     }
@@ -323,9 +324,9 @@ impl StateFile {
             dir: dir.to_owned(),
             cluster: cluster.to_owned(),
             node,
-            current: s,
+            current: s.clone(),
         };
-        let text = render(cluster, node, s);
+        let text = render(cluster, node, &s);
         if let Err(e) = file.link_new(text.as_bytes()) {
             // Best effort: a leftover temp file is removed at the next open anyway.
             let _ = fs::remove_file(&file.temp_path);
@@ -364,7 +365,7 @@ impl StateFile {
                     leader: None,
                     membership: None,
                 };
-                let file = StateFile::create(dir, cluster, node, stored)?;
+                let file = StateFile::create(dir, cluster, node, stored.clone())?;
                 Ok((file.path, Init::Created(stored)))
             }
             Err(e) => Err(e),
@@ -378,14 +379,14 @@ impl StateFile {
         if s.promised < self.current.promised || s.incarnation < self.current.incarnation {
             return Err(StateError::Lowered {
                 path: self.path.clone(),
-                stored: self.current,
+                stored: self.current.clone(),
                 requested: s,
             });
         }
         if s == self.current {
             return Ok(());
         }
-        let text = render(&self.cluster, self.node, s);
+        let text = render(&self.cluster, self.node, &s);
         if let Err(e) = self.replace_with(text.as_bytes()) {
             // Best effort: a leftover temp file is removed at the next open anyway.
             let _ = fs::remove_file(&self.temp_path);
@@ -397,7 +398,7 @@ impl StateFile {
 
     /// What is durably stored now.
     pub fn stored(&self) -> Stored {
-        self.current
+        self.current.clone()
     }
 
     /// The state file's path, for logs and status.
@@ -517,13 +518,27 @@ fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// The exact bytes of the state file for `s`.
-fn render(cluster: &str, node: NodeId, s: Stored) -> String {
+fn render(cluster: &str, node: NodeId, s: &Stored) -> String {
     let leader = match s.leader {
         Some((id, epoch)) => format!("{} {}", id.0, epoch.0),
         None => "none".to_owned(),
     };
-    let membership = match s.membership {
-        Some(m) => format!("{} {:08x} {:08x}", m.generation, m.digest, m.previous),
+    let membership = match &s.membership {
+        Some(l) => {
+            let m = l.membership;
+            let state = match (l.committed, l.previous.is_empty()) {
+                (true, _) => "committed".to_owned(),
+                (false, true) => "joint -".to_owned(),
+                (false, false) => {
+                    let ids: Vec<String> = l.previous.iter().map(|id| id.0.to_string()).collect();
+                    format!("joint {}", ids.join(","))
+                }
+            };
+            format!(
+                "{} {:08x} {:08x} {state}",
+                m.generation, m.digest, m.previous
+            )
+        }
         None => "none".to_owned(),
     };
     seal(format!(
@@ -534,7 +549,7 @@ fn render(cluster: &str, node: NodeId, s: Stored) -> String {
 }
 
 /// The exact bytes a version 2 file held for `s` (which confirmed no list).
-fn render_v2(cluster: &str, node: NodeId, s: Stored) -> String {
+fn render_v2(cluster: &str, node: NodeId, s: &Stored) -> String {
     let leader = match s.leader {
         Some((id, epoch)) => format!("{} {}", id.0, epoch.0),
         None => "none".to_owned(),
@@ -546,7 +561,7 @@ fn render_v2(cluster: &str, node: NodeId, s: Stored) -> String {
 }
 
 /// The exact bytes a version 1 file held for `s` (which followed no leader).
-fn render_v1(cluster: &str, node: NodeId, s: Stored) -> String {
+fn render_v1(cluster: &str, node: NodeId, s: &Stored) -> String {
     seal(format!(
         "regent-state 1\ncluster {cluster}\nnode {}\npromised {}\nincarnation {}\n",
         node.0, s.promised.0, s.incarnation
@@ -661,18 +676,39 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
     } else {
         match field("membership")? {
             "none" => None,
-            triple => {
-                let bad =
-                    || corrupt("`membership` is neither `none` nor `GENERATION DIGEST PREVIOUS`");
-                let mut parts = triple.split(' ');
+            line => {
+                let bad = || {
+                    corrupt(
+                        "`membership` is neither `none` nor `GENERATION DIGEST PREVIOUS \
+                         committed|joint IDS`",
+                    )
+                };
+                let mut parts = line.split(' ');
                 let mut next = || parts.next().ok_or_else(bad);
                 let generation = next()?.parse::<u32>().map_err(|_| bad())?;
                 let digest = u32::from_str_radix(next()?, 16).map_err(|_| bad())?;
                 let previous = u32::from_str_radix(next()?, 16).map_err(|_| bad())?;
-                Some(Membership {
-                    generation,
-                    digest,
-                    previous,
+                let (committed, ids) = match next()? {
+                    "committed" => (true, Vec::new()),
+                    "joint" => match next()? {
+                        "-" => (false, Vec::new()),
+                        list => (
+                            false,
+                            list.split(',')
+                                .map(|id| id.parse::<u32>().map(NodeId).map_err(|_| bad()))
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
+                    },
+                    _ => return Err(bad()),
+                };
+                Some(MemberList {
+                    membership: Membership {
+                        generation,
+                        digest,
+                        previous,
+                    },
+                    committed,
+                    previous: ids,
                 })
             }
         }
@@ -686,9 +722,9 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
     // Only the exact bytes regent writes are accepted: this rejects extra
     // lines, spaces, leading zeros and anything else that parsed leniently.
     let exact = match version {
-        "1" => render_v1(&found_cluster, NodeId(found_node), stored),
-        "2" => render_v2(&found_cluster, NodeId(found_node), stored),
-        _ => render(&found_cluster, NodeId(found_node), stored),
+        "1" => render_v1(&found_cluster, NodeId(found_node), &stored),
+        "2" => render_v2(&found_cluster, NodeId(found_node), &stored),
+        _ => render(&found_cluster, NodeId(found_node), &stored),
     };
     if exact != text {
         return Err(corrupt("not in the exact form regent writes"));
@@ -784,23 +820,38 @@ mod tests {
     fn the_confirmed_membership_round_trips_and_version_2_files_are_read() {
         let t = TempDir::new("membership");
         let mut file = StateFile::create(&t.0, "c", NodeId(3), stored(0, 9)).expect("create");
-        let confirmed = Stored {
-            membership: Some(Membership {
-                generation: 4,
-                digest: 0x1a2b_3c4d,
-                previous: 0xfeed,
-            }),
-            ..stored(6, 9)
+        let membership = Membership {
+            generation: 4,
+            digest: 0x1a2b_3c4d,
+            previous: 0xfeed,
         };
-        file.store(confirmed).expect("store");
+        // Joint, with the list before; joint with it unknown; committed.
+        let cases = [
+            (vec![1, 2, 3], false, "joint 1,2,3"),
+            (vec![], false, "joint -"),
+            (vec![], true, "committed"),
+        ];
+        for (previous, committed, line) in cases {
+            let joint = Stored {
+                membership: Some(MemberList {
+                    membership,
+                    committed,
+                    previous: previous.into_iter().map(NodeId).collect(),
+                }),
+                ..stored(6, 9)
+            };
+            file.store(joint.clone()).expect("store");
+            let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("reopen");
+            assert_eq!(s, joint);
+            let text = fs::read_to_string(t.0.join("c.state")).expect("read");
+            assert!(
+                text.contains(&format!("\nmembership 4 1a2b3c4d 0000feed {line}\n")),
+                "{text}"
+            );
+        }
         drop(file);
-        let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("reopen");
-        assert_eq!(s, confirmed);
-        assert!(fs::read_to_string(t.0.join("c.state"))
-            .expect("read")
-            .contains("\nmembership 4 1a2b3c4d 0000feed\n"));
         // What the release before wrote: no membership line.
-        let v2 = render_v2("c", NodeId(3), stored(6, 9));
+        let v2 = render_v2("c", NodeId(3), &stored(6, 9));
         plant(&t.0, v2.as_bytes());
         let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("version 2");
         assert_eq!(s, stored(6, 9));
@@ -814,7 +865,7 @@ mod tests {
             leader: Some((NodeId(2), Epoch(6))),
             ..stored(6, 9)
         };
-        file.store(followed).expect("store");
+        file.store(followed.clone()).expect("store");
         drop(file);
         let (_, s) = StateFile::open(&t.0, "c", NodeId(3)).expect("reopen");
         assert_eq!(s, followed);
@@ -954,7 +1005,7 @@ mod tests {
         // A corrupt or foreign file is refused, and left as it was.
         for bytes in [
             b"garbage\n".to_vec(),
-            render("c", NodeId(2), stored(1, 1)).into_bytes(),
+            render("c", NodeId(2), &stored(1, 1)).into_bytes(),
         ] {
             fs::write(&path, &bytes).expect("write");
             match StateFile::init(&dir, "c", NodeId(1), 1_800_000_000) {
@@ -988,7 +1039,7 @@ mod tests {
     #[test]
     fn every_bit_flip_is_corrupt() {
         let t = TempDir::new("bitflip");
-        let good = render("c", NodeId(1), stored(42, 7)).into_bytes();
+        let good = render("c", NodeId(1), &stored(42, 7)).into_bytes();
         for bit in 0..good.len() * 8 {
             let mut bad = good.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
@@ -1005,7 +1056,7 @@ mod tests {
         let t = TempDir::new("deviations");
         let body = "regent-state 3\ncluster c\nnode 1\npromised 42\nincarnation 7\nleader none\n\
                     membership none\n";
-        let good = render("c", NodeId(1), stored(42, 7));
+        let good = render("c", NodeId(1), &stored(42, 7));
         assert_eq!(good, with_sum(body));
         let sum = &good[body.len() + "sha256 ".len()..good.len() - 1];
         assert_eq!(sum.len(), 64);
@@ -1081,7 +1132,7 @@ mod tests {
     #[test]
     fn wrong_cluster_or_node_is_refused() {
         let t = TempDir::new("wrong-owner");
-        plant(&t.0, render("other", NodeId(1), stored(1, 1)).as_bytes());
+        plant(&t.0, render("other", NodeId(1), &stored(1, 1)).as_bytes());
         match StateFile::open(&t.0, "c", NodeId(1)) {
             Err(StateError::WrongCluster {
                 found, expected, ..
@@ -1090,7 +1141,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        plant(&t.0, render("c", NodeId(2), stored(1, 1)).as_bytes());
+        plant(&t.0, render("c", NodeId(2), &stored(1, 1)).as_bytes());
         match StateFile::open(&t.0, "c", NodeId(1)) {
             Err(StateError::WrongNode {
                 found, expected, ..
@@ -1108,7 +1159,7 @@ mod tests {
         // A crash between writing the temp file and the rename: its content,
         // even a valid higher state, was never promised.
         let temp = t.0.join("c.state.tmp");
-        fs::write(&temp, render("c", NodeId(1), stored(9, 9))).expect("write temp");
+        fs::write(&temp, render("c", NodeId(1), &stored(9, 9))).expect("write temp");
         let (_, s) = StateFile::open(&t.0, "c", NodeId(1)).expect("open");
         assert_eq!(s, stored(5, 5));
         assert!(!temp.exists());
@@ -1131,7 +1182,7 @@ mod tests {
         let mut file = new_node(&t.0, "c", NodeId(1));
         file.store(stored(5, 10)).expect("store");
         for bad in [stored(4, 10), stored(4, 11), stored(5, 9), stored(0, 0)] {
-            match file.store(bad) {
+            match file.store(bad.clone()) {
                 Err(e @ StateError::Lowered { .. }) => {
                     assert!(e.to_string().contains("bug"), "{e}")
                 }

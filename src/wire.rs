@@ -678,7 +678,7 @@ mod tests {
             leader: Some((NodeId(u32::MAX), Epoch(u64::MAX))),
             can_lead: true,
             dead_after_ms: u32::MAX,
-            confirmed: false,
+            committed: false,
             heard: (0..heard)
                 .map(|i| (NodeId(i as u32), Seq(u64::MAX - i as u64)))
                 .collect(),
@@ -695,7 +695,7 @@ mod tests {
                 leader: None,
                 can_lead: false,
                 dead_after_ms: 300,
-                confirmed: false,
+                committed: false,
                 heard: vec![],
             }),
             Body::Heartbeat(Heartbeat {
@@ -703,7 +703,7 @@ mod tests {
                 leader: None,
                 can_lead: true,
                 dead_after_ms: 0,
-                confirmed: false,
+                committed: false,
                 heard: vec![(NodeId(2), Seq(0))],
             }),
             Body::Election,
@@ -856,12 +856,12 @@ mod tests {
         // allocate for it.
         let heartbeat_claiming = |len: u64| -> Vec<u8> {
             let header = &good_payload[..good_payload.len() - 4]; // up to the Body tag
-            let role_leader_canlead_ms_confirmed: &[u8] = &[0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1];
+            let role_leader_canlead_ms_committed: &[u8] = &[0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1];
             let entry: &[u8] = &[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9];
             [
                 header,
                 &[0, 0, 0, 0],
-                role_leader_canlead_ms_confirmed,
+                role_leader_canlead_ms_committed,
                 &len.to_be_bytes(),
                 entry,
             ]
@@ -1355,7 +1355,7 @@ mod tests {
                         leader: Some((NodeId(2), Epoch(7))),
                         can_lead: true,
                         dead_after_ms: 300,
-                        confirmed: true,
+                        committed: true,
                         heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
                     }),
                 },
@@ -1375,7 +1375,7 @@ mod tests {
                     "0000000000000007", //   epoch
                     "01",               // can_lead: true
                     "0000012c",         // dead_after_ms: 300
-                    "01",               // confirmed: true
+                    "01",               // committed: true
                     "0000000000000002", // heard: 2 entries
                     "00000001",         //   node 1
                     "0000000000000029", //   seq 41
@@ -1472,7 +1472,7 @@ mod tests {
                 leader: Some((NodeId(2), Epoch(7))),
                 can_lead: true,
                 dead_after_ms: 300,
-                confirmed: true,
+                committed: true,
                 heard: vec![(NodeId(1), Seq(41)), (NodeId(3), Seq(40))],
             }),
         };

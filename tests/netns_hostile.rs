@@ -180,7 +180,7 @@ fn usurper(from: u32, epoch: u64, seq: u64) -> Message {
             leader: Some((NodeId(from), Epoch(epoch + 100))),
             can_lead: true,
             dead_after_ms: 300,
-            confirmed: false,
+            committed: false,
             heard: vec![],
         }),
     }

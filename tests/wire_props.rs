@@ -43,12 +43,12 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         proptest::collection::vec((node(), any::<u64>()), 0..=64),
     )
         .prop_map(
-            |(role, leader, can_lead, dead_after_ms, confirmed, heard)| Heartbeat {
+            |(role, leader, can_lead, dead_after_ms, committed, heard)| Heartbeat {
                 role,
                 leader,
                 can_lead,
                 dead_after_ms,
-                confirmed,
+                committed,
                 heard: heard.into_iter().map(|(n, s)| (n, Seq(s))).collect(),
             },
         )

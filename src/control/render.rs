@@ -870,7 +870,8 @@ mod tests {
             lease_remaining: Some(ms(240)),
             membership: crate::core::Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
             confirmed: true,
-            claim_wait: None,
+            committed: true,
+            previous: None,
             foreign: Vec::new(),
             peers: vec![
                 PeerStatus {

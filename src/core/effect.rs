@@ -96,7 +96,7 @@ pub enum Effect {
 }
 
 /// The state that must survive a crash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Persisted {
     /// The highest epoch this node has promised (by Ack, by its own Claim,
     /// or by following a leader of that epoch).
@@ -106,9 +106,21 @@ pub struct Persisted {
     /// the epoch is still its highest promise: nothing else was promised
     /// since (§3.16).
     pub leader: Option<(NodeId, Epoch)>,
-    /// The membership this node has confirmed (§3.19): a restart on the
-    /// same list may claim without confirming it again.
-    pub membership: Option<Membership>,
+    /// The member list this node runs, as far as a restart needs it (§3.19).
+    pub membership: Option<MemberList>,
+}
+
+/// What a node keeps of its member list across a restart (§3.19).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MemberList {
+    /// The list's identity.
+    pub membership: Membership,
+    /// The change into this list is committed: claims and leases need a
+    /// majority of this list alone.
+    pub committed: bool,
+    /// The ids of the list before, while the change is not committed and
+    /// this node took it itself; empty otherwise.
+    pub previous: Vec<NodeId>,
 }
 
 /// Which hook to run.

@@ -18,8 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use super::lease::lease_end;
-use super::quorum::{tally, VoteResult};
+use super::quorum::{Electorate, VoteResult};
 use super::rng::Rng;
 use super::types::{Epoch, NodeId, Seq, Time};
 use super::Timing;
@@ -86,31 +85,33 @@ impl Candidacy {
     }
 
     /// The votes so far among `members`, this node's own included.
-    pub(super) fn tally(&self, members: usize) -> VoteResult {
-        tally(members, self.acks.len() + 1, self.nacks.len())
+    pub(super) fn tally(&self, electorate: &Electorate, me: NodeId) -> VoteResult {
+        electorate.tally(me, self.acks.keys(), self.nacks.iter())
     }
 
-    /// The lease a won claim would hold: the quorum-th latest promise end,
-    /// counted from the claim's send.
-    pub(super) fn lease_end(&self, timing: &Timing, quorum: usize) -> Time {
-        let mut ends: Vec<Time> = self
-            .acks
-            .values()
-            .map(|&d| self.sent + timing.lease_for(d))
-            .collect();
-        ends.push(self.sent + timing.lease());
-        lease_end(&mut ends, quorum).unwrap_or(Time::ZERO)
+    pub(super) fn lease_end(&self, timing: &Timing, electorate: &Electorate, me: NodeId) -> Time {
+        let promises = self.promise_ends(timing);
+        electorate
+            .lease_end(me, self.sent + timing.lease(), &promises)
+            .unwrap_or(Time::ZERO)
     }
 
-    /// The leadership this claim wins, if it was sent.
-    pub(super) fn win(&self, timing: &Timing, quorum: usize) -> Option<Leadership> {
-        // None is unreachable in practice: acks answer a claim that was sent.
-        let claim_seq = self.seq?;
-        let promises = self
-            .acks
+    fn promise_ends(&self, timing: &Timing) -> BTreeMap<NodeId, Time> {
+        self.acks
             .iter()
             .map(|(&id, &d)| (id, self.sent + timing.lease_for(d)))
-            .collect();
+            .collect()
+    }
+
+    pub(super) fn win(
+        &self,
+        timing: &Timing,
+        electorate: &Electorate,
+        me: NodeId,
+    ) -> Option<Leadership> {
+        // None is unreachable in practice: acks answer a claim that was sent.
+        let claim_seq = self.seq?;
+        let promises = self.promise_ends(timing);
         let mut sent = VecDeque::with_capacity(SENT_HISTORY);
         sent.push_back((claim_seq, self.sent));
         let mut l = Leadership {
@@ -119,7 +120,7 @@ impl Candidacy {
             promises,
             lease_end: Time::ZERO,
         };
-        l.renew(self.sent + timing.lease(), quorum);
+        l.renew(self.sent + timing.lease(), electorate, me);
         Some(l)
     }
 }
@@ -203,7 +204,8 @@ impl Leadership {
         seq: Seq,
         theirs: Duration,
         ours: Duration,
-        quorum: usize,
+        electorate: &Electorate,
+        me: NodeId,
     ) -> bool {
         let Some(&(_, sent)) = self.sent.iter().find(|(s, _)| *s == seq) else {
             return false;
@@ -214,22 +216,15 @@ impl Leadership {
         }
         *slot = sent + theirs;
         let own = self.sent.back().map_or(Time::ZERO, |&(_, t)| t) + ours;
-        self.renew(own, quorum);
+        self.renew(own, electorate, me);
         true
     }
 
-    /// Extends the lease to what a quorum now backs, with our own promise
-    /// ending at `own`. A lease never shrinks: each promise it counted stands.
-    /// A new member list: promises of peers no longer members stop counting.
-    /// The lease already won stands; renewals count the new list's quorum.
-    pub(super) fn keep_members(&mut self, members: &[NodeId]) {
-        self.promises.retain(|id, _| members.contains(id));
-    }
-
-    pub(super) fn renew(&mut self, own: Time, quorum: usize) {
-        let mut ends: Vec<Time> = self.promises.values().copied().collect();
-        ends.push(own);
-        if let Some(end) = lease_end(&mut ends, quorum) {
+    /// Extends the lease to what the electorate's majorities now back, with
+    /// our own promise ending at `own`. A lease never shrinks: each promise
+    /// it counted stands, whatever the member list has become since.
+    pub(super) fn renew(&mut self, own: Time, electorate: &Electorate, me: NodeId) {
+        if let Some(end) = electorate.lease_end(me, own, &self.promises) {
             self.lease_end = self.lease_end.max(end);
         }
     }
@@ -251,21 +246,30 @@ mod tests {
         }
     }
 
+    const ME: NodeId = NodeId(1);
+
+    fn three() -> Electorate {
+        Electorate::single(&[NodeId(1), NodeId(2), NodeId(3)])
+    }
+
     #[test]
     fn a_won_claim_leases_from_its_send() {
         let t = timing();
         let mut c = Candidacy::new(Epoch(1), Time(10 * MS));
         assert!(c.waiting());
-        assert!(c.win(&t, 2).is_none(), "an unsent claim wins nothing");
+        assert!(
+            c.win(&t, &three(), ME).is_none(),
+            "an unsent claim wins nothing"
+        );
         c.sent(Seq(4), Time(20 * MS), Time(220 * MS));
         assert!(c.nack(NodeId(2)));
-        assert_eq!(c.tally(3), VoteResult::Pending);
+        assert_eq!(c.tally(&three(), ME), VoteResult::Pending);
         c.ack(NodeId(2), Duration::from_millis(300));
         assert!(!c.nack(NodeId(2)), "an ack stands");
-        assert_eq!(c.tally(3), VoteResult::Won);
+        assert_eq!(c.tally(&three(), ME), VoteResult::Won);
         let end = Time(20 * MS) + t.lease();
-        assert_eq!(c.lease_end(&t, 2), end);
-        let l = c.win(&t, 2).expect("sent");
+        assert_eq!(c.lease_end(&t, &three(), ME), end);
+        let l = c.win(&t, &three(), ME).expect("sent");
         assert_eq!((l.epoch, l.lease_end, l.newest()), (Epoch(1), end, Seq(4)));
     }
 
@@ -275,26 +279,26 @@ mod tests {
         let mut c = Candidacy::new(Epoch(1), Time::ZERO);
         c.sent(Seq(1), Time::ZERO, Time(200 * MS));
         c.ack(NodeId(2), Duration::from_millis(300));
-        let mut l = c.win(&t, 2).expect("sent");
+        let mut l = c.win(&t, &three(), ME).expect("sent");
         let first = l.lease_end;
         l.sent(Seq(2), Time(100 * MS));
         assert!(
-            !l.acked(NodeId(2), Seq(9), t.lease(), t.lease(), 2),
+            !l.acked(NodeId(2), Seq(9), t.lease(), t.lease(), &three(), ME),
             "never sent"
         );
-        assert!(l.acked(NodeId(2), Seq(2), t.lease(), t.lease(), 2));
+        assert!(l.acked(NodeId(2), Seq(2), t.lease(), t.lease(), &three(), ME));
         assert_eq!(l.lease_end, Time(100 * MS) + t.lease());
         assert!(
-            !l.acked(NodeId(2), Seq(1), t.lease(), t.lease(), 2),
+            !l.acked(NodeId(2), Seq(1), t.lease(), t.lease(), &three(), ME),
             "older"
         );
-        l.renew(Time::ZERO, 2);
+        l.renew(Time::ZERO, &three(), ME);
         assert!(l.lease_end > first, "a lease never shrinks");
         for s in 3..(3 + SENT_HISTORY as u64) {
             l.sent(Seq(s), Time(100 * MS));
         }
         assert!(
-            !l.acked(NodeId(3), Seq(2), t.lease(), t.lease(), 2),
+            !l.acked(NodeId(3), Seq(2), t.lease(), t.lease(), &three(), ME),
             "forgotten"
         );
     }

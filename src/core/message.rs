@@ -84,9 +84,9 @@ pub struct Heartbeat {
     pub can_lead: bool,
     /// How long the sender's lease promises last, in milliseconds of its clock.
     pub dead_after_ms: u32,
-    /// The sender has confirmed its membership (§3.19): a node that starts
-    /// on a new list confirms it by hearing a quorum of confirmed members.
-    pub confirmed: bool,
+    /// The change into the sender's member list is committed (§3.19): a
+    /// majority of that list and of the one before run it.
+    pub committed: bool,
     /// The newest message sequence the sender heard from each peer. A follower's
     /// entry for its leader acknowledges that leader's heartbeat (lease renewal).
     pub heard: Vec<(NodeId, Seq)>,

@@ -12,7 +12,7 @@ mod types;
 
 pub use effect::{
     Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, LostLeader, MemberChange,
-    Persisted, Reason, Transition,
+    MemberList, Persisted, Reason, Transition,
 };
 pub use membership::{changed as members_changed, digest as members_digest, Membership, Relation};
 pub use message::{Body, Heartbeat, Message, NackReason, Role};
@@ -115,6 +115,6 @@ mod timers;
 pub use guard::{guard_slack, Guard, GuardAction};
 pub use lease::{lease_end, lease_len};
 pub use node::{Node, IMPOSTOR_WINDOW};
-pub use quorum::{quorum, tally, VoteResult};
+pub use quorum::{quorum, tally, Electorate, VoteResult};
 pub use rng::Rng;
 pub use status::{PeerStatus, Status};

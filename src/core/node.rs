@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use super::effect::MemberList;
 use super::effect::{
     Effect, HookDone, HookKind, HookOutcome, HookRequest, Input, LostLeader, Persisted, Reason,
     Transition,
@@ -23,7 +24,7 @@ use super::membership::{changed, Membership, Relation};
 use super::message::{Body, Heartbeat, Message, NackReason, Role};
 use super::peers::{FailedHandover, Peers, SentHeartbeats};
 use super::promises::{Promises, Verdict};
-use super::quorum::{quorum, VoteResult};
+use super::quorum::{quorum, Electorate, VoteResult};
 use super::rng::Rng;
 use super::status::Status;
 use super::timers::{Timer, TimerTable};
@@ -73,13 +74,23 @@ pub struct Node {
     shutting_down: bool,
     /// The member list this node runs, with the digest of the one before.
     membership: Membership,
-    /// This node has confirmed `membership` (§3.19): by a reload that
-    /// passed the change rule, by a restart on a list it confirmed before,
-    /// or by hearing a member on it that had. Unconfirmed, it does not claim.
-    confirmed: bool,
-    /// It claims nothing before this: a list taken by reload or confirmed
-    /// on hearing waits out the promises made under the list before (§3.19).
-    claim_after: Time,
+    /// The change into `membership` is committed (§3.19): a majority of
+    /// this list and of the one before run it.
+    committed: bool,
+    /// The ids of the list before, known when this node took the change
+    /// itself (and kept across a restart until committed).
+    previous_members: Option<Vec<NodeId>>,
+    /// Claims and leases need the list before's majority until this instant
+    /// even once committed: a lease of a leader elected under an older list
+    /// has ended by then (§3.19).
+    joint_until: Time,
+    /// Whose majorities a claim and a lease need; `None` while this node
+    /// does not know (a change it did not take itself, not yet committed):
+    /// it does not claim then.
+    electorate: Option<Electorate>,
+    /// This node once ran a newer member list than its configuration's: it
+    /// neither votes, follows nor claims (§3.19).
+    outdated: bool,
     /// Hosts heard whose list this node cannot work with, with theirs and
     /// when they were last heard.
     foreign: BTreeMap<NodeId, (Membership, Time)>,
@@ -127,23 +138,29 @@ impl Node {
         now: Time,
     ) -> Node {
         let mut membership = Membership::of(cfg.generation, &cfg.members);
-        // A restart on the list it confirmed before is confirmed; so is a
-        // cluster that never changed its list. Anything else waits to hear
-        // a confirmed member on its list (§3.19).
-        let confirmed = match persisted.membership {
-            Some(m) if m.generation == membership.generation && m.digest == membership.digest => {
-                membership = m;
-                true
+        let (mut committed, mut previous_members, mut outdated) = (false, None, false);
+        match &persisted.membership {
+            // A restart on the list it ran: as it was.
+            Some(m)
+                if m.membership.generation == membership.generation
+                    && m.membership.digest == membership.digest =>
+            {
+                membership = m.membership;
+                committed = m.committed;
+                previous_members = (!m.previous.is_empty()).then(|| m.previous.clone());
             }
-            Some(m) => {
-                if m.generation.wrapping_add(1) == membership.generation {
-                    // Restarted on the next list: the one before is known.
-                    membership.previous = m.digest;
-                }
-                false
+            // Generations never go back: a host that ran a newer list
+            // stays out rather than vote on an older one.
+            Some(m) if m.membership.generation > membership.generation => outdated = true,
+            // Restarted on the next list: the digest before is known, its
+            // ids are not; it waits to hear the change committed.
+            Some(m) if m.membership.generation.wrapping_add(1) == membership.generation => {
+                membership.previous = m.membership.digest;
             }
-            None => cfg.generation <= 1,
-        };
+            Some(_) => {}
+            // A cluster that never changed its list.
+            None => committed = cfg.generation <= 1,
+        }
         let peers = Peers::new(&cfg.members, cfg.id, membership);
         let quorum = quorum(cfg.members.len());
         let quiet_until = now + cfg.timing.dead_after;
@@ -177,14 +194,24 @@ impl Node {
             failed_handover: None,
             shutting_down: false,
             membership,
-            confirmed,
-            claim_after: quiet_until,
+            committed,
+            previous_members,
+            // The first list has none before it to wait out; a later one
+            // may have been committed just before this restart.
+            joint_until: if membership.generation <= 1 {
+                Time::ZERO
+            } else {
+                now + cfg.timing.membership_wait()
+            },
+            electorate: None,
+            outdated,
             foreign: BTreeMap::new(),
             last_sent: now,
             timers: TimerTable::default(),
             out: VecDeque::new(),
             cfg,
         };
+        node.electorate = node.current_electorate(now);
         if node.cfg.witness {
             // Nothing to demote: a witness never held the resource.
             node.state = State::Follower;
@@ -250,20 +277,18 @@ impl Node {
             self.change_rule(&cfg, now)?;
             let next = Membership::of(cfg.generation, &cfg.members).after(self.membership);
             self.membership = next;
-            self.confirmed = true;
-            self.claim_after = self
-                .claim_after
-                .max(now + self.cfg.timing.membership_wait());
+            self.committed = false;
+            self.previous_members = Some(std::mem::take(&mut self.cfg.members));
             self.quorum = quorum(cfg.members.len());
             self.peers.set_members(&cfg.members, cfg.id, next);
             self.foreign.clear();
-            match &mut self.state {
-                State::Leader(l) => l.keep_members(&cfg.members),
-                // Acks counted against the old list mean nothing now.
-                State::Candidate(_) => self.lose_claim(now),
-                _ => {}
+            // Acks counted against the old list alone mean nothing now; a
+            // leader's lease stands and its renewals count both majorities.
+            if matches!(self.state, State::Candidate(_)) {
+                self.lose_claim(now);
             }
             self.cfg = cfg;
+            self.electorate = self.current_electorate(now);
             self.persist();
             self.send_heartbeat(now);
         } else {
@@ -301,10 +326,17 @@ impl Node {
                 ids(&diff)
             ));
         }
-        if !self.confirmed {
+        if self.outdated {
+            return Err(
+                "this node ran a newer member list before: restart it on the current \
+                 file"
+                    .to_string(),
+            );
+        }
+        if !self.committed {
             return Err(format!(
-                "this node has not confirmed generation {from} yet: it has heard no member \
-                 that runs it and confirmed it"
+                "the change to generation {from} is not committed yet: a majority of its list \
+                 and of the list before must run it first (regent status shows who does)"
             ));
         }
         // The list in force: a quorum of it must run it or the next one, so
@@ -341,6 +373,15 @@ impl Node {
         }
         if let (Role::Follower, _, Some(leader)) = self.reported_role(now) {
             let on_old = self.peers.relation(&leader) == Some(Relation::Same);
+            let theirs = self.peers.get(&leader).and_then(|p| p.membership);
+            let next = Membership::of(cfg.generation, &cfg.members);
+            if let Some(m) = theirs.filter(|m| !on_old && m.digest != next.digest) {
+                return Err(format!(
+                    "node {leader} leads on generation {} with another member list \
+                     ({:08x}, this file's is {:08x}): give every host the same file",
+                    m.generation, m.digest, next.digest
+                ));
+            }
             if on_old && !cfg.members.contains(&leader) {
                 return Err(format!(
                     "node {leader} leads and the new list removes it: hand over first \
@@ -421,9 +462,12 @@ impl Node {
             eligible: self.eligible(now),
             lease_remaining: self.lease().map(|(_, end)| end.since(now)),
             membership: self.membership,
-            confirmed: self.confirmed,
-            claim_wait: (self.confirmed && now < self.claim_after)
-                .then(|| self.claim_after.since(now)),
+            confirmed: self.electorate.is_some(),
+            committed: self.committed,
+            previous: self
+                .electorate
+                .as_ref()
+                .and_then(|e| e.previous().map(<[NodeId]>::to_vec)),
             peers: self.peers.status(now, self.cfg.timing.dead_after),
             foreign: self
                 .foreign
@@ -441,9 +485,10 @@ impl Node {
             return;
         }
         // A list this node cannot work with: nothing of the message counts,
-        // not even its epoch (§3.19).
+        // not even its epoch (§3.19). A node that ran a newer list than its
+        // own works with none.
         let relation = self.membership.relation(&msg.membership);
-        if relation == Relation::Foreign {
+        if relation == Relation::Foreign || self.outdated {
             self.foreign.insert(msg.from, (msg.membership, now));
             self.out.push_back(Effect::Foreign {
                 from: msg.from,
@@ -459,8 +504,8 @@ impl Node {
         let from = msg.from;
         match msg.body {
             Body::Heartbeat(hb) => {
-                if relation == Relation::Same && hb.confirmed && !self.confirmed {
-                    self.confirm(now, msg.membership.previous);
+                if relation == Relation::Same && hb.committed && !self.committed {
+                    self.commit(now, msg.membership.previous);
                 }
                 self.on_heartbeat(now, from, msg.seq, hb, relation)
             }
@@ -508,19 +553,63 @@ impl Node {
         }
     }
 
-    /// Confirms this node's list on hearing a member that confirmed it
-    /// (§3.19), learning from it the digest of the list before.
-    fn confirm(&mut self, now: Time, previous: u32) {
-        self.confirmed = true;
-        if self.membership.previous == 0 {
+    /// The change into this node's list is committed (§3.19), as it saw
+    /// itself or heard from a member on the list; `previous` is the digest
+    /// before, which a node that started on this list learns so.
+    fn commit(&mut self, now: Time, previous: u32) {
+        self.committed = true;
+        self.joint_until = self
+            .joint_until
+            .max(now + self.cfg.timing.membership_wait());
+        if self.membership.previous == 0 && previous != 0 {
             self.membership.previous = previous;
             self.peers
                 .set_members(&self.cfg.members, self.cfg.id, self.membership);
         }
-        self.claim_after = self
-            .claim_after
-            .max(now + self.cfg.timing.membership_wait());
+        self.electorate = self.current_electorate(now);
         self.persist();
+        self.send_heartbeat(now);
+    }
+
+    /// Whose majorities claims and leases need now; see `electorate`.
+    fn current_electorate(&self, now: Time) -> Option<Electorate> {
+        if self.outdated {
+            return None;
+        }
+        match &self.previous_members {
+            _ if self.committed && now >= self.joint_until => {
+                Some(Electorate::single(&self.cfg.members))
+            }
+            Some(previous) => Some(Electorate::joint(&self.cfg.members, previous)),
+            // Committed, within the wait, the list before unknown: the wait
+            // must pass first.
+            None => None,
+        }
+    }
+
+    /// Notes a commit this node sees itself (a majority of its list and of
+    /// the list before run its list, §3.19), and the end of the joint rule.
+    fn watch_commit(&mut self, now: Time) {
+        if self.committed {
+            let joint = self.electorate.as_ref().map(|e| e.previous().is_some());
+            if now >= self.joint_until && joint != Some(false) && !self.outdated {
+                self.electorate = self.current_electorate(now);
+            }
+            return;
+        }
+        let Some(previous) = &self.previous_members else {
+            return;
+        };
+        let dead_after = self.cfg.timing.dead_after;
+        let on_it = |id: NodeId| {
+            self.peers.get(&id).is_some_and(|p| {
+                p.relation == Relation::Same && p.membership.is_some() && p.alive(now, dead_after)
+            })
+        };
+        let both = Electorate::joint(&self.cfg.members, previous);
+        if both.reached(self.cfg.id, on_it) {
+            self.commit(now, 0);
+        }
     }
 
     fn on_heartbeat(
@@ -770,8 +859,8 @@ impl Node {
         }
         // This node keeps voting after it steps down, so the successor can
         // be elected as long as a quorum, this node included, is linked.
-        let linked = self.linked_count(now);
-        if linked < self.quorum {
+        if !self.quorum_linked(now) {
+            let linked = self.linked_count(now);
             self.out.push_back(Effect::StepDownResult(Err(format!(
                 "only {linked} members are linked both ways and a quorum is {}: \
                  no successor could be elected",
@@ -814,6 +903,7 @@ impl Node {
 
     /// Decides what to do now; called after every input and timeout.
     fn evaluate(&mut self, now: Time) {
+        self.watch_commit(now);
         let out = &mut self.out;
         self.peers
             .report_liveness(now, self.cfg.timing.dead_after, |c| {
@@ -982,13 +1072,17 @@ impl Node {
         let State::Candidate(c) = &self.state else {
             return;
         };
-        match c.tally(self.cfg.members.len()) {
+        let me = self.cfg.id;
+        let Some(electorate) = &self.electorate else {
+            return self.lose_claim(now);
+        };
+        match c.tally(electorate, me) {
             VoteResult::Pending => {}
             VoteResult::Lost => self.lose_claim(now),
             // Acks that arrive after the lease they back has run out, or a
             // candidate that lost its health meanwhile, win nothing.
             VoteResult::Won
-                if !self.eligible(now) || c.lease_end(&self.cfg.timing, self.quorum) <= now =>
+                if !self.eligible(now) || c.lease_end(&self.cfg.timing, electorate, me) <= now =>
             {
                 self.lose_claim(now)
             }
@@ -1014,7 +1108,11 @@ impl Node {
         let State::Candidate(c) = &self.state else {
             return;
         };
-        let Some(leadership) = c.win(&self.cfg.timing, self.quorum) else {
+        let Some(leadership) = self
+            .electorate
+            .as_ref()
+            .and_then(|e| c.win(&self.cfg.timing, e, self.cfg.id))
+        else {
             // Unreachable: acks answer a claim that was sent.
             return;
         };
@@ -1043,7 +1141,10 @@ impl Node {
         let State::Leader(l) = &mut self.state else {
             return;
         };
-        if l.acked(from, seq, theirs, ours, self.quorum) {
+        let Some(electorate) = &self.electorate else {
+            return;
+        };
+        if l.acked(from, seq, theirs, ours, electorate, self.cfg.id) {
             self.arm_timers(now);
         }
     }
@@ -1151,7 +1252,15 @@ impl Node {
         self.out.push_back(Effect::Persist(Persisted {
             promised: self.promises.promised(),
             leader: self.followed,
-            membership: self.confirmed.then_some(self.membership),
+            membership: Some(MemberList {
+                membership: self.membership,
+                committed: self.committed,
+                previous: if self.committed {
+                    Vec::new()
+                } else {
+                    self.previous_members.clone().unwrap_or_default()
+                },
+            }),
         }));
     }
 
@@ -1175,12 +1284,11 @@ impl Node {
     }
 
     /// Not a witness, healthy, able to persist, out of hold-off, alone with
-    /// its id, not stopping, and on a member list it has confirmed and
-    /// waited out (§3.19).
+    /// its id, not stopping, and knowing whose majorities its claims need
+    /// (§3.19).
     fn eligible(&self, now: Time) -> bool {
         !self.cfg.witness
-            && self.confirmed
-            && now >= self.claim_after
+            && self.electorate.is_some()
             && self.healthy
             && self.storage_ok
             && now >= self.holdoff_until
@@ -1198,7 +1306,21 @@ impl Node {
 
     /// Eligible and linked both ways with a quorum.
     fn can_lead(&self, now: Time) -> bool {
-        self.eligible(now) && self.linked_count(now) >= self.quorum
+        self.eligible(now) && self.quorum_linked(now)
+    }
+
+    /// Linked both ways with a majority of every list its claims need, on
+    /// lists that vote for it (§3.19).
+    fn quorum_linked(&self, now: Time) -> bool {
+        let dead_after = self.cfg.timing.dead_after;
+        let Some(electorate) = &self.electorate else {
+            return false;
+        };
+        electorate.reached(self.cfg.id, |id| {
+            self.peers
+                .get(&id)
+                .is_some_and(|p| p.relation != Relation::Ahead && p.linked(now, dead_after))
+        })
     }
 
     /// Role, epoch and leader as this node reports them.
@@ -1256,7 +1378,7 @@ impl Node {
             leader: leader.zip(epoch),
             can_lead: self.can_lead(now),
             dead_after_ms: u32::try_from(promise.as_millis()).unwrap_or(u32::MAX),
-            confirmed: self.confirmed,
+            committed: self.committed,
             heard: self.peers.heard(),
         };
         let seq = self.send(now, Body::Heartbeat(heartbeat));
@@ -1266,7 +1388,9 @@ impl Node {
             l.sent(seq, now);
             // Our own promise as a member of the quorum renews with each
             // heartbeat.
-            l.renew(now + self.cfg.timing.lease(), self.quorum);
+            if let Some(e) = &self.electorate {
+                l.renew(now + self.cfg.timing.lease(), e, self.cfg.id);
+            }
             self.timers.set(Timer::Retransmit, now + ack_timeout);
         }
         self.timers
@@ -1302,7 +1426,7 @@ impl Node {
             wake.push(until);
         }
         wake.push(self.holdoff_until);
-        wake.push(self.claim_after);
+        wake.push(self.joint_until);
         wake.push(self.impostor_until);
         wake.push(self.backoff.retry_at());
         match &self.state {

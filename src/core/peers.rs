@@ -49,8 +49,8 @@ pub(super) struct Peer {
     pub(super) membership: Option<Membership>,
     /// How that list stands to this node's (§3.19).
     pub(super) relation: Relation,
-    /// Its last heartbeat said it has confirmed its list.
-    pub(super) confirmed: bool,
+    /// Its last heartbeat said the change into its list is committed.
+    pub(super) committed: bool,
     /// Whether it was alive when its liveness was last reported.
     reported_alive: bool,
 }
@@ -74,7 +74,7 @@ impl Peer {
             left: false,
             membership: None,
             relation: Relation::Same,
-            confirmed: false,
+            committed: false,
             reported_alive: false,
         }
     }
@@ -126,7 +126,7 @@ impl Peer {
             self.can_lead_since = None;
         }
         self.can_lead = hb.can_lead;
-        self.confirmed = hb.confirmed;
+        self.committed = hb.committed;
     }
 
     /// It counts toward this node's quorum: it acks this node's claims and
@@ -580,7 +580,7 @@ mod tests {
                 leader: None,
                 can_lead,
                 dead_after_ms: 300,
-                confirmed: false,
+                committed: false,
                 heard: vec![(NodeId(1), Seq(4))],
             }),
         }

@@ -43,11 +43,14 @@ pub struct Status {
     pub lease_remaining: Option<Duration>,
     /// The member list this node runs.
     pub membership: Membership,
-    /// It has confirmed that list (§3.19); an unconfirmed node does not claim.
+    /// It knows whose majorities its claims need (§3.19); a node that
+    /// started on a list whose change is not committed does not claim.
     pub confirmed: bool,
-    /// It took a new list by reload and does not claim before this much
-    /// more time has passed (§3.19).
-    pub claim_wait: Option<Duration>,
+    /// The change into this list is committed: a majority of it and of the
+    /// list before run it (§3.19).
+    pub committed: bool,
+    /// The list before, while claims and leases need its majority too.
+    pub previous: Option<Vec<NodeId>>,
     /// Per peer.
     pub peers: Vec<PeerStatus>,
     /// Hosts heard within dead_after whose member list this node cannot

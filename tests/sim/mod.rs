@@ -1256,7 +1256,7 @@ impl Sim {
                     .wrapping_add(h.incarnation.0 * 7 + i as u64);
                 h.node = Some(Node::new(
                     h.cfg.clone(),
-                    h.persisted,
+                    h.persisted.clone(),
                     h.incarnation,
                     seed,
                     local,

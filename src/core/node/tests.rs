@@ -2,7 +2,7 @@
 //! through `handle` and `handle_timeout` as the driver drives them.
 
 use super::*;
-use crate::core::{MemberChange, Timing};
+use crate::core::{MemberChange, MemberList, Timing};
 
 const MS: u64 = 1_000_000;
 
@@ -73,7 +73,7 @@ impl Peer {
             leader: leader.map(|(l, e)| (NodeId(l), Epoch(e))),
             can_lead,
             dead_after_ms: 300,
-            confirmed: true,
+            committed: true,
             heard: if self.echo > 0 {
                 vec![(NodeId(1), Seq(self.echo))]
             } else {
@@ -715,7 +715,7 @@ fn a_restarted_node_resumes_the_leader_it_followed_if_it_promised_nothing_since(
         leader: Some((NodeId(2), Epoch(4))),
         membership: None,
     };
-    let mut n = restarted(followed);
+    let mut n = restarted(followed.clone());
     let mut p2 = Peer::new(2, 100);
     p2.hears(&n);
     n.handle(t, p2.heartbeat(Role::Leader, Some((2, 4)), true));
@@ -728,7 +728,7 @@ fn a_restarted_node_resumes_the_leader_it_followed_if_it_promised_nothing_since(
     // It acked a claim of epoch 5 after following node 2: no resume.
     let mut n = restarted(Persisted {
         promised: Epoch(5),
-        ..followed
+        ..followed.clone()
     });
     let mut p2 = Peer::new(2, 100);
     p2.hears(&n);
@@ -766,7 +766,11 @@ fn following_a_new_leader_persists_it_with_its_epoch_as_a_promise() {
         [&Persisted {
             promised: Epoch(3),
             leader: Some((NodeId(2), Epoch(3))),
-            membership: Some(Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)])),
+            membership: Some(MemberList {
+                membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
+                committed: true,
+                previous: Vec::new(),
+            }),
         }],
         "{effects:?}"
     );
