@@ -523,20 +523,28 @@ fn render(cluster: &str, node: NodeId, s: &Stored) -> String {
         Some((id, epoch)) => format!("{} {}", id.0, epoch.0),
         None => "none".to_owned(),
     };
+    let ids = |v: &[NodeId]| -> String {
+        let ids: Vec<String> = v.iter().map(|id| id.0.to_string()).collect();
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.join(",")
+        }
+    };
     let membership = match &s.membership {
         Some(l) => {
             let m = l.membership;
-            let state = match (l.committed, l.previous.is_empty()) {
-                (true, _) => "committed".to_owned(),
-                (false, true) => "joint -".to_owned(),
-                (false, false) => {
-                    let ids: Vec<String> = l.previous.iter().map(|id| id.0.to_string()).collect();
-                    format!("joint {}", ids.join(","))
-                }
+            let state = if l.committed {
+                "committed".to_owned()
+            } else {
+                format!("joint {}", ids(&l.previous))
             };
             format!(
-                "{} {:08x} {:08x} {state}",
-                m.generation, m.digest, m.previous
+                "{} {:08x} {:08x} {} {state}",
+                m.generation,
+                m.digest,
+                m.previous,
+                ids(&l.members)
             )
         }
         None => "none".to_owned(),
@@ -679,26 +687,27 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
             line => {
                 let bad = || {
                     corrupt(
-                        "`membership` is neither `none` nor `GENERATION DIGEST PREVIOUS \
-                         committed|joint IDS`",
+                        "`membership` is neither `none` nor `GENERATION DIGEST PREVIOUS IDS \
+                         committed` or `... joint IDS`",
                     )
+                };
+                let list = |text: &str| -> Result<Vec<NodeId>, ParseError> {
+                    if text == "-" {
+                        return Ok(Vec::new());
+                    }
+                    text.split(',')
+                        .map(|id| id.parse::<u32>().map(NodeId).map_err(|_| bad()))
+                        .collect()
                 };
                 let mut parts = line.split(' ');
                 let mut next = || parts.next().ok_or_else(bad);
                 let generation = next()?.parse::<u32>().map_err(|_| bad())?;
                 let digest = u32::from_str_radix(next()?, 16).map_err(|_| bad())?;
                 let previous = u32::from_str_radix(next()?, 16).map_err(|_| bad())?;
+                let members = list(next()?)?;
                 let (committed, ids) = match next()? {
                     "committed" => (true, Vec::new()),
-                    "joint" => match next()? {
-                        "-" => (false, Vec::new()),
-                        list => (
-                            false,
-                            list.split(',')
-                                .map(|id| id.parse::<u32>().map(NodeId).map_err(|_| bad()))
-                                .collect::<Result<Vec<_>, _>>()?,
-                        ),
-                    },
+                    "joint" => (false, list(next()?)?),
                     _ => return Err(bad()),
                 };
                 Some(MemberList {
@@ -708,6 +717,7 @@ fn parse(bytes: &[u8], cluster: &str, node: NodeId) -> Result<Stored, ParseError
                         previous,
                     },
                     committed,
+                    members,
                     previous: ids,
                 })
             }
@@ -827,15 +837,16 @@ mod tests {
         };
         // Joint, with the list before; joint with it unknown; committed.
         let cases = [
-            (vec![1, 2, 3], false, "joint 1,2,3"),
-            (vec![], false, "joint -"),
-            (vec![], true, "committed"),
+            (vec![1, 2, 3], false, "1,2,3,4 joint 1,2,3"),
+            (vec![], false, "1,2,3,4 joint -"),
+            (vec![], true, "1,2,3,4 committed"),
         ];
         for (previous, committed, line) in cases {
             let joint = Stored {
                 membership: Some(MemberList {
                     membership,
                     committed,
+                    members: (1..=4).map(NodeId).collect(),
                     previous: previous.into_iter().map(NodeId).collect(),
                 }),
                 ..stored(6, 9)

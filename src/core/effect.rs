@@ -118,6 +118,8 @@ pub struct MemberList {
     /// The change into this list is committed: claims and leases need a
     /// majority of this list alone.
     pub committed: bool,
+    /// The ids of this list.
+    pub members: Vec<NodeId>,
     /// The ids of the list before, while the change is not committed and
     /// this node took it itself; empty otherwise.
     pub previous: Vec<NodeId>,

@@ -152,8 +152,19 @@ impl Node {
             // Generations never go back: a host that ran a newer list
             // stays out rather than vote on an older one.
             Some(m) if m.membership.generation > membership.generation => outdated = true,
-            // Restarted on the next list: the digest before is known, its
-            // ids are not; it waits to hear the change committed.
+            // Restarted on the next list, one member away from a committed
+            // one: as if it took the change by reload (the reload's other
+            // checks keep clusters available, not safe, §3.19).
+            Some(m)
+                if m.membership.generation.wrapping_add(1) == membership.generation
+                    && m.committed
+                    && changed(&m.members, &cfg.members).len() == 1 =>
+            {
+                membership.previous = m.membership.digest;
+                previous_members = Some(m.members.clone());
+            }
+            // Restarted on the next list otherwise: the digest before is
+            // known; it waits to hear the change committed.
             Some(m) if m.membership.generation.wrapping_add(1) == membership.generation => {
                 membership.previous = m.membership.digest;
             }
@@ -1255,6 +1266,7 @@ impl Node {
             membership: Some(MemberList {
                 membership: self.membership,
                 committed: self.committed,
+                members: self.cfg.members.clone(),
                 previous: if self.committed {
                     Vec::new()
                 } else {

@@ -769,6 +769,7 @@ fn following_a_new_leader_persists_it_with_its_epoch_as_a_promise() {
             membership: Some(MemberList {
                 membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
                 committed: true,
+                members: vec![NodeId(1), NodeId(2), NodeId(3)],
                 previous: Vec::new(),
             }),
         }],
