@@ -588,3 +588,65 @@ fn two_hosts_and_a_witness_fail_over_and_never_let_the_witness_lead() {
         "the witness neither leads nor runs a hook"
     );
 }
+
+/// The rolling change that once gave two leaders: n1 and n2 run {1,2,3},
+/// while n3 (restarted on a new file) and two new hosts n4, n5 run
+/// {1,...,5}, and a partition then splits {n1,n2} from {n3,n4,n5}. Each
+/// side would hold a majority of its own list. With the new file on
+/// generation 2 (two members added at once), n3 does not know the list
+/// before, nor do the new hosts, so none of them may claim: the change was
+/// never committed. With the new file still on generation 1 (the list
+/// changed without a new generation), n3 ran another list of that
+/// generation and stays out for good, and n4 and n5 are two of five. Either
+/// way {n1,n2} elect one leader and the other side none, though it ranks
+/// higher; the messages of the two lists are ignored both ways.
+#[test]
+fn mixed_member_lists_across_a_partition_never_give_two_leaders() {
+    for generation in [2, 1] {
+        let mut plan = Plan::fixed(5, default_timing());
+        plan.spare = 2;
+        plan.priorities = vec![100, 100, 250, 250, 250];
+        let mut sim = pinned(plan);
+        for i in [N1, N2, N3] {
+            sim.start_at(i, ms(0));
+        }
+        sim.crash_at(N3, ms(2_000));
+        for i in [N3, N4, N5] {
+            let mut cfg = sim.config(i).clone();
+            cfg.members = (1..=5).map(regentd::core::NodeId).collect();
+            cfg.generation = generation;
+            sim.reload_at(i, ms(2_100), cfg);
+        }
+        sim.install_at(N4, ms(2_200));
+        sim.install_at(N5, ms(2_200));
+        sim.restart_at(N3, ms(2_300));
+        for a in [N1, N2] {
+            for b in [N3, N4, N5] {
+                sim.block_at(a, b, ms(3_000));
+                sim.block_at(b, a, ms(3_000));
+            }
+        }
+        sim.run_until(ms(2_900));
+        let before = sim.leader().map(|(l, _)| l);
+        assert!(
+            matches!(before, Some(N1 | N2)),
+            "generation {generation}: {before:?} leads before the partition"
+        );
+        sim.run_until(ms(10_000));
+        let after = sim.leader().map(|(l, _)| l);
+        assert!(
+            matches!(after, Some(N1 | N2)),
+            "generation {generation}: {after:?} leads after the partition"
+        );
+        // n3 led {1,2,3} until its crash; after it, the new list's side
+        // never leads.
+        let new_side_led = sim.observed().filter(|(at, _)| *at > ms(2_000)).find(
+            |(_, o)| matches!(o, Observed::Promote { node, .. } if [N3, N4, N5].contains(node)),
+        );
+        assert!(
+            new_side_led.is_none(),
+            "generation {generation}: the side on the five-member list led: {new_side_led:?}"
+        );
+        assert_eq!(sim.running_generation(N3), Some(generation));
+    }
+}

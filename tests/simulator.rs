@@ -2,6 +2,8 @@
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 2000) starting at `SIM_START` (default
 //! 0); `SIM_SEED=S` replays one seed (add `SIM_TRACE=1` for every event).
+//! `SIM_CHANGES=1` runs only the seeds of the range whose plan changes the
+//! member list.
 
 #[path = "sim/mod.rs"]
 mod sim;
@@ -25,6 +27,7 @@ fn many_seeds() {
     let count = env_u64("SIM_SEEDS", 2000);
     let next = AtomicU64::new(start);
     let failed = AtomicBool::new(false);
+    let only_changes = std::env::var_os("SIM_CHANGES").is_some();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     #[allow(clippy::disallowed_methods)] // wall time for the report only
     let began = std::time::Instant::now();
@@ -37,6 +40,9 @@ fn many_seeds() {
                 }
                 if seed > start && (seed - start) % 10_000 == 0 {
                     eprintln!("... seed {seed}");
+                }
+                if only_changes && !sim::Plan::from_seed(seed).changes {
+                    continue;
                 }
                 if std::panic::catch_unwind(|| sim::run_seed(seed)).is_err() {
                     failed.store(true, Ordering::Relaxed);

@@ -149,9 +149,10 @@ impl Node {
                 committed = m.committed;
                 previous_members = (!m.previous.is_empty()).then(|| m.previous.clone());
             }
-            // Generations never go back: a host that ran a newer list
-            // stays out rather than vote on an older one.
-            Some(m) if m.membership.generation > membership.generation => outdated = true,
+            // Generations never go back, and a list never changes without
+            // one: a host that ran a newer list, or another list of this
+            // generation, stays out rather than vote on this one.
+            Some(m) if m.membership.generation >= membership.generation => outdated = true,
             // Restarted on the next list, one member away from a committed
             // one: as if it took the change by reload (the reload's other
             // checks keep clusters available, not safe, §3.19).
@@ -241,6 +242,11 @@ impl Node {
     /// The member list this node runs.
     pub fn membership(&self) -> Membership {
         self.membership
+    }
+
+    /// The change into that list is committed (§3.19).
+    pub fn committed(&self) -> bool {
+        self.committed
     }
 
     /// This node's rank.

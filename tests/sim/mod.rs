@@ -87,6 +87,12 @@ pub struct Plan {
     pub refresh: Option<Duration>,
     /// A hook still running after this is killed and reports `TimedOut`.
     pub hook_timeout: Duration,
+    /// Hosts beyond the first member list: not installed until a change
+    /// adds them.
+    pub spare: usize,
+    /// The operator changes the member list during the fault phase, one
+    /// member per generation, reloading each host in turn (§3.19).
+    pub changes: bool,
 }
 
 impl Plan {
@@ -111,6 +117,8 @@ impl Plan {
             notify: false,
             refresh: None,
             hook_timeout: Duration::from_secs(10),
+            spare: 0,
+            changes: false,
         }
     }
 
@@ -159,6 +167,8 @@ impl Plan {
                 .chance(50)
                 .then(|| Duration::from_millis(rng.range(50, 1_000))),
             hook_timeout: Duration::from_millis(600),
+            spare: 0,
+            changes: false,
         };
         // Drawn last, so the other plans stay what they were.
         if plan.scenario == Scenario::Chaos && rng.chance(15) {
@@ -170,6 +180,16 @@ impl Plan {
             plan.priorities = (0..plan.nodes).map(|_| rng.range(1, 200) as u32).collect();
             plan.witnesses = vec![false; plan.nodes];
             plan.witnesses[rng.range(0, plan.nodes as u64 - 1) as usize] = true;
+        } else if plan.scenario == Scenario::Chaos && rng.chance(25) {
+            // Members come and go while every fault runs: up to two hosts
+            // wait outside the first list for a change to add them.
+            plan.changes = true;
+            plan.spare = rng.range(0, 2) as usize;
+            for _ in 0..plan.spare {
+                plan.priorities.push(rng.range(1, 200) as u32);
+                plan.witnesses.push(false);
+            }
+            plan.nodes += plan.spare;
         }
         plan
     }
@@ -287,6 +307,20 @@ enum Fault {
     HealAll,
     // Node::reconfigure(cfg) on node .0; later restarts use cfg too.
     Reload(usize, Box<CoreConfig>),
+    /// The operator starts the next member-list change: writes the new
+    /// file to every host on either list and reloads them one by one.
+    Change,
+    /// The operator runs `regent reload` on a host: it takes its file if it
+    /// runs an older one, and is asked again later (`tries` more times) if
+    /// it refuses.
+    ReloadFile {
+        node: usize,
+        tries: u32,
+    },
+    /// A host added by a change is installed and started.
+    Install(usize),
+    /// A host removed by a change is stopped for good.
+    Retire(usize),
 }
 
 /// Something a scripted test may look at after (or during) the run.
@@ -369,6 +403,9 @@ struct Host {
     restart_on_exit: bool,
     /// Its state file is gone: the daemon refuses to start, whoever asks.
     lost: bool,
+    /// It is on a member list, or was and still runs: a host a change has
+    /// not added yet, or one it removed and stopped, is not.
+    installed: bool,
 }
 
 /// The simulator.
@@ -403,6 +440,12 @@ pub struct Sim {
     /// Promote effects seen (count) after the last check point.
     pub promotions: usize,
     pub demotions: usize,
+    /// The member list in the operator's file, and its generation.
+    file_members: Vec<NodeId>,
+    file_generation: u32,
+    /// The operator's reloads, installs and removals happen before this
+    /// (real ns): the end of the fault phase.
+    change_deadline: u64,
 }
 
 const TRACE_KEEP: usize = 400;
@@ -410,12 +453,14 @@ const TRACE_KEEP: usize = 400;
 impl Sim {
     pub fn new(plan: Plan) -> Sim {
         let mut rng = Rng::new(plan.seed);
-        let members: Vec<NodeId> = (1..=plan.nodes as u32).map(NodeId).collect();
+        let first = plan.nodes - plan.spare;
+        let ids: Vec<NodeId> = (1..=plan.nodes as u32).map(NodeId).collect();
+        let members = ids[..first].to_vec();
         let drift = i64::from(plan.timing.max_drift_ppm);
         let hosts = (0..plan.nodes)
             .map(|i| {
                 let cfg = CoreConfig {
-                    id: members[i],
+                    id: ids[i],
                     members: members.clone(),
                     generation: 1,
                     priority: plan.priorities[i],
@@ -432,7 +477,7 @@ impl Sim {
                     _ => rng.range(0, 2 * drift as u64) as i64 - drift,
                 };
                 Host {
-                    id: members[i],
+                    id: ids[i],
                     cfg,
                     node: None,
                     persisted: Persisted::default(),
@@ -463,6 +508,7 @@ impl Sim {
                     promised_seen: Epoch::default(),
                     restart_on_exit: false,
                     lost: false,
+                    installed: i < first,
                 }
             })
             .collect();
@@ -489,6 +535,9 @@ impl Sim {
             full_trace: std::env::var_os("SIM_TRACE").is_some(),
             promotions: 0,
             demotions: 0,
+            file_members: members,
+            file_generation: 1,
+            change_deadline: u64::MAX,
         }
     }
 
@@ -550,6 +599,20 @@ impl Sim {
             );
         }
         let _ = writeln!(s, "plan {:?}", self.plan);
+        for (i, h) in self.hosts.iter().enumerate() {
+            let Some(n) = &h.node else { continue };
+            let st = n.status(self.local(i, self.now));
+            let _ = writeln!(
+                s,
+                "n{}: {:?}, {}, committed {}, knows its majorities {}, list before {:?}",
+                i + 1,
+                st.role,
+                st.membership,
+                st.committed,
+                st.confirmed,
+                st.previous
+            );
+        }
         let _ = writeln!(s, "last {} events:", self.trace.len());
         for (at, line) in &self.trace {
             let _ = writeln!(s, "  {:>10.3}ms {line}", *at as f64 / 1e6);
@@ -559,9 +622,12 @@ impl Sim {
 
     // ----- running -----
 
-    /// Starts every node at time zero (or staggered) and plans the faults.
+    /// Starts every installed node at time zero (or staggered).
     pub fn start(&mut self, staggered: bool) {
-        for i in 0..self.hosts.len() {
+        let installed: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| self.hosts[i].installed)
+            .collect();
+        for i in installed {
             let at = if staggered {
                 self.rng.range(0, 500_000_000)
             } else {
@@ -594,7 +660,9 @@ impl Sim {
             | Event::Persisted { node, .. }
             | Event::StorageProbe { node, .. }
             | Event::Fault(Fault::Health { node, .. }) => Some(*node),
-            Event::Fault(Fault::Stop(i)) | Event::Fault(Fault::Reload(i, _)) => Some(*i),
+            Event::Fault(Fault::Stop(i))
+            | Event::Fault(Fault::Reload(i, _))
+            | Event::Fault(Fault::ReloadFile { node: i, .. }) => Some(*i),
             _ => None,
         };
         if let Some(i) = target {
@@ -1222,6 +1290,9 @@ impl Sim {
                 }
             }
             Fault::Restart(i) => {
+                if !self.hosts[i].installed {
+                    return;
+                }
                 if self.hosts[i].lost {
                     self.log(format!(
                         "n{} refuses to start: its state file is gone",
@@ -1358,9 +1429,48 @@ impl Sim {
                     if !self.hosts[i].healthy {
                         self.fault(Fault::Health { node: i, ok: true });
                     }
+                    if self.plan.changes {
+                        self.finish_change(i);
+                    }
                     if self.hosts[i].node.is_none() {
                         self.fault(Fault::Restart(i));
                     }
+                }
+            }
+            Fault::Change => self.change_members(),
+            Fault::ReloadFile { node, tries } => {
+                let file = self.hosts[node].cfg.clone();
+                let local = self.local(node, self.now);
+                let Some(n) = self.hosts[node].node.as_mut() else {
+                    // Down: it reads the file when it starts.
+                    return;
+                };
+                if n.membership().generation >= file.generation {
+                    return;
+                }
+                if let Err(e) = n.reconfigure(file, local) {
+                    self.log(format!("n{} refuses the reload: {e}", node + 1));
+                    let again = self.now + self.rng.range(100, 800) * 1_000_000;
+                    if tries > 0 && again < self.change_deadline {
+                        let retry = Fault::ReloadFile {
+                            node,
+                            tries: tries - 1,
+                        };
+                        self.schedule(again, Event::Fault(retry));
+                    }
+                }
+                self.drain(node);
+            }
+            Fault::Install(i) => {
+                if !self.hosts[i].installed {
+                    self.hosts[i].installed = true;
+                    self.fault(Fault::Restart(i));
+                }
+            }
+            Fault::Retire(i) => {
+                if self.hosts[i].installed && !self.on_list(i) {
+                    self.fault(Fault::Crash(i));
+                    self.hosts[i].installed = false;
                 }
             }
             Fault::Reload(node, cfg) => {
@@ -1387,7 +1497,21 @@ impl Sim {
         let mut t = from.as_nanos() as u64;
         let end = to.as_nanos() as u64;
         let mut lost: Vec<bool> = self.hosts.iter().map(|h| h.lost).collect();
-        let may_lose = n - regentd::core::quorum(n);
+        // With changing lists a lost host could leave a later list without
+        // a majority that can start: no state losses then.
+        let may_lose = if self.plan.changes {
+            0
+        } else {
+            n - regentd::core::quorum(n)
+        };
+        if self.plan.changes {
+            // Everything the operator does lands before the heal.
+            self.change_deadline = end.saturating_sub(1_000_000);
+            for _ in 0..self.rng.range(1, 4) {
+                let at = self.rng.range(from.as_nanos() as u64, self.change_deadline);
+                self.schedule(at, Event::Fault(Fault::Change));
+            }
+        }
         loop {
             t += self.rng.range(50, 1_500) * 1_000_000;
             if t >= end {
@@ -1474,7 +1598,154 @@ impl Sim {
         self.schedule(end, Event::Fault(Fault::HealAll));
     }
 
+    // ----- the operator's member-list changes -----
+
+    /// Whether host `i` is on the operator's current list.
+    fn on_list(&self, i: usize) -> bool {
+        self.file_members.contains(&self.hosts[i].id)
+    }
+
+    /// The next change, one member added or removed: the new file goes to
+    /// every host on the new list, each is reloaded in turn (some much
+    /// later, as if missed), an added host is installed and started, and a
+    /// removed one keeps running its old file for a while before it stops.
+    fn change_members(&mut self) {
+        let deadline = self.change_deadline;
+        // As the README has it: the next change waits until every running
+        // host runs the last one and has seen it committed; the operator
+        // looks again a little later.
+        let lagging = (0..self.hosts.len()).any(|i| {
+            self.on_list(i)
+                && self.hosts[i].node.as_ref().is_some_and(|n| {
+                    n.membership().generation < self.file_generation || !n.committed()
+                })
+        });
+        // ... and some host runs it and says so.
+        let seen = (0..self.hosts.len()).any(|i| {
+            self.on_list(i)
+                && self.hosts[i].node.as_ref().is_some_and(|n| {
+                    n.membership().generation == self.file_generation && n.committed()
+                })
+        });
+        if lagging || !seen {
+            let again = self.now + self.rng.range(300, 1_500) * 1_000_000;
+            if again < deadline {
+                self.schedule(again, Event::Fault(Fault::Change));
+            }
+            return;
+        }
+        let cur = self.file_members.clone();
+        let outside: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| !self.hosts[i].installed && !cur.contains(&self.hosts[i].id))
+            .filter(|&i| self.hosts[i].persisted == Persisted::default())
+            .collect();
+        let add = !outside.is_empty() && (cur.len() < 3 || self.rng.chance(50));
+        let mut next = cur.clone();
+        let (added, removed) = if add {
+            let a = outside[self.rng.range(0, outside.len() as u64 - 1) as usize];
+            next.push(self.hosts[a].id);
+            (Some(a), None)
+        } else if cur.len() >= 3 {
+            // Two members cannot shrink to one: one of two is no majority
+            // of the list before, so that change could never commit.
+            let r = self.rng.range(0, cur.len() as u64 - 1) as usize;
+            let id = next.remove(r);
+            let r = (0..self.hosts.len())
+                .find(|&i| self.hosts[i].id == id)
+                .unwrap_or(0);
+            (None, Some(r))
+        } else {
+            return;
+        };
+        // `regent check` on the new file: a majority of the new list must
+        // run and be on the list in force, or the reloads would be refused.
+        let ready = next
+            .iter()
+            .filter(|&&id| {
+                self.hosts.iter().any(|h| {
+                    h.id == id
+                        && h.node.as_ref().is_some_and(|n| {
+                            n.membership().generation == self.file_generation && n.committed()
+                        })
+                })
+            })
+            .count();
+        if ready < regentd::core::quorum(next.len()) {
+            let again = self.now + self.rng.range(300, 1_500) * 1_000_000;
+            if again < deadline {
+                self.schedule(again, Event::Fault(Fault::Change));
+            }
+            return;
+        }
+        self.file_generation += 1;
+        self.file_members = next.clone();
+        self.log(format!(
+            "operator: generation {} is {:?}",
+            self.file_generation,
+            next.iter().map(|id| id.0).collect::<Vec<_>>()
+        ));
+        let generation = self.file_generation;
+        for i in 0..self.hosts.len() {
+            if !next.contains(&self.hosts[i].id) {
+                continue;
+            }
+            self.hosts[i].cfg.members = next.clone();
+            self.hosts[i].cfg.generation = generation;
+            if Some(i) == added {
+                let at = (self.now + self.rng.range(0, 3_000) * 1_000_000).min(deadline);
+                self.schedule(at, Event::Fault(Fault::Install(i)));
+                continue;
+            }
+            // One host in five misses the change for a long while.
+            let delay = if self.rng.chance(20) {
+                self.rng.range(2_000, 8_000)
+            } else {
+                self.rng.range(0, 1_500)
+            };
+            let at = (self.now + delay * 1_000_000).min(deadline);
+            let reload = Fault::ReloadFile { node: i, tries: 20 };
+            self.schedule(at, Event::Fault(reload));
+        }
+        if let Some(r) = removed {
+            let at = (self.now + self.rng.range(0, 4_000) * 1_000_000).min(deadline);
+            self.schedule(at, Event::Fault(Fault::Retire(r)));
+        }
+    }
+
+    /// At the heal the operator finishes what is left: a removed host still
+    /// running stops, and one still on an older file than its own (its
+    /// reloads refused) is restarted on it.
+    fn finish_change(&mut self, i: usize) {
+        if !self.hosts[i].installed {
+            return;
+        }
+        if !self.on_list(i) {
+            self.fault(Fault::Retire(i));
+            return;
+        }
+        let behind = self.hosts[i]
+            .node
+            .as_ref()
+            .is_some_and(|n| n.membership().generation < self.file_generation);
+        if behind {
+            self.fault(Fault::Crash(i));
+        }
+    }
+
     // ----- scripted runs: pin what the seed draws, schedule faults -----
+
+    /// Installs host `i` (outside the first member list) and starts it.
+    pub fn install_at(&mut self, i: usize, at: Duration) {
+        self.schedule(at.as_nanos() as u64, Event::Fault(Fault::Install(i)));
+    }
+
+    /// The generation of the member list node `i` runs, if it runs.
+    pub fn running_generation(&self, i: usize) -> Option<u32> {
+        self.hosts[i]
+            .node
+            .as_ref()
+            .map(|n| n.membership().generation)
+    }
 
     /// Sets node `i`'s clock rate error, in ppm (positive: the clock runs
     /// fast). Call before the run; it must lie within the plan's drift bound,
@@ -1630,7 +1901,9 @@ impl Sim {
         let epoch = self.hosts[l].node.as_ref().and_then(|n| n.leading());
         if self.plan.preempt {
             let best = (0..self.hosts.len())
-                .filter(|&i| !self.hosts[i].lost && !self.hosts[i].cfg.witness)
+                .filter(|&i| {
+                    !self.hosts[i].lost && !self.hosts[i].cfg.witness && self.hosts[i].installed
+                })
                 .max_by_key(|&i| (self.hosts[i].cfg.priority, self.hosts[i].id))
                 .unwrap_or(0);
             if best != l {
@@ -1643,7 +1916,7 @@ impl Sim {
         }
         for (i, h) in self.hosts.iter().enumerate() {
             let Some(n) = &h.node else {
-                if h.lost {
+                if h.lost || !h.installed {
                     continue;
                 }
                 self.fail(&format!("L1 ({context}): n{} is down after healing", i + 1));
@@ -1761,6 +2034,13 @@ pub fn liveness_bound(plan: &Plan) -> Duration {
         // guard's demote and the restart a second later
         + t.dead_after * 10
         + Duration::from_secs(1)
+        // a host restarted on the current list at the heal (its quiet
+        // period), the change committed, and the joint rule's wait after it
+        + if plan.changes {
+            t.dead_after * 4
+        } else {
+            Duration::ZERO
+        }
 }
 
 /// Runs one seed to completion; panics with the trace on a violation.
