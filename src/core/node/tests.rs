@@ -881,3 +881,166 @@ fn a_silent_leader_is_named_when_lost_and_members_are_reported_down_and_up() {
     assert_eq!(ups.len(), 1, "{ups:?}");
     assert!(ups[0].alive && ups[0].id == NodeId(2));
 }
+
+/// Node 1's configuration on generation `generation` with members `ids`.
+fn listed(generation: u32, ids: &[u32]) -> CoreConfig {
+    CoreConfig {
+        members: ids.iter().map(|&i| NodeId(i)).collect(),
+        generation,
+        ..cfg(1, 100)
+    }
+}
+
+#[test]
+fn a_member_list_change_is_refused_with_its_reason_and_changes_nothing() {
+    let (mut n, mut p2, _p3, t) = voter(0);
+    let before = n.membership();
+    let cases: [(CoreConfig, &str); 4] = [
+        (
+            listed(1, &[1, 2, 3, 4]),
+            "generation must go from 1 to 2, not to 1",
+        ),
+        (
+            listed(3, &[1, 2, 3, 4]),
+            "generation must go from 1 to 2, not to 3",
+        ),
+        (listed(2, &[1, 2, 3, 4, 5]), "members 4, 5 change at once"),
+        (listed(2, &[1, 2, 3]), "but the member list did not"),
+    ];
+    for (new, why) in cases {
+        let err = n.reconfigure(new, t).expect_err(why);
+        assert!(err.contains(why), "{err}");
+        assert_eq!(n.membership(), before);
+    }
+    // Node 3 falls silent: node 1 and 2 are a majority of {1,2,3}, but only
+    // two of the four of {1,2,3,4}, which needs three.
+    let later = t + Duration::from_millis(350);
+    n.handle_timeout(later);
+    p2.hears(&n);
+    n.handle(later, p2.heartbeat(Role::Follower, None, true));
+    let err = n
+        .reconfigure(listed(2, &[1, 2, 3, 4]), later)
+        .expect_err("no live majority of the new list");
+    assert!(
+        err.contains("would leave no live quorum: 2 of its 4"),
+        "{err}"
+    );
+    // Without node 2 either, not even the list in force has its majority.
+    let alone = later + Duration::from_millis(350);
+    n.handle_timeout(alone);
+    let err = n
+        .reconfigure(listed(2, &[1, 2]), alone)
+        .expect_err("no majority of the list in force");
+    assert!(
+        err.contains("only 1 of the 3 members of generation 1"),
+        "{err}"
+    );
+    assert_eq!(n.membership(), before);
+}
+
+#[test]
+fn a_follower_takes_a_new_list_only_after_its_leader_and_then_counts_both() {
+    let (mut n, mut p2, mut p3, t) = voter(0);
+    // Node 2 leads epoch 1 on generation 1; node 1 follows it.
+    n.handle(t, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+    let _ = answer(&mut n, t);
+    assert_eq!(n.reported_role(t).2, Some(NodeId(2)));
+    let err = n
+        .reconfigure(listed(2, &[1, 2, 3, 4]), t)
+        .expect_err("leader first");
+    assert!(
+        err.contains("node 2 leads on generation 1: reload it first"),
+        "{err}"
+    );
+    let err = n
+        .reconfigure(listed(2, &[1, 3]), t)
+        .expect_err("the leader is removed");
+    assert!(err.contains("hand over first"), "{err}");
+
+    // The leader takes generation 2 first: node 1 still follows it (it is
+    // a generation ahead), and may now take the same list.
+    let g1 = n.membership();
+    let g2 = Membership::of(2, &[NodeId(1), NodeId(2), NodeId(3), NodeId(4)]).after(g1);
+    p2.membership = g2;
+    let t2 = t + Duration::from_millis(100);
+    n.handle(t2, p2.heartbeat(Role::Leader, Some((2, 1)), true));
+    assert_eq!(
+        n.reported_role(t2).2,
+        Some(NodeId(2)),
+        "follows a leader one ahead"
+    );
+    n.reconfigure(listed(2, &[1, 2, 3, 4]), t2)
+        .expect("after the leader");
+    assert_eq!(n.membership(), g2);
+    let s = n.status(t2);
+    assert!(
+        !s.committed,
+        "two of {{1,2,3}} and of {{1,2,3,4}} do not run it yet"
+    );
+    assert_eq!(s.previous, Some(vec![NodeId(1), NodeId(2), NodeId(3)]));
+    let err = n
+        .reconfigure(listed(3, &[1, 2, 3]), t2)
+        .expect_err("not committed");
+    assert!(
+        err.contains("the change to generation 2 is not committed yet"),
+        "{err}"
+    );
+
+    // Node 3 (on generation 1, one behind) is heard; then node 3 takes
+    // generation 2 too: three of four and three of three run it.
+    p3.hears(&n);
+    n.handle(t2, p3.heartbeat(Role::Follower, Some((2, 1)), true));
+    assert!(!n.status(t2).committed);
+    p3.membership = g2;
+    n.handle(t2, p3.heartbeat(Role::Follower, Some((2, 1)), true));
+    assert!(n.status(t2).committed, "a majority of both lists runs it");
+    // The next change is no longer refused as uncommitted, only because
+    // the leader has not taken it.
+    let err = n
+        .reconfigure(listed(3, &[1, 2, 3]), t2)
+        .expect_err("leader first again");
+    assert!(
+        err.contains("node 2 leads on generation 2: reload it first"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_host_on_another_list_is_ignored_and_reported() {
+    let (mut n, _p2, _p3, t) = voter(0);
+    let mut stranger = Peer::new(2, 100);
+    stranger.membership = Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3), NodeId(4)]);
+    n.handle(t, stranger.heartbeat(Role::Leader, Some((2, 5)), true));
+    let effects: Vec<Effect> = std::iter::from_fn(|| n.poll_effect()).collect();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Foreign { from, .. } if *from == NodeId(2))),
+        "{effects:?}"
+    );
+    assert_eq!(n.reported_role(t).2, None, "not followed");
+    assert_eq!(n.status(t).known, Epoch(0), "its epoch is not taken in");
+    assert_eq!(n.status(t).foreign.len(), 1);
+}
+
+#[test]
+fn a_host_restarted_on_another_list_of_its_generation_stays_out() {
+    let ran = MemberList {
+        membership: Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
+        committed: true,
+        members: vec![NodeId(1), NodeId(2), NodeId(3)],
+        previous: Vec::new(),
+    };
+    let n = Node::new(
+        listed(1, &[1, 2, 3, 4]),
+        Persisted {
+            membership: Some(ran),
+            ..Persisted::default()
+        },
+        Incarnation(2),
+        7,
+        Time::ZERO,
+    );
+    let s = n.status(Time(10 * 300 * MS));
+    assert!(!s.confirmed && !s.eligible, "{s:?}");
+}
