@@ -275,6 +275,19 @@ impl Driver {
             seed,
             Time::ZERO,
         );
+        if node.outdated() {
+            let ran = stored
+                .membership
+                .as_ref()
+                .map_or(String::new(), |m| m.membership.to_string());
+            return Err(Fatal::State(format!(
+                "this host ran member list {ran}, and {} of {} is not a later one: a list \
+                 changes only with a higher generation, and a host never goes back to an \
+                 older one (docs/PROTOCOL.md §3.19); give it the current file",
+                node.membership(),
+                config_path.display()
+            )));
+        }
         let notifier = Notifier::from_env();
         let watchdog = crate::notify::watchdog_interval();
         let mut driver = Driver {

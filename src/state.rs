@@ -133,9 +133,9 @@ pub enum StateError {
         /// The state file.
         path: PathBuf,
         /// What is stored now.
-        stored: Stored,
+        stored: Box<Stored>,
         /// What the caller asked to store.
-        requested: Stored,
+        requested: Box<Stored>,
     },
     /// Writing, syncing or renaming failed; the old state may still be in force.
     Write {
@@ -379,8 +379,8 @@ impl StateFile {
         if s.promised < self.current.promised || s.incarnation < self.current.incarnation {
             return Err(StateError::Lowered {
                 path: self.path.clone(),
-                stored: self.current.clone(),
-                requested: s,
+                stored: Box::new(self.current.clone()),
+                requested: Box::new(s),
             });
         }
         if s == self.current {

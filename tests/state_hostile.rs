@@ -291,3 +291,28 @@ fn kill_9_during_state_writes_never_lowers_the_promise() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A host whose state file shows it ran a later member list (generation 5)
+/// than its configuration's (1) refuses to start, says why, and runs no
+/// hook: a host never goes back to an older list (docs/PROTOCOL.md §3.19).
+#[test]
+fn a_state_file_from_a_later_member_list_stops_startup() {
+    let body = "regent-state 3\ncluster solo\nnode 1\npromised 7\nincarnation 1700000000\n\
+                leader none\nmembership 5 0000abcd 00000000 1 committed\n";
+    let sum: String = Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut solo = Solo::new("state-later-list");
+    plant(&solo, format!("{body}sha256 {sum}\n").as_bytes());
+    solo.start();
+    let status = solo.wait_exit(Duration::from_secs(10));
+    let log = solo.log();
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{log}");
+    assert!(
+        log.contains("this host ran member list generation 5 (list 0000abcd)")
+            && log.contains("is not a later one"),
+        "{log}"
+    );
+    assert!(solo.hooks_log().is_empty(), "{:?}", solo.hooks_log());
+}

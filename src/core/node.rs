@@ -249,6 +249,12 @@ impl Node {
         self.committed
     }
 
+    /// This node once ran a newer list than its own, or another of its
+    /// generation, and takes no part (§3.19).
+    pub fn outdated(&self) -> bool {
+        self.outdated
+    }
+
     /// This node's rank.
     pub fn rank(&self) -> Rank {
         Rank {
