@@ -58,6 +58,10 @@ pub struct Opts {
     /// "unicast"`) beside the group: put them behind the router of a
     /// [`Lan::routed`].
     pub witnesses: Vec<usize>,
+    /// Float the LAN's IPv4 VIP ([`Lan::vip4`]) on `eth0` with the shipped
+    /// `conf/hooks/vip`, through a wrapper that logs to the hook log as the
+    /// logging hook does, instead of the logging hook (see [`VIP_WRAPPER`]).
+    pub vip_hook: bool,
 }
 
 impl Default for Opts {
@@ -76,9 +80,26 @@ impl Default for Opts {
             demote_sleep_ms: 0,
             log_refresh: false,
             witnesses: Vec::new(),
+            vip_hook: false,
         }
     }
 }
+
+/// The hook of [`Opts::vip_hook`]: the harness's `time epoch kind node
+/// reason` line at the start of promote and demote, `demote-end` after a
+/// demote, and the shipped vip hook in between. `REGENT_REASON` is logged
+/// so that a restarted daemon's start-up demote can be told from a demote
+/// that ends a leadership.
+pub const VIP_WRAPPER: &str = r#"#!/bin/sh
+log='@DIR@/hooks.log'
+[ "$1" = refresh ] || echo "$(date +%s%N) $2 $1 $REGENT_NODE $REGENT_REASON" >> "$log"
+REGENT_VIP_ENV='@DIR@/vip.env'
+export REGENT_VIP_ENV
+'@VIP@' "$@"
+rc=$?
+[ "$1" = demote ] && echo "$(date +%s%N) $2 demote-end $REGENT_NODE $REGENT_REASON" >> "$log"
+exit $rc
+"#;
 
 /// One line of the shared hook log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,6 +195,9 @@ impl Cluster {
         std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         self.write_hook(&self.dir.join("hook"), "$REGENT_NODE");
+        if self.opts.vip_hook {
+            self.write_vip_hook();
+        }
         for host in 1..=self.members() {
             std::fs::write(self.config_path(host), self.config(host)).expect("config");
         }
@@ -209,6 +233,30 @@ impl Cluster {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
+    /// The hook of [`Opts::vip_hook`] and its environment file.
+    fn write_vip_hook(&self) {
+        let vip = self.lan.vip4();
+        std::fs::write(
+            self.dir.join("vip.env"),
+            format!(
+                "VIP=\"{vip}/24\"\nDEV=eth0\nREGENT={}\nARP_COUNT=1\n",
+                regent_bin()
+            ),
+        )
+        .expect("vip.env");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/hooks/vip");
+        let script = VIP_WRAPPER
+            .replace("@DIR@", &self.dir.display().to_string())
+            .replace("@VIP@", &shipped.display().to_string());
+        let path = self.vip_hook_path();
+        std::fs::write(&path, script).expect("hook");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    fn vip_hook_path(&self) -> PathBuf {
+        self.dir.join("vip-hook")
+    }
+
     /// How many hosts are members.
     pub fn members(&self) -> usize {
         self.opts.members.unwrap_or(self.hosts())
@@ -230,12 +278,38 @@ impl Cluster {
         self.dir.join(format!("h{host}.log"))
     }
 
-    /// The configuration text for `host`.
+    /// The configuration text for `host`, on the first member list
+    /// (hosts `1..=members`, no `generation` key, so generation 1).
     pub fn config(&self, host: usize) -> String {
+        let members: Vec<usize> = (1..=self.members()).collect();
+        self.render_config(host, &members, None)
+    }
+
+    /// The configuration text for `host` on the member list `members` (host
+    /// numbers) at `generation`, as an operator writes it for a change of
+    /// the list (one member added or removed per generation).
+    pub fn config_with(&self, host: usize, members: &[usize], generation: u32) -> String {
+        self.render_config(host, members, Some(generation))
+    }
+
+    /// Writes [`Cluster::config_with`] to host's configuration file, for its
+    /// next reload or start.
+    pub fn write_config(&self, host: usize, members: &[usize], generation: u32) {
+        std::fs::write(
+            self.config_path(host),
+            self.config_with(host, members, generation),
+        )
+        .expect("config");
+    }
+
+    fn render_config(&self, host: usize, members: &[usize], generation: Option<u32>) -> String {
         let o = &self.opts;
         let prio = o.priorities.get(host - 1).copied().unwrap_or(100);
         let mut s = format!("cluster = \"test\"\nnode = {host}\npriority = {prio}\n");
-        for h in 1..=self.members() {
+        if let Some(g) = generation {
+            let _ = writeln!(s, "generation = {g}");
+        }
+        for &h in members {
             let addr = if o.ipv6 {
                 self.lan.addr6(h).to_string()
             } else {
@@ -253,7 +327,11 @@ impl Cluster {
         } else {
             s.push_str("\n[network]\ninterface = \"eth0\"\nmulticast = \"239.255.42.1:7475\"\n");
         }
-        let hook = o.hook.clone().unwrap_or_else(|| self.dir.join("hook"));
+        let hook = if o.vip_hook {
+            self.vip_hook_path()
+        } else {
+            o.hook.clone().unwrap_or_else(|| self.dir.join("hook"))
+        };
         let _ = write!(
             s,
             "\n[timing]\nheartbeat_ms = {}\ndead_after_ms = {}\n\n\
@@ -754,6 +832,76 @@ impl Cluster {
         ok.then_some(text)
     }
 
+    /// Waits until host's daemon says it follows `leader` at `epoch`;
+    /// returns how long that took.
+    pub fn wait_follows(
+        &self,
+        host: usize,
+        (leader, epoch): (usize, u64),
+        limit: Duration,
+    ) -> Option<Duration> {
+        let began = Instant::now();
+        let follows = wait_until(limit, || {
+            self.status_json(host).is_some_and(|j| {
+                json_field(&j, "role").as_deref() == Some("follower")
+                    && json_field(&j, "leader") == Some(leader.to_string())
+                    && json_field(&j, "epoch") == Some(epoch.to_string())
+            })
+        });
+        follows.then(|| began.elapsed())
+    }
+
+    /// Waits until host's daemon says it is linked both ways with each of
+    /// `peers` (`alive` and `hears_us` in its status); returns whether it is.
+    pub fn wait_linked(&self, host: usize, peers: &[usize], limit: Duration) -> bool {
+        wait_until(limit, || {
+            self.status_json(host).is_some_and(|j| {
+                peers.iter().all(|&p| {
+                    let Some(at) = j.find(&format!("{{\"id\":{p},")) else {
+                        return false;
+                    };
+                    let peer = &j[at..];
+                    let peer = &peer[..peer.find('}').unwrap_or(peer.len())];
+                    json_field(peer, "alive").as_deref() == Some("true")
+                        && json_field(peer, "hears_us").as_deref() == Some("true")
+                })
+            })
+        })
+    }
+
+    /// The leadership changes the hook log shows since `since_ns`: every
+    /// promote, and every demote but the start-up demote of a daemon that
+    /// just started (which holds nothing). Needs a hook that logs
+    /// `REGENT_REASON`, as [`Opts::vip_hook`]'s does.
+    pub fn leadership_changes_since(&self, since_ns: u128) -> Vec<HookEvent> {
+        self.hook_events()
+            .into_iter()
+            .filter(|e| e.at_ns >= since_ns)
+            .filter(|e| e.kind == "promote" || (e.kind == "demote" && e.reason != "startup"))
+            .collect()
+    }
+
+    /// The generation of the member list host runs: what `status --json`
+    /// reports in its `membership` object, or, from a daemon that does not
+    /// report it (or does not run), the generation of the list its state
+    /// file says it confirmed last. `None` when neither says.
+    pub fn generation(&self, host: usize) -> Option<u32> {
+        let reported = self.status_json(host).and_then(|j| {
+            let at = j.find("\"membership\":{")?;
+            json_field(&j[at..], "generation")?.parse().ok()
+        });
+        reported.or_else(|| self.confirmed_generation(host))
+    }
+
+    /// The generation of the member list host's state file says it
+    /// confirmed last (`membership GENERATION DIGEST PREVIOUS`).
+    pub fn confirmed_generation(&self, host: usize) -> Option<u32> {
+        let file = self.dir.join(format!("state{host}")).join("test.state");
+        let text = std::fs::read_to_string(file).ok()?;
+        let line = text.lines().find_map(|l| l.strip_prefix("membership "))?;
+        line.split(' ').next()?.parse().ok()
+    }
+
     /// Runs `regent REQUEST` against host's control socket.
     pub fn ctl(&self, host: usize, args: &[&str]) -> (bool, String) {
         let out = Command::new(regent_bin())
@@ -808,6 +956,21 @@ pub fn json_field(json: &str, key: &str) -> Option<String> {
     }
     let end = rest.find([',', '}', ']']).unwrap_or(rest.len());
     Some(rest[..end].trim().to_string())
+}
+
+/// How long two different hosts held leadership at once over `windows`,
+/// in ms; a window still open counts up to now.
+pub fn overlap_ms(windows: &[Window]) -> f64 {
+    let now = realtime_ns();
+    let mut ns = 0u128;
+    for (i, a) in windows.iter().enumerate() {
+        for b in windows[i + 1..].iter().filter(|b| b.node != a.node) {
+            let start = a.start_ns.max(b.start_ns);
+            let end = a.end_ns.unwrap_or(now).min(b.end_ns.unwrap_or(now));
+            ns += end.saturating_sub(start);
+        }
+    }
+    ns as f64 / 1e6
 }
 
 /// The usual name of the signals tests send.
