@@ -38,24 +38,46 @@ impl Agent {
     }
 }
 
-/// A timing profile: heartbeat (VRRP advert) interval and failure detection.
+/// A timing profile: heartbeat (VRRP advert) interval and failure
+/// detection, and regent's lease margin and demote budget (its defaults,
+/// 20 ms and 25 ms, unless a profile's dead_after is too short for them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
     pub name: &'static str,
     pub heartbeat_ms: u64,
     pub dead_after_ms: u64,
+    pub lease_margin_ms: u64,
+    pub demote_budget_ms: u64,
 }
 
+/// Equal detection at 100 ms: regent's dead_after is three heartbeats, as
+/// keepalived's master is dead after three adverts.
 pub const COMPARISON: Profile = Profile {
     name: "comparison",
     heartbeat_ms: 100,
     dead_after_ms: 300,
+    lease_margin_ms: 20,
+    demote_budget_ms: 25,
 };
 
+/// regent's fast timing: dead_after is five heartbeats.
 pub const FAST: Profile = Profile {
     name: "fast",
     heartbeat_ms: 20,
     dead_after_ms: 100,
+    lease_margin_ms: 20,
+    demote_budget_ms: 25,
+};
+
+/// Equal detection at 20 ms: three heartbeats, as keepalived's three
+/// adverts. The lease margin and demote budget shrink to fit (60 ms less
+/// 1 % drift, 5 ms and 10 ms leaves a 44 ms lease for 20 ms heartbeats).
+pub const EQUAL_FAST: Profile = Profile {
+    name: "equal-fast",
+    heartbeat_ms: 20,
+    dead_after_ms: 60,
+    lease_margin_ms: 5,
+    demote_budget_ms: 10,
 };
 
 /// Where the agents run.
@@ -626,14 +648,17 @@ fn regent_config(f: &RegentFile<'_>) -> String {
     let _ = write!(
         s,
         "\n[network]\ninterface = \"eth0\"\nmulticast = \"239.255.42.1:7475\"\n\n\
-         [timing]\nheartbeat_ms = {hb}\ndead_after_ms = {dead}\n\n\
+         [timing]\nheartbeat_ms = {hb}\ndead_after_ms = {dead}\nlease_margin_ms = {margin}\n\n\
          [election]\n# Trials move leadership around; keep it where it lands.\n\
          preempt = false\nholdoff_ms = 1000\n\n\
-         [hooks]\npromote = \"{hook}\"\ndemote = \"{hook}\"\ntimeout_ms = 5000\n\n\
+         [hooks]\npromote = \"{hook}\"\ndemote = \"{hook}\"\ntimeout_ms = 5000\n\
+         demote_budget_ms = {budget}\n\n\
          [auth]\nkey_file = \"{key}\"\n\n[state]\ndir = \"{state}\"\n\n\
          [control]\nsocket = \"{sock}\"\n\n[log]\nlevel = \"{level}\"\n",
         hb = f.profile.heartbeat_ms,
         dead = f.profile.dead_after_ms,
+        margin = f.profile.lease_margin_ms,
+        budget = f.profile.demote_budget_ms,
         hook = hook.display(),
         key = f.dir.join("key").display(),
         state = f.dir.join(format!("state{}", f.node)).display(),
@@ -748,6 +773,15 @@ mod tests {
     /// The configuration of `node` in a cluster of `members` hosts, with
     /// `witness` as the witness, parsed as the daemon would (no disk).
     fn parsed(node: usize, members: usize, witness: Option<usize>) -> (String, Config) {
+        parsed_with(node, members, witness, COMPARISON)
+    }
+
+    fn parsed_with(
+        node: usize,
+        members: usize,
+        witness: Option<usize>,
+        profile: Profile,
+    ) -> (String, Config) {
         let addresses: Vec<Ipv4Addr> = (1..=members)
             .map(|h| Ipv4Addr::new(10, 9, 8, h as u8))
             .collect();
@@ -756,13 +790,36 @@ mod tests {
             priority: 100 + node as u32,
             members: &addresses,
             witness,
-            profile: COMPARISON,
+            profile,
             dir: Path::new("/tmp/regent-bench-test"),
             log_level: "info",
         });
         let config = Config::parse(&text, Path::new("/tmp/h.conf"), DiskChecks::Skip)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         (text, config)
+    }
+
+    /// Every profile makes a configuration the daemon takes, with the
+    /// profile's timing: detection at three heartbeats where it says so.
+    #[test]
+    fn every_profile_is_a_valid_daemon_configuration() {
+        for profile in [COMPARISON, FAST, EQUAL_FAST] {
+            let (_, config) = parsed_with(1, 3, None, profile);
+            let t = &config.timing;
+            assert_eq!(t.heartbeat.as_millis(), u128::from(profile.heartbeat_ms));
+            assert_eq!(t.dead_after.as_millis(), u128::from(profile.dead_after_ms));
+            assert_eq!(
+                t.lease_margin.as_millis(),
+                u128::from(profile.lease_margin_ms)
+            );
+            assert_eq!(
+                t.demote_budget.as_millis(),
+                u128::from(profile.demote_budget_ms)
+            );
+            assert!(t.lease() > t.heartbeat, "{}: {:?}", profile.name, t.lease());
+        }
+        assert_eq!(EQUAL_FAST.dead_after_ms, 3 * EQUAL_FAST.heartbeat_ms);
+        assert_eq!(COMPARISON.dead_after_ms, 3 * COMPARISON.heartbeat_ms);
     }
 
     #[test]

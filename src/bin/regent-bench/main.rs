@@ -26,7 +26,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Profile, Setup, Topology, COMPARISON, FAST};
+use agent::{Agent, Profile, Setup, Topology, COMPARISON, EQUAL_FAST, FAST};
 use report::{Better, Key, Results};
 use scenarios::{Env, Trial};
 
@@ -41,8 +41,11 @@ client: a UDP probe to the VIP every 2 ms, answered by whichever host holds it.
                       rolling-restart or all (default all); step-down and
                       rolling-restart are regent only (with --compare
                       keepalived they run for regent alone)
-  --profile P         comparison (heartbeat 100 ms, dead_after 300 ms),
-                      fast (20 ms / 100 ms) or both (default both)
+  --profile P         comparison (heartbeat 100 ms, dead_after 300 ms: three
+                      heartbeats, as keepalived's three adverts), fast
+                      (20 ms / 100 ms), equal-fast (20 ms / 60 ms: three
+                      heartbeats again), both (comparison and fast) or all;
+                      default both, and all with --compare keepalived
   --trials N          trials per distribution (default 20, --quick 5)
   --scale-trials N    crash trials per host count above 3 in the scale
                       scenario (default 10, --quick 3)
@@ -139,7 +142,7 @@ fn positive(flag: &str, v: &str) -> Result<usize, String> {
 fn parse_args(args: &[String]) -> Result<Options, String> {
     // `None`: every scenario of the topology.
     let mut scenarios: Option<Vec<Scenario>> = None;
-    let mut profiles = vec![COMPARISON, FAST];
+    let mut profiles = None;
     let mut trials = None;
     let mut scale_trials = None;
     let mut compare = false;
@@ -179,12 +182,18 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 scenarios = chosen;
             }
             "--profile" => {
-                profiles = match value()?.as_str() {
+                profiles = Some(match value()?.as_str() {
                     "comparison" => vec![COMPARISON],
                     "fast" => vec![FAST],
+                    "equal-fast" => vec![EQUAL_FAST],
                     "both" => vec![COMPARISON, FAST],
-                    p => return Err(format!("unknown profile {p} (comparison, fast, both)")),
-                }
+                    "all" => vec![COMPARISON, FAST, EQUAL_FAST],
+                    p => {
+                        return Err(format!(
+                            "unknown profile {p} (comparison, fast, equal-fast, both, all)"
+                        ))
+                    }
+                })
             }
             "--trials" => trials = Some(positive("--trials", &value()?)?),
             "--scale-trials" => scale_trials = Some(positive("--scale-trials", &value()?)?),
@@ -250,7 +259,15 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     };
     Ok(Options {
         scenarios,
-        profiles,
+        // Beside keepalived, detection equal to its three adverts at 20 ms
+        // too, by default.
+        profiles: profiles.unwrap_or_else(|| {
+            if compare {
+                vec![COMPARISON, FAST, EQUAL_FAST]
+            } else {
+                vec![COMPARISON, FAST]
+            }
+        }),
         trials: trials.unwrap_or(if quick { 5 } else { 20 }),
         scale_trials: scale_trials.unwrap_or(if quick { 3 } else { 10 }),
         compare,
