@@ -129,8 +129,8 @@ fn broken_configs_give_precise_errors() {
             "timing.heartbeat: unknown key; [timing] has heartbeat_ms, dead_after_ms, lease_margin_ms, \
              max_drift_ppm"),
         (lines(&["colour = \"red\""]), Some(1),
-            "colour: unknown key; the top level has cluster, node, priority, [[member]], [network], \
-             [timing], [election], [hooks], [auth], [state], [control], [log]"),
+            "colour: unknown key; the top level has cluster, node, priority, generation, [[member]], \
+             [network], [timing], [election], [hooks], [auth], [state], [control], [log]"),
         (head_and(&["colour = \"red\""]), Some(8), "member.colour: unknown key; [[member]] has id, address, port"),
         (head_and(&["[[member]]", "id = 3", "adress = \"10.0.0.3\""]), Some(10), "member.adress: unknown key"),
         (head_and(&["[timing.fast]", "heartbeat_ms = 5"]), Some(8), "timing.fast: unknown key"),
@@ -304,6 +304,7 @@ const U32: &str = "a whole number from 0 to 4294967295";
 const ID: &str = "a whole number from 1 to 65535";
 const PORT: &str = "a whole number from 0 to 65535";
 const KEY_ID: &str = "a whole number from 0 to 255";
+const GENERATION: &str = "a whole number from 1 to 4294967295";
 
 /// Every key of the file: its table's header ("" at the top), its name,
 /// and what it takes, in the words of the errors.
@@ -311,6 +312,7 @@ const SCHEMA: &[(&str, &str, &str)] = &[
     ("", "cluster", TEXT),
     ("", "node", ID),
     ("", "priority", U32),
+    ("", "generation", GENERATION),
     ("[[member]]", "id", ID),
     ("[[member]]", "address", TEXT),
     ("[[member]]", "port", PORT),
@@ -532,8 +534,9 @@ fn bad_types_values_and_keys_are_all_reported_together() {
             ),
             (
                 Some(4),
-                "colour: unknown key; the top level has cluster, node, priority, [[member]], \
-                 [network], [timing], [election], [hooks], [auth], [state], [control], [log]"
+                "colour: unknown key; the top level has cluster, node, priority, generation, \
+                 [[member]], [network], [timing], [election], [hooks], [auth], [state], [control], \
+                 [log]"
                     .to_owned()
             ),
             (
@@ -1011,6 +1014,41 @@ fn full_unicast_config_round_trips() {
         "cluster db-vip.2, node 2 of 3 members (quorum 2), priority 7, unicast fd00::2 port 8000, \
          heartbeat 50 ms, dead_after 250 ms, lease 205.2 ms, auth hmac-sha256"
     );
+}
+
+/// `generation` counts member lists from 1: 0, a string, a fraction or a
+/// number past u32 are refused at their line, and a file without it runs
+/// the first list.
+#[test]
+fn generation_is_a_whole_number_from_one() {
+    for (value, problem) in [
+        ("0", format!("0 is out of range: expected {GENERATION}")),
+        (
+            "4294967296",
+            format!("4294967296 is out of range: expected {GENERATION}"),
+        ),
+        ("-2", format!("-2 is out of range: expected {GENERATION}")),
+        (
+            "\"2\"",
+            format!("expected {GENERATION}, found the string \"2\""),
+        ),
+        (
+            "1.5",
+            format!("expected {GENERATION}, found the decimal number 1.5"),
+        ),
+    ] {
+        // At the top, line 1: below a [[member]] it would be the table's.
+        let text = format!("generation = {value}\n{}", multicast_and(&[]));
+        assert_eq!(
+            lines_and_messages(&text),
+            [(Some(1), format!("generation: {problem}"))],
+            "--- from\n{text}"
+        );
+    }
+    let config = parse(&multicast_and(&[])).expect("valid");
+    assert_eq!(config.generation, defaults::GENERATION);
+    let config = parse(&format!("generation = 7\n{}", multicast_and(&[]))).expect("valid");
+    assert_eq!(config.generation, 7);
 }
 
 #[test]
