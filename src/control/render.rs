@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::core::{NodeId, Rank, Role, Status};
+use crate::core::{Membership, NodeId, Rank, Role, Status};
 use crate::hooks::{HookStats, KindStats};
 use crate::wire::DropCounters;
 
@@ -84,6 +84,8 @@ struct Row {
     role: Role,
     /// It votes but never leads.
     witness: bool,
+    /// The member list it runs, once heard (this node's own for itself).
+    membership: Option<Membership>,
 }
 
 /// Every member, this node included, sorted by id.
@@ -102,6 +104,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
             can_lead: p.can_lead,
             role: p.role,
             witness: s.witnesses.contains(&p.id),
+            membership: p.membership,
         })
         .collect();
     rows.push(Row {
@@ -114,6 +117,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
         can_lead: st.eligible && st.alive >= st.quorum,
         role: st.role,
         witness: s.witnesses.contains(&st.id),
+        membership: Some(st.membership),
     });
     rows.sort_by_key(|r| r.id);
     rows
@@ -174,6 +178,33 @@ fn quorum_line(s: &Snapshot) -> String {
     line
 }
 
+/// This node's member list and whether it may claim on it:
+/// `generation 2 (list 1a2b3c4d), confirmed`.
+fn membership_line(st: &Status) -> String {
+    let standing = match (st.confirmed, st.claim_wait) {
+        (false, _) => "not confirmed: waits to hear a confirmed member on this list".to_string(),
+        (true, None) => "confirmed".to_string(),
+        (true, Some(d)) => format!("confirmed, claims after {} ms more", d.as_millis()),
+    };
+    format!("{}, {standing}", st.membership)
+}
+
+/// A member's list where it differs from this node's, for the table:
+/// `generation 3 (ahead)`. Nothing for the same list or a member never heard.
+fn generation_note(ours: Membership, theirs: Option<Membership>) -> Option<String> {
+    let theirs = theirs?;
+    let g = theirs.generation;
+    match g.cmp(&ours.generation) {
+        std::cmp::Ordering::Greater => Some(format!("generation {g} (ahead)")),
+        std::cmp::Ordering::Less => Some(format!("generation {g} (behind)")),
+        std::cmp::Ordering::Equal if theirs.digest != ours.digest => Some(format!(
+            "generation {g} (list {:08x}, not this node's)",
+            theirs.digest
+        )),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
 /// The readable status table of `regent status`.
 pub fn render_status(s: &Snapshot) -> String {
     let st = s.status;
@@ -214,6 +245,7 @@ pub fn render_status(s: &Snapshot) -> String {
             },
         ),
         ("quorum", quorum_line(s)),
+        ("membership", membership_line(st)),
         ("eligible", yes_no(st.eligible).to_string()),
         ("lease", lease),
         ("dead after", format!("{} ms", s.dead_after.as_millis())),
@@ -244,10 +276,15 @@ pub fn render_status(s: &Snapshot) -> String {
                 }
                 .to_string(),
                 yes_no(r.can_lead).to_string(),
-                if r.witness {
-                    format!("{} (witness)", r.role)
-                } else {
-                    r.role.to_string()
+                {
+                    let mut role = r.role.to_string();
+                    if r.witness {
+                        role.push_str(" (witness)");
+                    }
+                    if let Some(note) = generation_note(st.membership, r.membership) {
+                        let _ = write!(role, ", {note}");
+                    }
+                    role
                 },
             ]
         })
@@ -282,6 +319,12 @@ pub fn render_status(s: &Snapshot) -> String {
         line(row.each_ref().map(String::as_str));
     }
     out.push_str("(* this node)\n");
+    if !st.foreign.is_empty() {
+        out.push('\n');
+    }
+    for (id, m) in &st.foreign {
+        let _ = writeln!(out, "host {id} runs {m}: ignored, its member list differs");
+    }
     out
 }
 
@@ -385,6 +428,12 @@ pub fn render_status_json(s: &Snapshot) -> String {
     );
     o.num("dead_after_ms", s.dead_after.as_millis());
     o.num("uptime_ms", s.uptime.as_millis());
+    let mut m = Obj::open(o.key("membership"));
+    m.num("generation", st.membership.generation);
+    m.str("digest", &digest(st.membership));
+    m.bool("confirmed", st.confirmed);
+    m.opt_num("claim_wait_ms", st.claim_wait.map(|d| d.as_millis()));
+    m.close();
 
     let list = o.key("peers");
     list.push('[');
@@ -402,7 +451,22 @@ pub fn render_status_json(s: &Snapshot) -> String {
         p.bool("can_lead", r.can_lead);
         p.bool("witness", r.witness);
         p.str("role", &r.role.to_string());
+        p.opt_num("generation", r.membership.map(|m| m.generation));
         p.close();
+    }
+    list.push(']');
+
+    let list = o.key("foreign");
+    list.push('[');
+    for (i, (id, m)) in st.foreign.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        let mut f = Obj::open(list);
+        f.num("id", id);
+        f.num("generation", m.generation);
+        f.str("digest", &digest(*m));
+        f.close();
     }
     list.push(']');
 
@@ -446,6 +510,11 @@ pub fn render_status_json(s: &Snapshot) -> String {
     o.close();
     out.push('\n');
     out
+}
+
+/// A list's digest as status shows it: eight hex digits.
+fn digest(m: Membership) -> String {
+    format!("{:08x}", m.digest)
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.
@@ -599,6 +668,18 @@ pub fn render_metrics(s: &Snapshot) -> String {
         "gauge",
         "Members alive in this node's view, itself included.",
         st.alive,
+    );
+    e.single(
+        "regent_membership_generation",
+        "gauge",
+        "The generation of the member list this node runs.",
+        st.membership.generation,
+    );
+    e.single(
+        "regent_membership_confirmed",
+        "gauge",
+        "1 once this node has confirmed its member list; unconfirmed, it does not claim.",
+        flag(st.confirmed),
     );
     e.single(
         "regent_eligible",
@@ -853,7 +934,23 @@ mod tests {
         }
     }
 
-    /// Node 3 leads epoch 7 of three; node 1 is alive, node 2 never heard.
+    /// The list the fixture's node 3 runs: generation 1 of 1, 2, 3.
+    fn ours() -> Membership {
+        Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)])
+    }
+
+    /// Node 1's list: the next generation, with 4 added.
+    fn next() -> Membership {
+        Membership::of(2, &[NodeId(1), NodeId(2), NodeId(3), NodeId(4)]).after(ours())
+    }
+
+    /// A list that is neither: host 4 runs 1, 2, 4 as generation 1.
+    fn other() -> Membership {
+        Membership::of(1, &[NodeId(1), NodeId(2), NodeId(4)])
+    }
+
+    /// Node 3 leads epoch 7 of three; node 1 is alive and runs the next
+    /// member list, node 2 was never heard; host 4 runs another list.
     fn status() -> Status {
         Status {
             id: NodeId(3),
@@ -868,10 +965,10 @@ mod tests {
             quorum: 2,
             eligible: true,
             lease_remaining: Some(ms(240)),
-            membership: crate::core::Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
+            membership: ours(),
             confirmed: true,
             claim_wait: None,
-            foreign: Vec::new(),
+            foreign: vec![(NodeId(4), other())],
             peers: vec![
                 PeerStatus {
                     id: NodeId(1),
@@ -881,7 +978,7 @@ mod tests {
                     hears_us: true,
                     can_lead: true,
                     role: Role::Follower,
-                    membership: None,
+                    membership: Some(next()),
                 },
                 PeerStatus {
                     id: NodeId(2),
@@ -965,7 +1062,9 @@ mod tests {
 
     #[test]
     fn status_table() {
-        let expected = "\
+        let (d, o) = (ours().digest, other().digest);
+        let expected = format!(
+            "\
 cluster    db-vip
 node       3 rank (100, 3)
 role       leader
@@ -973,17 +1072,21 @@ epoch      7
 leader     3 (this node)
 promised   epoch 7 (highest known 7)
 quorum     2 of 3 alive, 2 needed
+membership generation 1 (list {d:08x}), confirmed
 eligible   yes
 lease      240 ms remaining
 dead after 300 ms
 uptime     1h 2m 3s
 
   ID  RANK      LAST HEARD  ALIVE  CAN LEAD  ROLE
-   1  (50, 1)   12 ms ago   yes    yes       follower
+   1  (50, 1)   12 ms ago   yes    yes       follower, generation 2 (ahead)
    2  (50, 2)   never       no     no        follower
 *  3  (100, 3)  -           yes    yes       leader
 (* this node)
-";
+
+host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
+"
+        );
         let got = with("db-vip", render_status);
         assert_eq!(got, expected, "\n{got}");
     }
@@ -1025,6 +1128,59 @@ uptime     1h 2m 3s
         }
     }
 
+    /// The membership line in each standing, and members on other lists
+    /// marked in the table: behind, ahead, or on another list of the same
+    /// generation.
+    #[test]
+    fn status_table_shows_where_each_member_list_stands() {
+        let (mut st, c, d) = (status(), counters(), drops());
+        st.membership = next();
+        st.confirmed = false;
+        st.foreign.clear();
+        st.peers[0].membership = Some(ours());
+        st.peers[1].membership = Some(Membership::of(2, &[NodeId(2), NodeId(3), NodeId(5)]));
+        let render = |st: &Status| {
+            render_status(&Snapshot {
+                cluster: "x",
+                rank: rank(100, 3),
+                witnesses: &[NodeId(2)],
+                status: st,
+                dead_after: ms(300),
+                counters: &c,
+                drops: &d,
+                hooks: &HookStats::default(),
+                uptime: ms(2500),
+                start_unix_s: 1_700_000_000,
+            })
+        };
+        let got = render(&st);
+        let list = |m: Membership| format!("{:08x}", m.digest);
+        for want in [
+            format!(
+                "membership generation 2 (list {}), not confirmed: waits to hear a confirmed \
+                 member on this list\n",
+                list(next())
+            ),
+            "12 ms ago   yes    yes       follower, generation 1 (behind)\n".to_string(),
+            format!(
+                "follower (witness), generation 2 (list {}, not this node's)\n",
+                list(Membership::of(2, &[NodeId(2), NodeId(3), NodeId(5)]))
+            ),
+            "*  3  (100, 3)  -           yes    yes       leader\n".to_string(),
+        ] {
+            assert!(got.contains(&want), "missing {want:?} in\n{got}");
+        }
+        assert!(!got.contains("ignored"), "{got}");
+        st.confirmed = true;
+        st.claim_wait = Some(ms(312));
+        let got = render(&st);
+        let want = format!(
+            "membership generation 2 (list {}), confirmed, claims after 312 ms more\n",
+            list(next())
+        );
+        assert!(got.contains(&want), "missing {want:?} in\n{got}");
+    }
+
     #[test]
     fn status_json_parses_and_carries_the_fields() {
         let text = with("db-vip", render_status_json);
@@ -1051,7 +1207,9 @@ uptime     1h 2m 3s
                 "lease_remaining_ms",
                 "dead_after_ms",
                 "uptime_ms",
+                "membership",
                 "peers",
+                "foreign",
                 "counters",
                 "dropped",
                 "hooks"
@@ -1072,6 +1230,32 @@ uptime     1h 2m 3s
         assert_eq!(peers[0].get("last_heard_ms"), &Json::Num(12.0));
         assert_eq!(peers[1].get("last_heard_ms"), &Json::Null);
         assert_eq!(peers[2].get("self"), &Json::Bool(true));
+        let generations: Vec<&Json> = peers.iter().map(|p| p.get("generation")).collect();
+        assert_eq!(
+            generations,
+            [&Json::Num(2.0), &Json::Null, &Json::Num(1.0)],
+            "node 1 runs the next list, node 2 was never heard"
+        );
+        let m = v.get("membership");
+        assert_eq!(m.get("generation"), &Json::Num(1.0));
+        assert_eq!(
+            m.get("digest"),
+            &Json::Str(format!("{:08x}", ours().digest))
+        );
+        assert_eq!(m.get("confirmed"), &Json::Bool(true));
+        assert_eq!(m.get("claim_wait_ms"), &Json::Null);
+        let Json::Arr(foreign) = v.get("foreign") else {
+            panic!("foreign is not an array")
+        };
+        assert_eq!(foreign.len(), 1);
+        assert_eq!(foreign[0].get("id"), &Json::Num(4.0));
+        assert_eq!(foreign[0].get("generation"), &Json::Num(1.0));
+        assert_eq!(
+            foreign[0].get("digest"),
+            &Json::Str(format!("{:08x}", other().digest))
+        );
+        // The exact text a script may grep for.
+        assert!(text.contains("\"generation\":2}"), "{text}");
         assert_eq!(v.get("dropped").keys().len(), Drop::ALL.len());
         assert_eq!(v.get("dropped").get("bad_mac"), &Json::Num(2.0));
         assert_eq!(v.get("counters").get("packets_sent"), &Json::Num(1300.0));
@@ -1260,6 +1444,8 @@ uptime     1h 2m 3s
         assert_eq!(v("regent_quorum_size", None), 2.0);
         assert_eq!(v("regent_members_alive", None), 2.0);
         assert_eq!(v("regent_eligible", None), 1.0);
+        assert_eq!(v("regent_membership_generation", None), 1.0);
+        assert_eq!(v("regent_membership_confirmed", None), 1.0);
         assert_eq!(v("regent_lease_remaining_seconds", None), 0.24);
         assert_eq!(v("regent_packets_received_total", None), 1200.0);
         assert_eq!(v("regent_bytes_sent_total", None), 130_000.0);
