@@ -19,6 +19,7 @@
 
 mod conn;
 mod http;
+mod json;
 mod locate;
 mod peer;
 mod render;

@@ -917,8 +917,9 @@ mod checkers;
 
 #[cfg(test)]
 mod tests {
-    use super::checkers::{check_exposition, Json, Parser, Sample};
+    use super::checkers::{check_exposition, Sample};
     use super::*;
+    use crate::control::json::Json;
     use crate::core::{Epoch, NodeId, PeerStatus};
     use crate::hooks::DurationHistogram;
     use crate::wire::Drop;
@@ -1185,7 +1186,7 @@ host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
     fn status_json_parses_and_carries_the_fields() {
         let text = with("db-vip", render_status_json);
         assert!(text.ends_with("}\n") && !text[..text.len() - 1].contains('\n'));
-        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = Json::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(
             v.keys(),
             [
@@ -1336,7 +1337,7 @@ host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
     fn every_status_field_is_documented_with_its_type() {
         let doc = doc_table("field");
         let text = with("db-vip", render_status_json);
-        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = Json::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mut all = Vec::new();
         fields(&v, "", &mut all);
         let mut documented = std::collections::BTreeSet::new();
@@ -1415,7 +1416,7 @@ host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
     fn json_escapes_strings() {
         let nasty = "a\"b\\c\nd\te\u{1}f\u{2028}é";
         let text = with(nasty, render_status_json);
-        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = Json::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(v.get("cluster"), &Json::Str(nasty.into()));
     }
 
