@@ -23,6 +23,7 @@ mod json;
 mod locate;
 mod peer;
 mod render;
+mod running;
 
 pub use conn::ClientId;
 pub use http::MetricsHttp;
@@ -30,6 +31,7 @@ pub use locate::socket_of_process;
 pub use render::{
     render_metrics, render_status, render_status_json, Counters, Snapshot, STATUS_SCHEMA_VERSION,
 };
+pub use running::beside_the_daemon;
 
 use std::fmt;
 use std::fs;

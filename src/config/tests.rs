@@ -1453,22 +1453,30 @@ fn load_and_check_command() {
         config.auth.key.as_deref(),
         Some(&b"0123456789abcdef0123456789abcdef"[..])
     );
+    let (checked, text) = check_command(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(checked, config);
     assert_eq!(
-        check_command(&path),
-        (
-            0,
-            "ok: cluster db-vip, node 3 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 \
-             on lo, heartbeat 100 ms, dead_after 300 ms, lease 249.1 ms, auth hmac-sha256"
-                .to_owned()
-        )
+        text,
+        "ok: cluster db-vip, node 3 of 3 members (quorum 2), priority 100, multicast 239.255.42.1:7475 \
+         on lo, heartbeat 100 ms, dead_after 300 ms, lease 249.1 ms, auth hmac-sha256\n\
+         generation 1: members 1, 2, 3 (quorum 2 of 3)"
+    );
+    let path = dir.file(
+        "next.toml",
+        format!("generation = 2\n{good}[[member]]\nid = 4\n").as_bytes(),
+        0o644,
+    );
+    let (_, text) = check_command(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text.ends_with("\ngeneration 2: members 1, 2, 3, 4 (quorum 3 of 4)"),
+        "{text}"
     );
 
     let bad = good
         .replace("node = 3", "node = 4")
         .replace("key_file = \"key\"", "key_file = \"nokey\"");
     let path = dir.file("bad.toml", bad.as_bytes(), 0o644);
-    let (code, text) = check_command(&path);
-    assert_eq!(code, 1);
+    let text = check_command(&path).expect_err("invalid");
     let p = path.display();
     let d = dir.0.display();
     assert_eq!(
@@ -1480,8 +1488,7 @@ fn load_and_check_command() {
     );
 
     let missing = dir.0.join("absent.toml");
-    let (code, text) = check_command(&missing);
-    assert_eq!(code, 1);
+    let text = check_command(&missing).expect_err("missing");
     assert!(
         text.starts_with(&format!("{}: cannot read: ", missing.display())),
         "{text}"
