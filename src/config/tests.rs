@@ -1547,6 +1547,7 @@ fn reference_config_parses_and_documents_the_defaults() {
     // Every value the reference sets is the default it documents.
     let minimal = parse(&multicast_and(&[])).expect("valid");
     assert_eq!(config.priority, minimal.priority);
+    assert_eq!(config.generation, minimal.generation);
     assert_eq!(config.timing, minimal.timing);
     assert_eq!(config.election, minimal.election);
     assert_eq!(
