@@ -7,7 +7,9 @@
 //! NODE`, `metrics`, `reload`. An answer's first line is `ok` or `error:
 //! REASON`; what follows `ok` is the body, and a reason may go on over more
 //! lines (a refused reload lists every error). The client side is
-//! [`request`].
+//! [`request`]; `regent check` asks for `status json` through
+//! [`beside_the_daemon`], which sets the daemon's member list beside the
+//! file's.
 //!
 //! The driver owns the loop: it routes events of the tokens the servers own
 //! to their `on_event`, answers each returned request with `reply` or
@@ -19,9 +21,11 @@
 
 mod conn;
 mod http;
+mod json;
 mod locate;
 mod peer;
 mod render;
+mod running;
 
 pub use conn::ClientId;
 pub use http::MetricsHttp;
@@ -29,6 +33,7 @@ pub use locate::socket_of_process;
 pub use render::{
     render_metrics, render_status, render_status_json, Counters, Snapshot, STATUS_SCHEMA_VERSION,
 };
+pub use running::beside_the_daemon;
 
 use std::fmt;
 use std::fs;

@@ -44,6 +44,10 @@ enum Command {
         config: PathBuf,
     },
     /// Validate a configuration file: exit 0 if it is valid, 1 with every error if not.
+    ///
+    /// A valid file is summed up, with its member list and quorum; if its
+    /// daemon runs, the member list it runs is shown beside the file's,
+    /// with a warning for each reason it would refuse a reload of the file.
     Check {
         /// The configuration file.
         #[arg(short, long, default_value = "/etc/regent/regent.toml")]
@@ -195,15 +199,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check { config } => {
-            let (code, text) = regentd::config::check_command(&config);
-            if code == 0 {
-                out(&format!("{text}\n"))
-            } else {
-                eprintln!("{text}");
-                ExitCode::from(u8::try_from(code).unwrap_or(1))
-            }
-        }
+        Command::Check { config } => check(&config),
         Command::Status { target, json } => ask(&target, Request::Status { json }),
         Command::IsLeader { target, quiet } => is_leader(&target, quiet),
         Command::StepDown { target, to } => ask(&target, Request::StepDown { to: to.map(NodeId) }),
@@ -389,6 +385,25 @@ fn run(config: &Path) -> ExitCode {
     // The logging thread writes what is still queued before the exit.
     log::logger().flush();
     code
+}
+
+/// `regent check`: the file's errors (exit 1), or its summary and member
+/// list, and then what the daemon running it would make of that list: a
+/// reload it would refuse is warned of, though the file is valid (exit 0).
+fn check(config: &Path) -> ExitCode {
+    match regentd::config::check_command(config) {
+        Ok((config, mut text)) => {
+            for line in regentd::control::beside_the_daemon(&config, Duration::from_secs(2)) {
+                text.push('\n');
+                text.push_str(&line);
+            }
+            out(&format!("{text}\n"))
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Sends one request to the daemon's control socket and prints the answer.

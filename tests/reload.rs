@@ -5,7 +5,9 @@
 //! or changes what only a restart applies is refused with its line, exit 1,
 //! and the daemon runs on with the configuration it had. `--pid` reaches
 //! the daemon even when the file names another socket by now. A change of
-//! keys is applied at once, in what the daemon sends and accepts.
+//! keys is applied at once, in what the daemon sends and accepts. A member
+//! list the cluster cannot take is refused by the core with its reason,
+//! which `regent check` warns of beforehand.
 //!
 //! One daemon alone on loopback: no root, no namespaces.
 
@@ -173,6 +175,127 @@ fn reload_answers_with_the_daemons_verdict() {
     let (ok, json) = solo.ctl(&["status", "--json"]);
     assert!(ok && json.contains("\"epoch\":1"), "{json}");
     assert!(solo.log().contains("reload refused"), "{}", solo.log());
+}
+
+/// `regent check -c FILE`; (exit code, stdout, stderr).
+fn check(config: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .expect("regent check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A member list the cluster cannot take now: a one-member cluster growing
+/// to two would need both for a quorum, and the newcomer is not linked yet.
+/// `regent check` shows the file's list beside the daemon's and warns; the
+/// reload passes the config layer and is refused by the core, whose reason
+/// reaches the caller; the daemon keeps its list and its leadership. A list
+/// changed without its generation is refused at the config layer, at the
+/// line of the table added. Without a daemon, `regent check` says so.
+#[test]
+fn a_member_list_the_cluster_cannot_take_is_warned_of_and_refused() {
+    let mut solo = Solo::new("reload-members");
+    let config = solo.config();
+    let one = std::fs::read_to_string(&config).expect("config");
+
+    let (code, out, err) = check(&config);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(
+            "\ngeneration 1: members 1 (quorum 1 of 1)\nrunning: no daemon runs for this file"
+        ),
+        "{out}"
+    );
+
+    solo.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || solo.leading()),
+        "no leader\n{}",
+        solo.log()
+    );
+    let newcomer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = newcomer.local_addr().expect("addr").port();
+    let with_2 = one.replace(
+        "[network]",
+        &format!("[[member]]\nid = 2\naddress = \"127.0.0.1\"\nport = {port}\n\n[network]"),
+    );
+    let two = format!("generation = 2\n{with_2}");
+    std::fs::write(&config, &two).expect("write");
+    let (code, out, err) = check(&config);
+    println!("regent check, member 2 added:\n{out}{err}");
+    assert_eq!(
+        code,
+        Some(0),
+        "a valid file, whatever the daemon makes of it\n{out}{err}"
+    );
+    for line in [
+        "generation 2: members 1, 2 (quorum 2 of 2)",
+        "running: generation 1, members 1 (quorum 1 of 1), 1 linked",
+        "after: quorum 2 of 2; 1 of the new list are linked now",
+        "warning: the new list would leave no live quorum: 1 of its 2 members are linked \
+         now, 2 are needed: the daemon would refuse this reload",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no line {line:?} in\n{out}");
+    }
+
+    let socket = solo.socket();
+    let by_socket = ["--socket".as_ref(), socket.as_os_str()];
+    let (code, out, err) = reload(&by_socket);
+    println!("regent reload, member 2 added: exit {code:?}\n{err}");
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "reload refused, the running configuration stays:\n{}: the new list would leave \
+             no live quorum: 1 of its 2 members are linked with this node, 2 are needed",
+            config.display()
+        )),
+        "{err}"
+    );
+    let (ok, json) = solo.ctl(&["status", "--json"]);
+    assert!(
+        ok && json.contains("\"membership\":{\"generation\":1,") && json.contains("\"quorum\":1,"),
+        "{json}"
+    );
+    assert!(solo.leading(), "{}", solo.log());
+
+    // Without the generation: the config layer names the table added.
+    std::fs::write(&config, &with_2).expect("write");
+    let (code, out, err) = reload(&by_socket);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let line = with_2
+        .lines()
+        .position(|l| l == "id = 2")
+        .expect("member 2's table");
+    assert!(
+        err.contains(&format!(
+            "regent.toml:{line}: the [[member]] list changed (members 2), so generation must \
+             go from 1 to 2, not 1"
+        )),
+        "{err}"
+    );
+    let (code, out, _) = check(&config);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("warning: the member list changes (members 2), so generation must go from 1 to 2, not 1"),
+        "{out}"
+    );
+
+    std::fs::write(&config, &one).expect("write");
+    let (code, out, err) = reload(&by_socket);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("nothing changed"), "{out}");
+    let (_, out, _) = check(&config);
+    assert!(
+        out.contains("running: generation 1, members 1 (quorum 1 of 1), 1 linked\nafter: no change of the member list\n"),
+        "{out}"
+    );
+    assert!(solo.leading(), "{}", solo.log());
 }
 
 /// The key a rotation moves to, as key id 1.

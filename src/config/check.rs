@@ -105,7 +105,11 @@ impl<'a> Checker<'a> {
         let mut members = self.members(raw.member);
         let node = self.node(raw.node, &members);
         let priority = raw.priority.value().copied().unwrap_or(defaults::PRIORITY);
-        let generation = raw.generation.value().copied().unwrap_or(1);
+        let generation = raw
+            .generation
+            .value()
+            .copied()
+            .unwrap_or(defaults::GENERATION);
         let network = self.network(raw.network, &mut members, node);
         let timing = self.timing(raw.timing, &raw.hooks.demote_budget_ms);
         let election = Election {

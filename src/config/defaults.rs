@@ -8,6 +8,8 @@
 //! `reference_config_parses_and_documents_the_defaults` checks.
 
 pub const PRIORITY: u32 = 100;
+/// The first member list; each change of `[[member]]` raises it by one.
+pub const GENERATION: u32 = 1;
 pub const PORT: u16 = 7475;
 pub const HEARTBEAT_MS: u64 = 100;
 pub const DEAD_AFTER_MS: u64 = 300;

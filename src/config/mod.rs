@@ -432,7 +432,25 @@ impl Config {
 
     /// The number of members that make a majority: floor(N/2) + 1.
     pub fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
+        crate::core::quorum(self.members.len())
+    }
+
+    /// The members' ids, in file order.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// The member list and its quorum, for `regent check`:
+    /// `generation 2: members 1, 2, 3, 4 (quorum 3 of 4)`.
+    pub fn membership_summary(&self) -> String {
+        let ids: Vec<String> = self.members.iter().map(|m| m.id.to_string()).collect();
+        format!(
+            "generation {}: members {} (quorum {} of {})",
+            self.generation,
+            ids.join(", "),
+            self.quorum(),
+            self.members.len()
+        )
     }
 
     /// One line describing the configuration, for `regent check`.
@@ -545,21 +563,18 @@ fn default_socket(cluster: &str) -> String {
 }
 
 /// `regent check`: validates the file at `path` the way `regent run` would.
-/// Returns the exit code (0 valid, 1 not) and the text to print, without a
-/// final newline: `ok: ` and the summary, then a `warning: ` line for each
-/// piece of advice; or every error, one per line.
-pub fn check_command(path: &Path) -> (i32, String) {
-    match Config::load(path) {
-        Ok(config) => {
-            let mut text = format!("ok: {}", config.summary());
-            for advice in config.advice() {
-                text.push_str("\nwarning: ");
-                text.push_str(&advice);
-            }
-            (0, text)
-        }
-        Err(errors) => (1, errors.to_string()),
+/// Returns the configuration and the text to print, without a final
+/// newline: `ok: ` and the summary, the member list with its quorum, then a
+/// `warning: ` line for each piece of advice; or every error, one per line.
+/// (The CLI adds what the running daemon would make of the member list.)
+pub fn check_command(path: &Path) -> Result<(Config, String), String> {
+    let config = Config::load(path).map_err(|errors| errors.to_string())?;
+    let mut text = format!("ok: {}\n{}", config.summary(), config.membership_summary());
+    for advice in config.advice() {
+        text.push_str("\nwarning: ");
+        text.push_str(&advice);
     }
+    Ok((config, text))
 }
 
 /// The lease a leader holds after a quorum acks a heartbeat (the core's

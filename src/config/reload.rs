@@ -1,8 +1,11 @@
 //! A reload: the file read again for a daemon that runs, checked as `regent
 //! check` checks it, then compared with the configuration in force. What a
-//! running daemon cannot take (its identity, its sockets, its membership)
+//! running daemon cannot take (its identity, its sockets, a member's
+//! settings, a member list changed other than one member per generation)
 //! refuses the whole reload, each such key named at its line like any other
 //! error; what it can take is listed, old value and new, for the verdict.
+//! Whether the cluster may take a new member list now is the core's
+//! decision, after this one.
 //!
 //! Architecture Invariant: this is the one list of what needs a restart. It
 //! decides and describes; the driver applies a new configuration only
@@ -147,7 +150,13 @@ impl Refusals<'_> {
         let ids = |c: &Config| c.members.iter().map(|m| m.id).collect::<Vec<_>>();
         let diff = crate::core::members_changed(&ids(old), &ids(new));
         let (from, to) = (old.generation, new.generation);
-        let span = raw.generation.span();
+        // The line of `generation`; when it is not written, that of the
+        // first table added (or the first table), where the edit was made.
+        let span = raw.generation.span().or_else(|| {
+            let tables = raw.member.value().map_or(&[][..], Vec::as_slice);
+            let added = new.members.iter().position(|m| diff.contains(&m.id));
+            tables.get(added.unwrap_or(0)).map(Spanned::span)
+        });
         let listed = |v: &[crate::core::NodeId]| {
             v.iter()
                 .map(ToString::to_string)
@@ -162,9 +171,17 @@ impl Refusals<'_> {
         } else if diff.is_empty() {
             None
         } else if to != from.wrapping_add(1) {
+            let unset = if raw.generation.span().is_none() {
+                format!(
+                    " (not set, so its default); add `generation = {}`",
+                    from.wrapping_add(1)
+                )
+            } else {
+                String::new()
+            };
             Some(format!(
                 "the [[member]] list changed (members {}), so generation must go from \
-                 {from} to {}, not {to}",
+                 {from} to {}, not {to}{unset}",
                 listed(&diff),
                 from.wrapping_add(1)
             ))
@@ -230,6 +247,8 @@ impl Refusals<'_> {
 fn changes(old: &Config, new: &Config) -> Vec<String> {
     let mut d = Changes(Vec::new());
     d.note("priority", &old.priority, &new.priority);
+    d.note("generation", &old.generation, &new.generation);
+    d.note("[[member]] ids", &member_ids(old), &member_ids(new));
     let (o, n) = (&old.timing, &new.timing);
     d.note("timing.heartbeat_ms", &ms(o.heartbeat), &ms(n.heartbeat));
     d.note("timing.dead_after_ms", &ms(o.dead_after), &ms(n.dead_after));
@@ -348,6 +367,12 @@ fn opt_path(p: &Option<PathBuf>) -> String {
 
 fn opt<T: Display>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "none".to_string(), T::to_string)
+}
+
+/// The member ids and the quorum they make: `1, 2, 3 (quorum 2)`.
+fn member_ids(c: &Config) -> String {
+    let ids: Vec<String> = c.members.iter().map(|m| m.id.to_string()).collect();
+    format!("{} (quorum {})", ids.join(", "), c.quorum())
 }
 
 fn member(m: &Member) -> String {
@@ -533,31 +558,144 @@ mod tests {
         );
     }
 
+    /// BASE with `generation = n` on line 4, below `priority`: the tables
+    /// move down a line.
+    fn generation(text: &str, n: u32) -> String {
+        text.replace(
+            "priority = 100\n",
+            &format!("priority = 100\ngeneration = {n}\n"),
+        )
+    }
+
+    /// BASE's text with a fourth member, whose table starts on line 17.
+    fn with_member_4(text: &str) -> String {
+        text.replace(
+            "[network]",
+            "[[member]]\nid = 4\naddress = \"10.0.0.4\"\n\n[network]",
+        )
+    }
+
+    /// What a refused reload says: each error's line and message.
+    fn refusals(old: &Config, path: &Path) -> Vec<(Option<usize>, String)> {
+        let errors = old.reload(path).expect_err("refused").0;
+        errors.into_iter().map(|e| (e.line, e.message)).collect()
+    }
+
     #[test]
-    fn a_member_list_change_names_the_table() {
-        let files = Files::new("members");
+    fn a_member_list_change_without_the_next_generation_is_refused() {
+        let files = Files::new("members-generation");
         let old = running(&files);
-        let path = files.write(&BASE.replace(
-            "id = 3\naddress = \"10.0.0.3\"",
-            "id = 4\naddress = \"10.0.0.3\"",
-        ));
-        let errors = old.reload(&path).expect_err("refused").0;
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(errors[0].line, Some(13));
-        assert!(
-            errors[0]
-                .message
-                .starts_with("the [[member]] list changed from ids 1, 2, 3 to 1, 2, 4"),
-            "{errors:?}"
+        // Not written: named at the table added, with the line to add.
+        let path = files.write(&with_member_4(BASE));
+        assert_eq!(
+            refusals(&old, &path),
+            [(
+                Some(17),
+                "the [[member]] list changed (members 4), so generation must go from 1 to 2, \
+                 not 1 (not set, so its default); add `generation = 2`"
+                    .to_owned()
+            )]
         );
+        // Written, but not one more: named at its line. A removal too.
+        let path = files.write(&generation(&with_member_4(BASE), 3));
+        assert_eq!(
+            refusals(&old, &path),
+            [(
+                Some(4),
+                "the [[member]] list changed (members 4), so generation must go from 1 to 2, \
+                 not 3"
+                    .to_owned()
+            )]
+        );
+        let without_3 = BASE.replace("[[member]]\nid = 3\naddress = \"10.0.0.3\"\n\n", "");
+        let path = files.write(&generation(&without_3, 1));
+        assert_eq!(
+            refusals(&old, &path),
+            [(
+                Some(4),
+                "the [[member]] list changed (members 3), so generation must go from 1 to 2, \
+                 not 1"
+                    .to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn two_members_in_one_generation_are_refused() {
+        let files = Files::new("members-two");
+        let old = running(&files);
+        // Member 3 replaced by 4 is two changes: a removal and an addition.
+        let swapped = BASE.replace("id = 3\n", "id = 4\n");
+        let path = files.write(&generation(&swapped, 2));
+        assert_eq!(
+            refusals(&old, &path),
+            [(
+                Some(4),
+                "members 3, 4 change at once: add or remove one member per generation, \
+                 reloading every host between two changes"
+                    .to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_generation_without_a_member_list_change_is_refused() {
+        let files = Files::new("members-same");
+        let old = running(&files);
+        let path = files.write(&generation(BASE, 2));
+        assert_eq!(
+            refusals(&old, &path),
+            [(
+                Some(4),
+                "generation changed from 1 to 2 but the [[member]] list did not: raise it \
+                 only with a change of the list"
+                    .to_owned()
+            )]
+        );
+    }
+
+    /// One member added or removed with the next generation passes the
+    /// config layer (the core decides whether the cluster may take it now),
+    /// and the verdict names the new list and quorum.
+    #[test]
+    fn one_member_with_the_next_generation_is_taken() {
+        let files = Files::new("members-taken");
+        let old = running(&files);
+        let path = files.write(&generation(&with_member_4(BASE), 2));
+        let r = old.reload(&path).expect("one member added, generation 2");
+        assert_eq!(
+            r.changes,
+            [
+                "generation: 1 -> 2",
+                "[[member]] ids: 1, 2, 3 (quorum 2) -> 1, 2, 3, 4 (quorum 3)"
+            ]
+        );
+        assert_eq!(r.config.generation, 2);
+        let without_3 = BASE.replace("[[member]]\nid = 3\naddress = \"10.0.0.3\"\n\n", "");
+        let path = files.write(&generation(&without_3, 2));
+        let r = old.reload(&path).expect("one member removed, generation 2");
+        assert_eq!(
+            r.changes,
+            [
+                "generation: 1 -> 2",
+                "[[member]] ids: 1, 2, 3 (quorum 2) -> 1, 2 (quorum 2)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_member_that_stays_keeps_its_settings() {
+        let files = Files::new("members-settings");
+        let old = running(&files);
         let path = files.write(&BASE.replace("10.0.0.2", "10.0.0.22"));
-        let errors = old.reload(&path).expect_err("refused").0;
-        assert_eq!(errors[0].line, Some(9));
-        assert!(
-            errors[0]
-                .message
-                .starts_with("member 2 changed from address 10.0.0.2 to address 10.0.0.22"),
-            "{errors:?}"
+        assert_eq!(
+            refusals(&old, &path),
+            [(
+                Some(9),
+                "member 2 changed from address 10.0.0.2 to address 10.0.0.22: only a restart \
+                 applies this, a reload cannot"
+                    .to_owned()
+            )]
         );
     }
 

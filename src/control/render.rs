@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::core::{NodeId, Rank, Role, Status};
+use crate::core::{Membership, NodeId, Rank, Role, Status};
 use crate::hooks::{HookStats, KindStats};
 use crate::wire::DropCounters;
 
@@ -84,6 +84,8 @@ struct Row {
     role: Role,
     /// It votes but never leads.
     witness: bool,
+    /// The member list it runs, once heard (this node's own for itself).
+    membership: Option<Membership>,
 }
 
 /// Every member, this node included, sorted by id.
@@ -102,6 +104,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
             can_lead: p.can_lead,
             role: p.role,
             witness: s.witnesses.contains(&p.id),
+            membership: p.membership,
         })
         .collect();
     rows.push(Row {
@@ -114,6 +117,7 @@ fn rows(s: &Snapshot) -> Vec<Row> {
         can_lead: st.eligible && st.alive >= st.quorum,
         role: st.role,
         witness: s.witnesses.contains(&st.id),
+        membership: Some(st.membership),
     });
     rows.sort_by_key(|r| r.id);
     rows
@@ -174,6 +178,50 @@ fn quorum_line(s: &Snapshot) -> String {
     line
 }
 
+/// This node's member list, whether the change into it is committed, and
+/// whose majorities its claims need (docs/PROTOCOL.md §3.19):
+/// `generation 2 (list 1a2b3c4d), committed`.
+fn membership_line(st: &Status) -> String {
+    let before = |ids: &[NodeId]| {
+        ids.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let standing = match (&st.previous, st.committed, st.confirmed) {
+        (Some(ids), false, _) => format!(
+            "not committed: claims need a majority of it and of the list before ({})",
+            before(ids)
+        ),
+        (Some(ids), true, _) => format!(
+            "committed; claims still count the list before ({}) for one promise length",
+            before(ids)
+        ),
+        (None, true, true) => "committed".to_string(),
+        (None, _, _) if !st.confirmed => "not committed yet as far as this node knows: it \
+             waits to hear so from a member on this list before it may lead"
+            .to_string(),
+        (None, _, _) => "committed".to_string(),
+    };
+    format!("{}, {standing}", st.membership)
+}
+
+/// A member's list where it differs from this node's, for the table:
+/// `generation 3 (ahead)`. Nothing for the same list or a member never heard.
+fn generation_note(ours: Membership, theirs: Option<Membership>) -> Option<String> {
+    let theirs = theirs?;
+    let g = theirs.generation;
+    match g.cmp(&ours.generation) {
+        std::cmp::Ordering::Greater => Some(format!("generation {g} (ahead)")),
+        std::cmp::Ordering::Less => Some(format!("generation {g} (behind)")),
+        std::cmp::Ordering::Equal if theirs.digest != ours.digest => Some(format!(
+            "generation {g} (list {:08x}, not this node's)",
+            theirs.digest
+        )),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
 /// The readable status table of `regent status`.
 pub fn render_status(s: &Snapshot) -> String {
     let st = s.status;
@@ -214,6 +262,7 @@ pub fn render_status(s: &Snapshot) -> String {
             },
         ),
         ("quorum", quorum_line(s)),
+        ("membership", membership_line(st)),
         ("eligible", yes_no(st.eligible).to_string()),
         ("lease", lease),
         ("dead after", format!("{} ms", s.dead_after.as_millis())),
@@ -244,10 +293,15 @@ pub fn render_status(s: &Snapshot) -> String {
                 }
                 .to_string(),
                 yes_no(r.can_lead).to_string(),
-                if r.witness {
-                    format!("{} (witness)", r.role)
-                } else {
-                    r.role.to_string()
+                {
+                    let mut role = r.role.to_string();
+                    if r.witness {
+                        role.push_str(" (witness)");
+                    }
+                    if let Some(note) = generation_note(st.membership, r.membership) {
+                        let _ = write!(role, ", {note}");
+                    }
+                    role
                 },
             ]
         })
@@ -282,6 +336,12 @@ pub fn render_status(s: &Snapshot) -> String {
         line(row.each_ref().map(String::as_str));
     }
     out.push_str("(* this node)\n");
+    if !st.foreign.is_empty() {
+        out.push('\n');
+    }
+    for (id, m) in &st.foreign {
+        let _ = writeln!(out, "host {id} runs {m}: ignored, its member list differs");
+    }
     out
 }
 
@@ -385,6 +445,26 @@ pub fn render_status_json(s: &Snapshot) -> String {
     );
     o.num("dead_after_ms", s.dead_after.as_millis());
     o.num("uptime_ms", s.uptime.as_millis());
+    let mut m = Obj::open(o.key("membership"));
+    m.num("generation", st.membership.generation);
+    m.str("digest", &digest(st.membership));
+    m.bool("committed", st.committed);
+    m.bool("confirmed", st.confirmed);
+    match &st.previous {
+        Some(ids) => {
+            let list = m.key("previous");
+            list.push('[');
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    list.push(',');
+                }
+                list.push_str(&id.to_string());
+            }
+            list.push(']');
+        }
+        None => m.key("previous").push_str("null"),
+    }
+    m.close();
 
     let list = o.key("peers");
     list.push('[');
@@ -402,7 +482,22 @@ pub fn render_status_json(s: &Snapshot) -> String {
         p.bool("can_lead", r.can_lead);
         p.bool("witness", r.witness);
         p.str("role", &r.role.to_string());
+        p.opt_num("generation", r.membership.map(|m| m.generation));
         p.close();
+    }
+    list.push(']');
+
+    let list = o.key("foreign");
+    list.push('[');
+    for (i, (id, m)) in st.foreign.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        let mut f = Obj::open(list);
+        f.num("id", id);
+        f.num("generation", m.generation);
+        f.str("digest", &digest(*m));
+        f.close();
     }
     list.push(']');
 
@@ -446,6 +541,11 @@ pub fn render_status_json(s: &Snapshot) -> String {
     o.close();
     out.push('\n');
     out
+}
+
+/// A list's digest as status shows it: eight hex digits.
+fn digest(m: Membership) -> String {
+    format!("{:08x}", m.digest)
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.
@@ -599,6 +699,18 @@ pub fn render_metrics(s: &Snapshot) -> String {
         "gauge",
         "Members alive in this node's view, itself included.",
         st.alive,
+    );
+    e.single(
+        "regent_membership_generation",
+        "gauge",
+        "The generation of the member list this node runs.",
+        st.membership.generation,
+    );
+    e.single(
+        "regent_membership_committed",
+        "gauge",
+        "1 once the change into this node's member list is committed.",
+        flag(st.committed),
     );
     e.single(
         "regent_eligible",
@@ -836,8 +948,9 @@ mod checkers;
 
 #[cfg(test)]
 mod tests {
-    use super::checkers::{check_exposition, Json, Parser, Sample};
+    use super::checkers::{check_exposition, Sample};
     use super::*;
+    use crate::control::json::Json;
     use crate::core::{Epoch, NodeId, PeerStatus};
     use crate::hooks::DurationHistogram;
     use crate::wire::Drop;
@@ -853,7 +966,23 @@ mod tests {
         }
     }
 
-    /// Node 3 leads epoch 7 of three; node 1 is alive, node 2 never heard.
+    /// The list the fixture's node 3 runs: generation 1 of 1, 2, 3.
+    fn ours() -> Membership {
+        Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)])
+    }
+
+    /// Node 1's list: the next generation, with 4 added.
+    fn next() -> Membership {
+        Membership::of(2, &[NodeId(1), NodeId(2), NodeId(3), NodeId(4)]).after(ours())
+    }
+
+    /// A list that is neither: host 4 runs 1, 2, 4 as generation 1.
+    fn other() -> Membership {
+        Membership::of(1, &[NodeId(1), NodeId(2), NodeId(4)])
+    }
+
+    /// Node 3 leads epoch 7 of three; node 1 is alive and runs the next
+    /// member list, node 2 was never heard; host 4 runs another list.
     fn status() -> Status {
         Status {
             id: NodeId(3),
@@ -868,11 +997,11 @@ mod tests {
             quorum: 2,
             eligible: true,
             lease_remaining: Some(ms(240)),
-            membership: crate::core::Membership::of(1, &[NodeId(1), NodeId(2), NodeId(3)]),
+            membership: ours(),
             confirmed: true,
             committed: true,
             previous: None,
-            foreign: Vec::new(),
+            foreign: vec![(NodeId(4), other())],
             peers: vec![
                 PeerStatus {
                     id: NodeId(1),
@@ -882,7 +1011,7 @@ mod tests {
                     hears_us: true,
                     can_lead: true,
                     role: Role::Follower,
-                    membership: None,
+                    membership: Some(next()),
                 },
                 PeerStatus {
                     id: NodeId(2),
@@ -966,7 +1095,9 @@ mod tests {
 
     #[test]
     fn status_table() {
-        let expected = "\
+        let (d, o) = (ours().digest, other().digest);
+        let expected = format!(
+            "\
 cluster    db-vip
 node       3 rank (100, 3)
 role       leader
@@ -974,17 +1105,21 @@ epoch      7
 leader     3 (this node)
 promised   epoch 7 (highest known 7)
 quorum     2 of 3 alive, 2 needed
+membership generation 1 (list {d:08x}), committed
 eligible   yes
 lease      240 ms remaining
 dead after 300 ms
 uptime     1h 2m 3s
 
   ID  RANK      LAST HEARD  ALIVE  CAN LEAD  ROLE
-   1  (50, 1)   12 ms ago   yes    yes       follower
+   1  (50, 1)   12 ms ago   yes    yes       follower, generation 2 (ahead)
    2  (50, 2)   never       no     no        follower
 *  3  (100, 3)  -           yes    yes       leader
 (* this node)
-";
+
+host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
+"
+        );
         let got = with("db-vip", render_status);
         assert_eq!(got, expected, "\n{got}");
     }
@@ -1026,11 +1161,74 @@ uptime     1h 2m 3s
         }
     }
 
+    /// The membership line in each standing, and members on other lists
+    /// marked in the table: behind, ahead, or on another list of the same
+    /// generation.
+    #[test]
+    fn status_table_shows_where_each_member_list_stands() {
+        let (mut st, c, d) = (status(), counters(), drops());
+        st.membership = next();
+        st.confirmed = false;
+        st.committed = false;
+        st.foreign.clear();
+        st.peers[0].membership = Some(ours());
+        st.peers[1].membership = Some(Membership::of(2, &[NodeId(2), NodeId(3), NodeId(5)]));
+        let render = |st: &Status| {
+            render_status(&Snapshot {
+                cluster: "x",
+                rank: rank(100, 3),
+                witnesses: &[NodeId(2)],
+                status: st,
+                dead_after: ms(300),
+                counters: &c,
+                drops: &d,
+                hooks: &HookStats::default(),
+                uptime: ms(2500),
+                start_unix_s: 1_700_000_000,
+            })
+        };
+        let got = render(&st);
+        let list = |m: Membership| format!("{:08x}", m.digest);
+        for want in [
+            format!(
+                "membership generation 2 (list {}), not committed yet as far as this node \
+                 knows: it waits to hear so from a member on this list before it may lead\n",
+                list(next())
+            ),
+            "12 ms ago   yes    yes       follower, generation 1 (behind)\n".to_string(),
+            format!(
+                "follower (witness), generation 2 (list {}, not this node's)\n",
+                list(Membership::of(2, &[NodeId(2), NodeId(3), NodeId(5)]))
+            ),
+            "*  3  (100, 3)  -           yes    yes       leader\n".to_string(),
+        ] {
+            assert!(got.contains(&want), "missing {want:?} in\n{got}");
+        }
+        assert!(!got.contains("ignored"), "{got}");
+        st.confirmed = true;
+        st.previous = Some(vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let got = render(&st);
+        let want = format!(
+            "membership generation 2 (list {}), not committed: claims need a majority of it \
+             and of the list before (1, 2, 3)\n",
+            list(next())
+        );
+        assert!(got.contains(&want), "missing {want:?} in\n{got}");
+        st.committed = true;
+        let got = render(&st);
+        let want = format!(
+            "membership generation 2 (list {}), committed; claims still count the list before \
+             (1, 2, 3) for one promise length\n",
+            list(next())
+        );
+        assert!(got.contains(&want), "missing {want:?} in\n{got}");
+    }
+
     #[test]
     fn status_json_parses_and_carries_the_fields() {
         let text = with("db-vip", render_status_json);
         assert!(text.ends_with("}\n") && !text[..text.len() - 1].contains('\n'));
-        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = Json::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(
             v.keys(),
             [
@@ -1052,7 +1250,9 @@ uptime     1h 2m 3s
                 "lease_remaining_ms",
                 "dead_after_ms",
                 "uptime_ms",
+                "membership",
                 "peers",
+                "foreign",
                 "counters",
                 "dropped",
                 "hooks"
@@ -1073,6 +1273,33 @@ uptime     1h 2m 3s
         assert_eq!(peers[0].get("last_heard_ms"), &Json::Num(12.0));
         assert_eq!(peers[1].get("last_heard_ms"), &Json::Null);
         assert_eq!(peers[2].get("self"), &Json::Bool(true));
+        let generations: Vec<&Json> = peers.iter().map(|p| p.get("generation")).collect();
+        assert_eq!(
+            generations,
+            [&Json::Num(2.0), &Json::Null, &Json::Num(1.0)],
+            "node 1 runs the next list, node 2 was never heard"
+        );
+        let m = v.get("membership");
+        assert_eq!(m.get("generation"), &Json::Num(1.0));
+        assert_eq!(
+            m.get("digest"),
+            &Json::Str(format!("{:08x}", ours().digest))
+        );
+        assert_eq!(m.get("committed"), &Json::Bool(true));
+        assert_eq!(m.get("confirmed"), &Json::Bool(true));
+        assert_eq!(m.get("previous"), &Json::Null);
+        let Json::Arr(foreign) = v.get("foreign") else {
+            panic!("foreign is not an array")
+        };
+        assert_eq!(foreign.len(), 1);
+        assert_eq!(foreign[0].get("id"), &Json::Num(4.0));
+        assert_eq!(foreign[0].get("generation"), &Json::Num(1.0));
+        assert_eq!(
+            foreign[0].get("digest"),
+            &Json::Str(format!("{:08x}", other().digest))
+        );
+        // The exact text a script may grep for.
+        assert!(text.contains("\"generation\":2}"), "{text}");
         assert_eq!(v.get("dropped").keys().len(), Drop::ALL.len());
         assert_eq!(v.get("dropped").get("bad_mac"), &Json::Num(2.0));
         assert_eq!(v.get("counters").get("packets_sent"), &Json::Num(1300.0));
@@ -1145,6 +1372,9 @@ uptime     1h 2m 3s
             "array of objects" => {
                 matches!(v, Json::Arr(items) if items.iter().all(|i| matches!(i, Json::Obj(_))))
             }
+            "array of integers or null" => {
+                *v == Json::Null || matches!(v, Json::Arr(items) if items.iter().all(integer))
+            }
             other => panic!("docs/STATUS.md names an unknown type {other:?}"),
         }
     }
@@ -1153,7 +1383,7 @@ uptime     1h 2m 3s
     fn every_status_field_is_documented_with_its_type() {
         let doc = doc_table("field");
         let text = with("db-vip", render_status_json);
-        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = Json::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mut all = Vec::new();
         fields(&v, "", &mut all);
         let mut documented = std::collections::BTreeSet::new();
@@ -1232,7 +1462,7 @@ uptime     1h 2m 3s
     fn json_escapes_strings() {
         let nasty = "a\"b\\c\nd\te\u{1}f\u{2028}é";
         let text = with(nasty, render_status_json);
-        let v = Parser::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = Json::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(v.get("cluster"), &Json::Str(nasty.into()));
     }
 
@@ -1261,6 +1491,8 @@ uptime     1h 2m 3s
         assert_eq!(v("regent_quorum_size", None), 2.0);
         assert_eq!(v("regent_members_alive", None), 2.0);
         assert_eq!(v("regent_eligible", None), 1.0);
+        assert_eq!(v("regent_membership_generation", None), 1.0);
+        assert_eq!(v("regent_membership_committed", None), 1.0);
         assert_eq!(v("regent_lease_remaining_seconds", None), 0.24);
         assert_eq!(v("regent_packets_received_total", None), 1200.0);
         assert_eq!(v("regent_bytes_sent_total", None), 130_000.0);
