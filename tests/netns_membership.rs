@@ -14,9 +14,10 @@
 //! `regent run`) on the new list once the others run it.
 //!
 //! The hosts float a VIP with the shipped `conf/hooks/vip` (the cluster
-//! harness's [`Opts::vip_hook`]); the client probes it over UDP every 2 ms
-//! with regent-bench's prober, and a responder on every host answers with
-//! its host number. Each test prints its figures: probes sent and lost,
+//! harness's [`Opts::vip_hook`]), set up and watched by [`vip_rig`]: the
+//! client probes it over UDP every 2 ms with regent-bench's prober, and a
+//! responder on every host answers with its host number. Each test prints
+//! its figures: probes sent and lost,
 //! the client's longest outage, leadership changes, and how long two hosts
 //! held leadership at once.
 //!
@@ -31,125 +32,67 @@ mod netns;
 #[path = "cluster/mod.rs"]
 mod cluster;
 
-// The bench's client, shared rather than copied. Its own unit tests come
-// along and run here too; they are pure and quick.
-#[allow(dead_code)]
-#[path = "../src/bin/regent-bench/probe.rs"]
-mod probe;
+#[path = "vip_rig/mod.rs"]
+mod vip_rig;
 
 use std::time::Duration;
 
 use cluster::{overlap_ms, wait_until, Cluster, HookEvent, Opts};
-use netns::{require_root, Lan};
-use probe::{Prober, Responder, Span};
+use netns::require_root;
+use vip_rig::probe::Span;
+use vip_rig::{all_follow, follows, ms, Rig, SETTLE, WATCH_AFTER};
 
-/// How long after the last step of a test the client is still watched:
-/// past a lease (274 ms at the default timing), so a lease the change broke
-/// would show as a demote and lost probes.
-const WATCH_AFTER: Duration = Duration::from_millis(600);
-
-/// Probes younger than this may still wait for their answer.
-const IN_FLIGHT: Duration = Duration::from_millis(50);
-
-/// How long a host may take to follow, or a leader to be elected.
-const SETTLE: Duration = Duration::from_secs(5);
-
-/// Hosts on a LAN with a client; the prober and the responders run.
-/// Fields drop in order: the client's threads first, the LAN last.
-struct Rig {
-    prober: Prober,
-    _responder: Responder,
-    c: Cluster,
+/// Where a test's watch began: its mark in the timeline (realtime ns) and
+/// the client's next probe.
+struct Watch {
+    since: u128,
+    from: usize,
 }
 
 /// `hosts` hosts and a client. The first member list is hosts
-/// `1..=members` (no `generation` key: generation 1); hosts beyond have no
-/// file until a test writes one. The daemons of `up` are started.
-fn rig(hosts: usize, members: usize, up: &[usize]) -> Rig {
+/// `1..=members` (no `generation` key: generation 1), whose daemons start
+/// and settle on a first leader; hosts beyond have no file until a test
+/// writes one. Returns the rig, the (leader, epoch), and the watch of the
+/// test's steps, begun with the mark `what`; `None` without root, and the
+/// test skips (see [`require_root`]).
+fn settled(hosts: usize, members: usize, what: &str) -> Option<(Rig, (usize, u64), Watch)> {
+    if !require_root() {
+        return None;
+    }
     let opts = Opts {
         // A joining host must not take leadership from the leader because
         // it ranks higher: that would be a leadership change the list
         // change did not need.
         preempt: false,
         members: Some(members),
-        vip_hook: true,
         ..Opts::default()
     };
-    let mut c = Cluster::new(Lan::with_client(hosts), opts);
-    let responder = Responder::start(&c.lan).expect("responders");
-    let prober = Prober::start(&c.lan).expect("prober");
-    for &h in up {
-        c.start(h);
-    }
-    Rig {
-        prober,
-        _responder: responder,
-        c,
-    }
+    let up: Vec<usize> = (1..=members).collect();
+    let rig = Rig::start(hosts, opts, &up);
+    let leader = rig.settle(&up);
+    let watch = Watch {
+        since: rig.c.mark(what),
+        from: rig.prober.next_seq(),
+    };
+    Some((rig, leader, watch))
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Waits until the last 50 probes old enough to be answered were all
-/// answered by `host`.
-fn wait_served_by(p: &Prober, host: usize, limit: Duration) -> bool {
-    let in_flight = (IN_FLIGHT.as_millis() / probe::INTERVAL.as_millis()) as usize;
-    wait_until(limit, || {
-        let ripe = p.next_seq().saturating_sub(in_flight);
-        let s = p.span(ripe.saturating_sub(50), ripe);
-        s.sent == 50 && s.answered_by == [(host, 50)]
-    })
-}
-
-/// What the client saw of probes `from..` up to now, once the newest of
-/// them had time for their answers.
-fn seen_since(p: &Prober, from: usize) -> Span {
-    let to = p.next_seq();
-    std::thread::sleep(IN_FLIGHT);
-    p.span(from, to)
-}
-
-/// Waits for the first leader, for the client to reach it through the
-/// VIP, and for every daemon of `up` to follow it; returns (leader, epoch).
-fn settle(rig: &Rig, up: &[usize]) -> (usize, u64) {
-    let c = &rig.c;
-    let first = c
-        .wait_promote(0, &[], SETTLE)
-        .unwrap_or_else(|| panic!("no leader within 5 s\n{}", c.dump()));
-    assert!(
-        wait_served_by(&rig.prober, first.node, SETTLE),
-        "the client never reached leader {} through the VIP\n{}",
-        first.node,
-        c.dump()
-    );
-    for &f in up.iter().filter(|&&f| f != first.node) {
-        follows(c, f, (first.node, first.epoch));
-    }
-    // Past the promote hook's announcement (ARP_COUNT=1: a second).
-    std::thread::sleep(Duration::from_millis(1200));
-    (first.node, first.epoch)
-}
-
-/// Asserts that `host` follows `leader` within [`SETTLE`]; returns how
-/// long that took.
-fn follows(c: &Cluster, host: usize, leader: (usize, u64)) -> Duration {
-    c.wait_follows(host, leader, SETTLE).unwrap_or_else(|| {
-        panic!(
-            "host {host} does not follow leader {} at epoch {}\n{}\n{}",
-            leader.0,
-            leader.1,
-            c.timeline(&[]),
-            c.dump()
-        )
-    })
-}
-
-/// Asserts that `new` follows `leader` within [`SETTLE`], and that every
-/// host of `running` is then linked with it both ways, so that the next
-/// change may count it; returns how long it took to follow.
-fn joins(c: &Cluster, new: usize, leader: (usize, u64), running: &[usize]) -> Duration {
+/// A new host joins: the hosts of `running` take `members` at
+/// `generation` ([`change`], `leader` first), then `new` starts on that
+/// list. It must follow `leader` within [`SETTLE`], and every host of
+/// `running` must then be linked with it both ways, so that the next
+/// change may count it. Prints how long it took to follow.
+fn join(
+    c: &mut Cluster,
+    new: usize,
+    leader: (usize, u64),
+    running: &[usize],
+    members: &[usize],
+    generation: u32,
+) {
+    change(c, leader.0, running, members, generation);
+    c.write_config(new, members, generation);
+    c.start(new);
     let took = follows(c, new, leader);
     for &h in running {
         assert!(
@@ -159,23 +102,23 @@ fn joins(c: &Cluster, new: usize, leader: (usize, u64), running: &[usize]) -> Du
             c.dump()
         );
     }
-    took
-}
-
-/// `hosts` in reload order: `leader` first, then the others in order.
-fn leader_first(leader: usize, hosts: &[usize]) -> Vec<usize> {
-    let mut order = vec![leader];
-    order.extend(hosts.iter().filter(|&&h| h != leader));
-    order
+    println!(
+        "generation {generation}: host {new} joined, following leader {} {:.0} ms after its \
+         start, members {members:?}",
+        leader.0,
+        ms(took)
+    );
 }
 
 /// One change of the member list: writes `members` at `generation` to the
-/// file of each host of `order` and reloads them in that order, a
-/// `dead_after` and more apart. Each reload must be taken, and the host
-/// must then run `generation`.
-fn change(c: &Cluster, order: &[usize], members: &[usize], generation: u32) {
+/// file of each host of `hosts` and reloads them, `leader` first, then the
+/// others in order, a `dead_after` and more apart. Each reload must be
+/// taken, and the host must then run `generation`.
+fn change(c: &Cluster, leader: usize, hosts: &[usize], members: &[usize], generation: u32) {
     let gap = Duration::from_millis(c.opts.dead_after_ms + 200);
-    for &h in order {
+    let mut order = vec![leader];
+    order.extend(hosts.iter().filter(|&&h| h != leader));
+    for h in order {
         c.write_config(h, members, generation);
         c.mark(format!(
             "generation {generation} {members:?}: reload of host {h}"
@@ -232,12 +175,12 @@ struct Figures {
 }
 
 /// Watches [`WATCH_AFTER`] more, then prints and returns what the client
-/// saw of probes `from..` and the leadership changes since `since`. The
+/// saw since `watch` began and the leadership changes since then. The
 /// overlap is over the whole run's windows.
-fn figures(rig: &Rig, label: &str, since: u128, from: usize) -> Figures {
+fn figures(rig: &Rig, label: &str, watch: &Watch) -> Figures {
     std::thread::sleep(WATCH_AFTER);
-    let seen = seen_since(&rig.prober, from);
-    let changes = rig.c.leadership_changes_since(since);
+    let seen = rig.seen_since(watch.from);
+    let changes = rig.c.leadership_changes_since(watch.since);
     let overlap_ms = overlap_ms(&rig.c.windows(&[]));
     println!(
         "{label}: {} probes sent, {} lost, client outage {:.1} ms, {} leadership changes, \
@@ -255,11 +198,13 @@ fn figures(rig: &Rig, label: &str, since: u128, from: usize) -> Figures {
     }
 }
 
-/// The leader kept leading and the client lost nothing: no leadership
-/// change, no two holders, every probe answered by `leader`. The VIP never
-/// moves in such a run, so there is no loss to tolerate: a lost probe is
-/// a lease that lapsed or a VIP that left.
-fn assert_undisturbed(rig: &Rig, f: &Figures, (leader, epoch): (usize, u64), label: &str) {
+/// The [`figures`] since `watch` began show that the leader kept leading
+/// and the client lost nothing: no leadership change, no two holders,
+/// every probe answered by `leader`. The VIP never moves in such a run, so
+/// there is no loss to tolerate: a lost probe is a lease that lapsed or a
+/// VIP that left.
+fn assert_undisturbed(rig: &Rig, watch: &Watch, (leader, epoch): (usize, u64), label: &str) {
+    let f = &figures(rig, label, watch);
     let c = &rig.c;
     assert!(
         f.changes.is_empty(),
@@ -282,6 +227,22 @@ fn assert_undisturbed(rig: &Rig, f: &Figures, (leader, epoch): (usize, u64), lab
     assert_eq!(f.seen.answered_by, [(leader, f.seen.sent)], "{:?}", f.seen);
 }
 
+/// The change is complete and disturbed nothing: [`assert_undisturbed`],
+/// then every host of `members` runs `generation` and each but the leader
+/// follows `leader`.
+fn assert_done_undisturbed(
+    rig: &Rig,
+    watch: &Watch,
+    leader: (usize, u64),
+    label: &str,
+    members: &[usize],
+    generation: u32,
+) {
+    assert_undisturbed(rig, watch, leader, label);
+    assert_generation(&rig.c, members, generation);
+    all_follow(&rig.c, members, leader);
+}
+
 /// Asserts that every host of `hosts` runs `generation`.
 fn assert_generation(c: &Cluster, hosts: &[usize], generation: u32) {
     let runs: Vec<(usize, Option<u32>)> = hosts.iter().map(|&h| (h, c.generation(h))).collect();
@@ -293,29 +254,14 @@ fn assert_generation(c: &Cluster, hosts: &[usize], generation: u32) {
     );
 }
 
-/// SIGTERM to host's daemon, which must exit cleanly.
-fn stop(c: &mut Cluster, host: usize) {
-    c.signal(host, libc::SIGTERM);
-    assert_eq!(
-        c.wait_exit(host, Duration::from_secs(10)),
-        Some(0),
-        "host {host} did not exit cleanly after SIGTERM\n{}",
-        c.dump()
-    );
-}
-
 /// Three members, then hosts 4 and 5 join one generation each: the leader
 /// takes each list first, a follower that tries first is refused, and each
 /// new host follows the leader once started.
 #[test]
 fn growing_from_three_to_five_members_changes_no_leader() {
-    if !require_root() {
+    let Some((mut rig, leader, watch)) = settled(5, 3, "growth begins") else {
         return;
-    }
-    let mut rig = rig(5, 3, &[1, 2, 3]);
-    let leader = settle(&rig, &[1, 2, 3]);
-    let since = rig.c.mark("growth begins");
-    let from = rig.prober.next_seq();
+    };
 
     // A follower before its leader is refused, and keeps generation 1.
     let follower = (1..=3).find(|&h| h != leader.0).expect("two followers");
@@ -332,97 +278,47 @@ fn growing_from_three_to_five_members_changes_no_leader() {
     for (new, generation) in [(4, 2), (5, 3)] {
         let running = members.clone();
         members.push(new);
-        change(
-            &rig.c,
-            &leader_first(leader.0, &running),
-            &members,
-            generation,
-        );
-        rig.c.write_config(new, &members, generation);
-        rig.c.start(new);
-        let took = joins(&rig.c, new, leader, &running);
-        println!(
-            "generation {generation}: host {new} joined, following leader {} {:.0} ms after its start",
-            leader.0,
-            ms(took)
-        );
+        join(&mut rig.c, new, leader, &running, &members, generation);
     }
-    let f = figures(&rig, "grow 3 -> 5", since, from);
-    assert_undisturbed(&rig, &f, leader, "grow 3 -> 5");
-    assert_generation(&rig.c, &members, 3);
-    for h in (1..=5).filter(|&h| h != leader.0) {
-        follows(&rig.c, h, leader);
-    }
+    assert_done_undisturbed(&rig, &watch, leader, "grow 3 -> 5", &members, 3);
 }
 
 /// Five members; two followers leave one generation each, each stopped
 /// before the others take the list without it.
 #[test]
 fn shrinking_from_five_to_three_members_changes_no_leader() {
-    if !require_root() {
+    let Some((mut rig, leader, watch)) = settled(5, 5, "shrink begins") else {
         return;
-    }
-    let mut rig = rig(5, 5, &[1, 2, 3, 4, 5]);
-    let leader = settle(&rig, &[1, 2, 3, 4, 5]);
-    let since = rig.c.mark("shrink begins");
-    let from = rig.prober.next_seq();
+    };
     let mut members: Vec<usize> = (1..=5).collect();
     // The two highest-numbered followers leave.
     let mut leaving: Vec<usize> = members.iter().copied().filter(|&h| h != leader.0).collect();
     leaving.drain(..2);
     for (gone, generation) in leaving.into_iter().zip([2, 3]) {
-        stop(&mut rig.c, gone);
+        rig.c.stop(gone);
         members.retain(|&h| h != gone);
-        change(
-            &rig.c,
-            &leader_first(leader.0, &members),
-            &members,
-            generation,
-        );
+        change(&rig.c, leader.0, &members, &members, generation);
         println!("generation {generation}: host {gone} left, members {members:?}");
     }
-    let f = figures(&rig, "shrink 5 -> 3", since, from);
-    assert_undisturbed(&rig, &f, leader, "shrink 5 -> 3");
-    assert_generation(&rig.c, &members, 3);
-    for &h in members.iter().filter(|&&h| h != leader.0) {
-        follows(&rig.c, h, leader);
-    }
+    assert_done_undisturbed(&rig, &watch, leader, "shrink 5 -> 3", &members, 3);
 }
 
 /// Three members; a follower fails (SIGKILL), the two left take the list
 /// without it, then host 4 joins in its place.
 #[test]
 fn replacing_a_failed_follower_changes_no_leader() {
-    if !require_root() {
+    let Some((mut rig, leader, watch)) = settled(4, 3, "replacement begins") else {
         return;
-    }
-    let mut rig = rig(4, 3, &[1, 2, 3]);
-    let leader = settle(&rig, &[1, 2, 3]);
-    let since = rig.c.mark("replacement begins");
-    let from = rig.prober.next_seq();
+    };
     let failed = (1..=3).rev().find(|&h| h != leader.0).expect("a follower");
     rig.c.kill(failed);
     let left: Vec<usize> = (1..=3).filter(|&h| h != failed).collect();
-    change(&rig.c, &leader_first(leader.0, &left), &left, 2);
+    change(&rig.c, leader.0, &left, &left, 2);
     println!("generation 2: host {failed} failed and was removed, members {left:?}");
     let mut members = left.clone();
     members.push(4);
-    change(&rig.c, &leader_first(leader.0, &left), &members, 3);
-    rig.c.write_config(4, &members, 3);
-    rig.c.start(4);
-    let took = joins(&rig.c, 4, leader, &left);
-    println!(
-        "generation 3: host 4 joined in host {failed}'s place, following leader {} {:.0} ms \
-         after its start, members {members:?}",
-        leader.0,
-        ms(took)
-    );
-    let f = figures(&rig, "replace a follower", since, from);
-    assert_undisturbed(&rig, &f, leader, "replace a follower");
-    assert_generation(&rig.c, &members, 3);
-    for &h in members.iter().filter(|&&h| h != leader.0) {
-        follows(&rig.c, h, leader);
-    }
+    join(&mut rig.c, 4, leader, &left, &members, 3);
+    assert_done_undisturbed(&rig, &watch, leader, "replace a follower", &members, 3);
 }
 
 /// Three members; the list without the leader is refused while it leads;
@@ -430,15 +326,12 @@ fn replacing_a_failed_follower_changes_no_leader() {
 /// list without it, the new leader first.
 #[test]
 fn removing_the_leader_hands_over_once() {
-    if !require_root() {
+    let Some((mut rig, (old, old_epoch), watch)) = settled(3, 3, "removal of the leader begins")
+    else {
         return;
-    }
-    let mut rig = rig(3, 3, &[1, 2, 3]);
-    let (old, old_epoch) = settle(&rig, &[1, 2, 3]);
+    };
     let dead_after = Duration::from_millis(rig.c.opts.dead_after_ms);
     let left: Vec<usize> = (1..=3).filter(|&h| h != old).collect();
-    let since = rig.c.mark("removal of the leader begins");
-    let from = rig.prober.next_seq();
 
     refused(
         &rig.c,
@@ -458,12 +351,12 @@ fn removing_the_leader_hands_over_once() {
         .unwrap_or_else(|| panic!("no leader after the step-down\n{}", rig.c.dump()));
     let new = (next.node, next.epoch);
     assert!(
-        wait_served_by(&rig.prober, new.0, SETTLE),
+        rig.wait_served_by(new.0, SETTLE),
         "the client never reached node {} after the handover\n{}",
         new.0,
         rig.c.dump()
     );
-    let handover = rig.prober.span(from, rig.prober.next_seq());
+    let handover = rig.prober.span(watch.from, rig.prober.next_seq());
     println!(
         "leader {old} stepped down, node {} promoted epoch {} {:.1} ms after the request; \
          client outage {:.1} ms",
@@ -472,16 +365,12 @@ fn removing_the_leader_hands_over_once() {
         (next.at_ns - asked) as f64 / 1e6,
         ms(handover.outage)
     );
-    for &h in left.iter().filter(|&&h| h != new.0) {
-        follows(&rig.c, h, new);
-    }
-    stop(&mut rig.c, old);
-    change(&rig.c, &leader_first(new.0, &left), &left, 2);
-    for &h in left.iter().filter(|&&h| h != new.0) {
-        follows(&rig.c, h, new);
-    }
+    all_follow(&rig.c, &left, new);
+    rig.c.stop(old);
+    change(&rig.c, new.0, &left, &left, 2);
+    all_follow(&rig.c, &left, new);
 
-    let f = figures(&rig, "remove the leader", since, from);
+    let f = figures(&rig, "remove the leader", &watch);
     let kinds = |kind: &str| -> Vec<(usize, u64)> {
         f.changes
             .iter()
@@ -513,27 +402,16 @@ fn removing_the_leader_hands_over_once() {
 /// `membership`, and it never leads while the others do.
 #[test]
 fn a_host_that_missed_the_changes_is_ignored_and_never_leads() {
-    if !require_root() {
+    let Some((mut rig, leader, watch)) = settled(5, 3, "changes without the stale host begin")
+    else {
         return;
-    }
-    let mut rig = rig(5, 3, &[1, 2, 3]);
-    let leader = settle(&rig, &[1, 2, 3]);
-    let since = rig.c.mark("changes without the stale host begin");
-    let from = rig.prober.next_seq();
+    };
     let stale = (1..=3).rev().find(|&h| h != leader.0).expect("a follower");
     let mut running: Vec<usize> = (1..=3).filter(|&h| h != stale).collect();
     let mut members = vec![1, 2, 3];
     for (new, generation) in [(4, 2), (5, 3)] {
         members.push(new);
-        change(
-            &rig.c,
-            &leader_first(leader.0, &running),
-            &members,
-            generation,
-        );
-        rig.c.write_config(new, &members, generation);
-        rig.c.start(new);
-        joins(&rig.c, new, leader, &running);
+        join(&mut rig.c, new, leader, &running, &members, generation);
         running.push(new);
     }
     let drops = |h: usize| rig.c.dropped(h, "membership");
@@ -553,8 +431,7 @@ fn a_host_that_missed_the_changes_is_ignored_and_never_leads() {
         rig.c.generation(stale),
         status.trim()
     );
-    let f = figures(&rig, "a stale host", since, from);
-    assert_undisturbed(&rig, &f, leader, "a stale host");
+    assert_undisturbed(&rig, &watch, leader, "a stale host");
     assert_generation(&rig.c, &running, 3);
     assert_eq!(rig.c.generation(stale), Some(1), "{}", rig.c.dump());
     assert!(

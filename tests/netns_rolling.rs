@@ -5,12 +5,13 @@
 //! rounds of reloads host by host (README "Rotate the key"), changes no
 //! leader and costs the client nothing either.
 //!
-//! Three hosts float a VIP with the shipped `conf/hooks/vip` (through a
-//! wrapper that appends the cluster harness's hook-log lines, with
+//! Three hosts float a VIP with the shipped `conf/hooks/vip` (the cluster
+//! harness's [`Opts::vip_hook`], whose hook-log lines carry
 //! `REGENT_REASON`, so a restarted daemon's start-up demote can be told
-//! from a demote that ends a leadership). The client probes the VIP over
-//! UDP every 2 ms with regent-bench's prober, and a responder on every host
-//! answers with its host number.
+//! from a demote that ends a leadership), set up and watched by
+//! [`vip_rig`]: the client probes the VIP over UDP every 2 ms with
+//! regent-bench's prober, and a responder on every host answers with its
+//! host number.
 //!
 //! Needs root (skips otherwise, fails under `CI=true`). Run with
 //! `--nocapture` to see the figures.
@@ -23,187 +24,43 @@ mod netns;
 #[path = "cluster/mod.rs"]
 mod cluster;
 
-// The bench's client, shared rather than copied. Its own unit tests come
-// along and run here too; they are pure and quick.
-#[allow(dead_code)]
-#[path = "../src/bin/regent-bench/probe.rs"]
-mod probe;
+#[path = "vip_rig/mod.rs"]
+mod vip_rig;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cluster::{json_field, regent_bin, wait_until, Cluster, HookEvent, Opts};
-use netns::{require_root, Lan, CLIENT};
-use probe::{Prober, Responder, Span};
+use cluster::{json_field, overlap_ms, wait_until, Cluster, Opts};
+use netns::{require_root, CLIENT};
 use regentd::core::{Body, Epoch, Incarnation, Message, NodeId, Seq};
 use regentd::wire::{Codec, KeyId};
 use socket2::{Domain, Protocol, Socket, Type};
+use vip_rig::probe::Span;
+use vip_rig::{ms, Rig, SETTLE, WATCH_AFTER};
 
-/// How long after a restarted follower follows again the client is still
-/// watched: past a lease (274 ms at the default timing), so a lease the
-/// restart broke would show as a demote and lost probes.
-const WATCH_AFTER: Duration = Duration::from_millis(600);
-
-/// Probes younger than this may still wait for their answer.
-const IN_FLIGHT: Duration = Duration::from_millis(50);
-
-/// The wrapper hook: the harness's `time epoch kind node reason` line at
-/// the start of promote and demote, `demote-end` after a demote, and the
-/// shipped vip hook in between.
-const WRAPPER: &str = r#"#!/bin/sh
-log='@DIR@/hooks.log'
-[ "$1" = refresh ] || echo "$(date +%s%N) $2 $1 $REGENT_NODE $REGENT_REASON" >> "$log"
-REGENT_VIP_ENV='@DIR@/vip.env'
-export REGENT_VIP_ENV
-'@VIP@' "$@"
-rc=$?
-[ "$1" = demote ] && echo "$(date +%s%N) $2 demote-end $REGENT_NODE $REGENT_REASON" >> "$log"
-exit $rc
-"#;
-
-/// Three members and a client; the client's prober and the responders
-/// run. Fields drop in order: the client's threads first, the LAN last.
-struct Rig {
-    prober: Prober,
-    _responder: Responder,
-    c: Cluster,
-}
-
-/// A rig whose daemons on hosts `up` are started; the others never run.
+/// A rig of three hosts whose daemons on hosts `up` are started; the
+/// others never run.
 fn rig(up: &[usize]) -> Rig {
     rig_ranked(up, Vec::new())
 }
 
 /// Like [`rig`], with the hosts' priorities.
 fn rig_ranked(up: &[usize], priorities: Vec<u32>) -> Rig {
-    let lan = Lan::with_client(3);
-    // The directory `Cluster::new` will use, so the config can name the hook.
-    let dir = std::env::temp_dir().join(format!("regent-test-{}", lan.prefix()));
-    let hook = dir.join("vip-hook");
-    let vip = lan.vip4();
     let opts = Opts {
         // Leadership stays where a restart moved it: a returning node must
         // not take it back (that would be a second change).
         preempt: false,
         priorities,
-        hook: Some(hook.clone()),
         ..Opts::default()
     };
-    let mut c = Cluster::new(lan, opts);
-    assert_eq!(c.dir, dir, "the cluster harness changed its directory");
-    std::fs::write(
-        dir.join("vip.env"),
-        format!(
-            "VIP=\"{vip}/24\"\nDEV=eth0\nREGENT={}\nARP_COUNT=1\n",
-            regent_bin()
-        ),
-    )
-    .expect("vip.env");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/hooks/vip");
-    let script = WRAPPER
-        .replace("@DIR@", &dir.display().to_string())
-        .replace("@VIP@", &shipped.display().to_string());
-    std::fs::write(&hook, script).expect("hook");
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let responder = Responder::start(&c.lan).expect("responders");
-    let prober = Prober::start(&c.lan).expect("prober");
-    for &h in up {
-        c.start(h);
-    }
-    Rig {
-        prober,
-        _responder: responder,
-        c,
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Waits until the last 50 probes old enough to be answered were all
-/// answered by `host`.
-fn wait_served_by(p: &Prober, host: usize, limit: Duration) -> bool {
-    let in_flight = (IN_FLIGHT.as_millis() / probe::INTERVAL.as_millis()) as usize;
-    wait_until(limit, || {
-        let ripe = p.next_seq().saturating_sub(in_flight);
-        let s = p.span(ripe.saturating_sub(50), ripe);
-        s.sent == 50 && s.answered_by == [(host, 50)]
-    })
-}
-
-/// What the client saw of probes `from..` up to now, once the newest of
-/// them had time for their answers.
-fn seen_since(p: &Prober, from: usize) -> Span {
-    let to = p.next_seq();
-    std::thread::sleep(IN_FLIGHT);
-    p.span(from, to)
-}
-
-/// Waits until `host`'s daemon says it follows `leader` at `epoch`;
-/// returns how long that took.
-fn wait_follows(c: &Cluster, host: usize, (leader, epoch): (usize, u64)) -> Option<Duration> {
-    let began = Instant::now();
-    let follows = wait_until(Duration::from_secs(5), || {
-        c.status_json(host).is_some_and(|j| {
-            json_field(&j, "role").as_deref() == Some("follower")
-                && json_field(&j, "leader") == Some(leader.to_string())
-                && json_field(&j, "epoch") == Some(epoch.to_string())
-        })
-    });
-    follows.then(|| began.elapsed())
+    Rig::start(3, opts, up)
 }
 
 /// SIGTERM to host's daemon; once it has exited cleanly, starts it again.
 fn bounce(c: &mut Cluster, host: usize) {
-    c.signal(host, libc::SIGTERM);
-    let code = c.wait_exit(host, Duration::from_secs(10));
-    assert_eq!(
-        code,
-        Some(0),
-        "host {host} did not exit cleanly after SIGTERM\n{}",
-        c.dump()
-    );
+    c.stop(host);
     c.start(host);
-}
-
-/// The leadership changes the hook log shows since `since_ns`: every
-/// promote, and every demote but the start-up demote of a daemon that
-/// just started (which holds nothing).
-fn changes_since(c: &Cluster, since_ns: u128) -> Vec<HookEvent> {
-    c.hook_events()
-        .into_iter()
-        .filter(|e| e.at_ns >= since_ns)
-        .filter(|e| e.kind == "promote" || (e.kind == "demote" && e.reason != "startup"))
-        .collect()
-}
-
-/// Waits for the first leader and for the client to reach it through the
-/// VIP, and for every other running daemon to follow it.
-fn settle(rig: &Rig, followers: &[usize]) -> (usize, u64) {
-    let c = &rig.c;
-    let first = c
-        .wait_promote(0, &[], Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no leader within 5 s\n{}", c.dump()));
-    assert!(
-        wait_served_by(&rig.prober, first.node, Duration::from_secs(5)),
-        "the client never reached leader {} through the VIP\n{}",
-        first.node,
-        c.dump()
-    );
-    for &f in followers.iter().filter(|&&f| f != first.node) {
-        assert!(
-            wait_follows(c, f, (first.node, first.epoch)).is_some(),
-            "host {f} does not follow leader {}\n{}",
-            first.node,
-            c.dump()
-        );
-    }
-    // Past the promote hook's announcement (ARP_COUNT=1: a second).
-    std::thread::sleep(Duration::from_millis(1200));
-    (first.node, first.epoch)
 }
 
 /// Restarts a follower's daemon and checks that the client and the leader
@@ -212,7 +69,7 @@ fn restart_follower(rig: &mut Rig, host: usize, leader: (usize, u64), label: &st
     let since = rig.c.mark(format!("{label}: restart of follower {host}"));
     let from = rig.prober.next_seq();
     bounce(&mut rig.c, host);
-    let follows = wait_follows(&rig.c, host, leader).unwrap_or_else(|| {
+    let follows = rig.c.wait_follows(host, leader, SETTLE).unwrap_or_else(|| {
         panic!(
             "{label}: host {host} does not follow leader {} at epoch {} again\n{}\n{}",
             leader.0,
@@ -222,8 +79,8 @@ fn restart_follower(rig: &mut Rig, host: usize, leader: (usize, u64), label: &st
         )
     });
     std::thread::sleep(WATCH_AFTER);
-    let seen = seen_since(&rig.prober, from);
-    let changes = changes_since(&rig.c, since);
+    let seen = rig.seen_since(from);
+    let changes = rig.c.leadership_changes_since(since);
     println!(
         "{label}: follower {host} restarted, following leader {} again {:.0} ms after its start: \
          {} probes sent, {} lost, outage {:.1} ms, {} leadership changes",
@@ -258,7 +115,7 @@ fn rolling_restart_of_every_host_moves_leadership_only_when_the_leader_restarts(
     }
     let mut rig = rig(&[1, 2, 3]);
     let dead_after = Duration::from_millis(rig.c.opts.dead_after_ms);
-    let (leader, epoch) = settle(&rig, &[1, 2, 3]);
+    let (leader, epoch) = rig.settle(&[1, 2, 3]);
     let followers: Vec<usize> = (1..=3).filter(|&h| h != leader).collect();
     for &f in &followers {
         restart_follower(&mut rig, f, (leader, epoch), "3 of 3 up");
@@ -272,7 +129,7 @@ fn rolling_restart_of_every_host_moves_leadership_only_when_the_leader_restarts(
     rig.c.signal(leader, libc::SIGTERM);
     let next = rig
         .c
-        .wait_promote(since, &[leader], Duration::from_secs(5))
+        .wait_promote(since, &[leader], SETTLE)
         .unwrap_or_else(|| panic!("no leader after SIGTERM\n{}", rig.c.dump()));
     assert_eq!(
         rig.c.wait_exit(leader, Duration::from_secs(10)),
@@ -282,20 +139,22 @@ fn rolling_restart_of_every_host_moves_leadership_only_when_the_leader_restarts(
     );
     rig.c.start(leader);
     assert!(
-        wait_follows(&rig.c, leader, (next.node, next.epoch)).is_some(),
+        rig.c
+            .wait_follows(leader, (next.node, next.epoch), SETTLE)
+            .is_some(),
         "the restarted leader does not follow node {}\n{}",
         next.node,
         rig.c.dump()
     );
     assert!(
-        wait_served_by(&rig.prober, next.node, Duration::from_secs(5)),
+        rig.wait_served_by(next.node, SETTLE),
         "the client never reached node {} after the handover\n{}",
         next.node,
         rig.c.dump()
     );
     std::thread::sleep(WATCH_AFTER);
-    let seen = seen_since(&rig.prober, from);
-    let changes = changes_since(&rig.c, since);
+    let seen = rig.seen_since(from);
+    let changes = rig.c.leadership_changes_since(since);
     println!(
         "3 of 3 up: leader {leader} restarted, node {} promoted epoch {} {:.1} ms after SIGTERM: \
          {} probes sent, {} lost, outage {:.1} ms, answers {:?}",
@@ -340,7 +199,7 @@ fn rolling_restart_at_exact_quorum_keeps_the_leader() {
     }
     // Host 3 never runs: the leader's quorum is itself and the one follower.
     let mut rig = rig(&[1, 2]);
-    let (leader, epoch) = settle(&rig, &[1, 2]);
+    let (leader, epoch) = rig.settle(&[1, 2]);
     let follower = if leader == 1 { 2 } else { 1 };
     for round in 1..=5 {
         restart_follower(
@@ -364,7 +223,7 @@ fn rolling_restart_at_exact_quorum_keeps_the_leader() {
         "{}",
         rig.c.dump()
     );
-    let down = changes_since(&rig.c, since);
+    let down = rig.c.leadership_changes_since(since);
     rig.c.start(leader);
     let next = rig
         .c
@@ -377,21 +236,23 @@ fn rolling_restart_at_exact_quorum_keeps_the_leader() {
             )
         });
     assert!(
-        wait_served_by(&rig.prober, next.node, Duration::from_secs(5)),
+        rig.wait_served_by(next.node, SETTLE),
         "the client never reached node {} after the restart\n{}",
         next.node,
         rig.c.dump()
     );
     let other = if next.node == 1 { 2 } else { 1 };
     assert!(
-        wait_follows(&rig.c, other, (next.node, next.epoch)).is_some(),
+        rig.c
+            .wait_follows(other, (next.node, next.epoch), SETTLE)
+            .is_some(),
         "host {other} does not follow the new leader {}\n{}",
         next.node,
         rig.c.dump()
     );
     std::thread::sleep(WATCH_AFTER);
-    let seen = seen_since(&rig.prober, from);
-    let changes = changes_since(&rig.c, since);
+    let seen = rig.seen_since(from);
+    let changes = rig.c.leadership_changes_since(since);
     println!(
         "2 of 3 up: leader {leader} restarted; while it was down: {down:?}; node {} promoted \
          epoch {} {:.1} ms after SIGTERM: {} probes sent, {} lost, outage {:.1} ms, answers {:?}",
@@ -436,18 +297,20 @@ fn a_follower_that_led_before_resumes_at_exact_quorum() {
     }
     // Host 3 ranks highest and leads; its restart hands over to host 2.
     let mut rig = rig_ranked(&[1, 2, 3], vec![100, 200, 300]);
-    let (leader, _) = settle(&rig, &[1, 2, 3]);
+    let (leader, _) = rig.settle(&[1, 2, 3]);
     assert_eq!(leader, 3, "{}", rig.c.dump());
     let since = rig.c.mark("restart of leader 3");
     rig.c.signal(3, libc::SIGTERM);
     let next = rig
         .c
-        .wait_promote(since, &[3], Duration::from_secs(5))
+        .wait_promote(since, &[3], SETTLE)
         .unwrap_or_else(|| panic!("no leader after SIGTERM\n{}", rig.c.dump()));
     assert_eq!(rig.c.wait_exit(3, Duration::from_secs(10)), Some(0));
     rig.c.start(3);
     assert!(
-        wait_follows(&rig.c, 3, (next.node, next.epoch)).is_some(),
+        rig.c
+            .wait_follows(3, (next.node, next.epoch), SETTLE)
+            .is_some(),
         "{}",
         rig.c.dump()
     );
@@ -533,20 +396,6 @@ fn key_drops(c: &Cluster) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// How long two different hosts held leadership at once, over `windows`.
-fn overlap_ms(windows: &[cluster::Window]) -> f64 {
-    let now = cluster::realtime_ns();
-    let mut ns = 0u128;
-    for (i, a) in windows.iter().enumerate() {
-        for b in windows[i + 1..].iter().filter(|b| b.node != a.node) {
-            let start = a.start_ns.max(b.start_ns);
-            let end = a.end_ns.unwrap_or(now).min(b.end_ns.unwrap_or(now));
-            ns += end.saturating_sub(start);
-        }
-    }
-    ns as f64 / 1e6
-}
-
 /// The README's key rotation on a live cluster, by editing each host's file
 /// and `regent reload`, one host at a time with a `dead_after` and more
 /// between hosts, so every mixed state (some hosts accepting the new key,
@@ -564,7 +413,7 @@ fn a_key_rotation_by_reloads_changes_no_leader_and_costs_the_client_nothing() {
         return;
     }
     let rig = rig(&[1, 2, 3]);
-    let (leader, epoch) = settle(&rig, &[1, 2, 3]);
+    let (leader, epoch) = rig.settle(&[1, 2, 3]);
     let c = &rig.c;
     let (rx, tx) = group_sockets(c);
     let old_file = c.dir.join("key");
@@ -644,8 +493,8 @@ fn a_key_rotation_by_reloads_changes_no_leader_and_costs_the_client_nothing() {
     }
     let took = began.elapsed();
     std::thread::sleep(WATCH_AFTER);
-    let seen = seen_since(&rig.prober, from);
-    let changes = changes_since(c, since);
+    let seen = rig.seen_since(from);
+    let changes = c.leadership_changes_since(since);
     let promotes = c
         .hook_events()
         .iter()

@@ -483,6 +483,17 @@ impl Cluster {
         None
     }
 
+    /// SIGTERM to host's daemon, which must exit cleanly within 10 s.
+    pub fn stop(&mut self, host: usize) {
+        self.signal(host, libc::SIGTERM);
+        assert_eq!(
+            self.wait_exit(host, Duration::from_secs(10)),
+            Some(0),
+            "host {host} did not exit cleanly after SIGTERM\n{}",
+            self.dump()
+        );
+    }
+
     /// The pid of host's daemon, while it runs.
     pub fn pid(&self, host: usize) -> Option<u32> {
         self.children[host - 1].as_ref().map(|c| c.id())
