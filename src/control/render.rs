@@ -1124,6 +1124,22 @@ host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
         assert_eq!(got, expected, "\n{got}");
     }
 
+    /// The status text of node 3 of cluster `x`, node 2 a witness.
+    fn table(st: &Status, c: &Counters, d: &DropCounters) -> String {
+        render_status(&Snapshot {
+            cluster: "x",
+            rank: rank(100, 3),
+            witnesses: &[NodeId(2)],
+            status: st,
+            dead_after: ms(300),
+            counters: c,
+            drops: d,
+            hooks: &HookStats::default(),
+            uptime: ms(2500),
+            start_unix_s: 1_700_000_000,
+        })
+    }
+
     #[test]
     fn status_table_without_leader_or_quorum() {
         let (mut st, c, d) = (status(), counters(), drops());
@@ -1133,19 +1149,7 @@ host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
         st.leader = None;
         st.alive = 1;
         st.lease_remaining = None;
-        let s = Snapshot {
-            cluster: "x",
-            rank: rank(100, 3),
-            witnesses: &[NodeId(2)],
-            status: &st,
-            dead_after: ms(300),
-            counters: &c,
-            drops: &d,
-            hooks: &HookStats::default(),
-            uptime: ms(2500),
-            start_unix_s: 1_700_000_000,
-        };
-        let got = render_status(&s);
+        let got = table(&st, &c, &d);
         for want in [
             "role       follower (demote hook running)\n",
             "epoch      none\n",
@@ -1173,20 +1177,7 @@ host 4 runs generation 1 (list {o:08x}): ignored, its member list differs
         st.foreign.clear();
         st.peers[0].membership = Some(ours());
         st.peers[1].membership = Some(Membership::of(2, &[NodeId(2), NodeId(3), NodeId(5)]));
-        let render = |st: &Status| {
-            render_status(&Snapshot {
-                cluster: "x",
-                rank: rank(100, 3),
-                witnesses: &[NodeId(2)],
-                status: st,
-                dead_after: ms(300),
-                counters: &c,
-                drops: &d,
-                hooks: &HookStats::default(),
-                uptime: ms(2500),
-                start_unix_s: 1_700_000_000,
-            })
-        };
+        let render = |st: &Status| table(st, &c, &d);
         let got = render(&st);
         let list = |m: Membership| format!("{:08x}", m.digest);
         for want in [
